@@ -1,0 +1,272 @@
+"""Audio input: any file, upload or array in, float32 mono 16 kHz out, or one clear error.
+
+Every model in eacap hears the same thing: a 1-D float32 waveform at SAMPLE_RATE, at most
+MAX_SECONDS long. `load_audio` is the single door to that. It accepts
+
+- a path (str or os.PathLike) to a WAV, FLAC, OGG or MP3 file,
+- bytes (the content of an uploaded file),
+- a numpy array or torch tensor with its `sample_rate`,
+- a Gradio-style tuple `(rate, array)` as `gr.Audio(type="numpy")` gives it
+  (`(array, rate)`, as librosa.load returns it, is accepted too).
+
+Bad input raises `AudioError` (a ValueError) whose message names the input and says what to do.
+Things that are odd but still captionable (cut to the window, silence) are not errors: they are
+listed in `Audio.warnings` so the caller can show them.
+
+Arrays are (samples,), (samples, channels) or (channels, samples). There is no reliable way to tell
+the last two apart from the data, so the channel axis is the smaller dimension (ties count as
+(samples, channels), the soundfile/Gradio layout), and it must be at most MAX_CHANNELS long:
+a (40, 50) array is refused rather than guessed at.
+"""
+
+import io
+import math
+import numbers
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+SAMPLE_RATE = 16000
+MAX_SECONDS = 30.0  # model window
+MIN_SECONDS = 0.1  # below this there is too little sound to describe (10 feature frames at a 10 ms hop)
+MIN_RATE, MAX_RATE = 8000, 192000  # telephone audio to high-resolution studio audio
+MAX_CHANNELS = 32
+# Inputs longer than this are refused, not cut: an hour-long file is almost surely the wrong
+# file, and captioning only its first 30 s would quietly misrepresent it.
+MAX_SOURCE_SECONDS = 3600.0
+SILENCE_DBFS = -80.0
+
+FORMATS_HINT = "convert it to WAV, FLAC, OGG or MP3"
+
+
+class AudioError(ValueError):
+    """The input cannot be turned into audio a model can caption; the message says why and what to do."""
+
+
+@dataclass
+class Audio:
+    waveform: np.ndarray  # float32, mono, SAMPLE_RATE, 1-D, finite; levels kept (peak may exceed 1)
+    sample_rate: int  # always SAMPLE_RATE
+    duration: float  # seconds of `waveform`
+    source_duration: float  # seconds before cutting
+    source_rate: int
+    source_channels: int
+    warnings: list[str] = field(default_factory=list)
+    name: str = "<array>"  # file name, "<bytes>" or "<array>", for messages
+
+
+def load_audio(
+    source,
+    sample_rate: int | None = None,
+    *,
+    max_seconds: float = MAX_SECONDS,
+    name: str | None = None,
+) -> Audio:
+    """Load `source` as float32 mono SAMPLE_RATE audio, cut to the first `max_seconds`.
+
+    `sample_rate` is the rate of an array or tensor `source` (required for them). Files and
+    bytes carry their own rate: leave it out, or it must match the file's.
+    `name` replaces the default name used in messages (the file name, "<bytes>", "<array>").
+    """
+    if not MIN_SECONDS <= max_seconds <= MAX_SOURCE_SECONDS:
+        raise ValueError(f"max_seconds must be within {MIN_SECONDS}-{MAX_SOURCE_SECONDS:g} s, got {max_seconds}")
+    if source is None:
+        raise AudioError(f"{name or 'input'}: no audio was given; upload or record a sound")
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        name = name or path.name or str(path)
+        _check_path(path, name)
+        samples, rate, source_frames = _read(path, name, max_seconds)
+        _check_given_rate(sample_rate, rate, name)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        name = name or "<bytes>"
+        if len(source) == 0:
+            raise AudioError(f"{name}: the data is empty (0 bytes); upload the audio file again")
+        samples, rate, source_frames = _read(io.BytesIO(source), name, max_seconds)
+        _check_given_rate(sample_rate, rate, name)
+    else:
+        name = name or "<array>"
+        if isinstance(source, tuple):
+            source, sample_rate = _untuple(source, sample_rate, name)
+        samples, rate, source_frames = _from_array(source, sample_rate, name, max_seconds)
+
+    return _finish(samples, rate, source_frames, name)
+
+
+def _check_path(path: Path, name: str) -> None:
+    # libsndfile reports all of these as "System error" or "Format not recognised"; say what is wrong.
+    if not path.exists():
+        raise AudioError(f"{name}: no such file: {path}; check the path")
+    if not path.is_file():
+        raise AudioError(f"{name}: {path} is not a file; pass an audio file, not a folder")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{name}: the file is empty (0 bytes); record or export it again")
+
+
+def _read(file, name: str, max_seconds: float) -> tuple[np.ndarray, int, int]:
+    """Decode at most the first window of a file, after checking its header.
+
+    The header is checked first so that an hour-long or 400 kHz file is refused before a byte of
+    audio is decoded, and only the window is read, so a long file costs no more than a short one.
+    """
+    try:
+        with sf.SoundFile(file) as f:
+            rate, channels, frames = f.samplerate, f.channels, f.frames
+            _check_rate(rate, name)
+            _check_channels(channels, name)
+            _check_not_too_long(frames, rate, name)
+            window = round(max_seconds * rate)
+            samples = f.read(min(frames, window), dtype="float32", always_2d=True)
+    except sf.LibsndfileError as err:
+        raise AudioError(f"{name}: not readable as audio ({err.error_string.rstrip('.')}); {FORMATS_HINT}") from err
+    except (sf.SoundFileError, OSError) as err:
+        raise AudioError(f"{name}: cannot read the file ({err}); {FORMATS_HINT}") from err
+    # Headers can overstate the length (truncated files, MP3 estimates): trust what was decoded,
+    # unless the read stopped at the window, in which case the rest was never looked at.
+    source_frames = frames if len(samples) == window else len(samples)
+    return samples, rate, source_frames
+
+
+def _check_given_rate(given, actual: int, name: str) -> None:
+    if given is not None and given != actual:
+        raise AudioError(
+            f"{name}: sample_rate={given} was given, but the file says {actual} Hz; "
+            "files carry their own rate, so leave sample_rate out"
+        )
+
+
+def _untuple(source: tuple, sample_rate, name: str):
+    if len(source) != 2:
+        raise AudioError(f"{name}: a tuple must be (sample_rate, array), got {len(source)} items")
+    first, second = source
+    # Whichever item is a plain number is the rate: Gradio gives (rate, array), librosa (array, rate).
+    rate, array = (first, second) if isinstance(first, numbers.Number) else (second, first)
+    if sample_rate is not None and sample_rate != rate:
+        raise AudioError(f"{name}: sample_rate={sample_rate} disagrees with the tuple's rate {rate}; pass only one")
+    return array, rate
+
+
+def _from_array(array, sample_rate, name: str, max_seconds: float) -> tuple[np.ndarray, int, int]:
+    if hasattr(array, "detach") and hasattr(array, "numpy"):  # a torch tensor, without importing torch
+        array = array.detach().cpu()
+        if array.is_floating_point():
+            array = array.float()  # bfloat16 has no numpy equivalent
+        array = array.numpy()
+    elif not isinstance(array, np.ndarray):
+        raise AudioError(
+            f"{name}: cannot load a {type(array).__name__}; pass a file path, bytes, "
+            "a numpy array or torch tensor with sample_rate, or a (sample_rate, array) tuple"
+        )
+    if sample_rate is None:
+        raise AudioError(f"{name}: an array has no sample rate of its own; pass sample_rate= (in Hz)")
+    rate = _check_rate(sample_rate, name)
+
+    shape = array.shape
+    if array.size == 0:
+        raise AudioError(f"{name}: the array is empty (shape {shape}); pass at least {MIN_SECONDS:g} s of samples")
+    if array.ndim == 1:
+        array = array[:, None]
+    elif array.ndim == 2 and min(shape) <= MAX_CHANNELS:
+        if shape[0] < shape[1]:
+            array = array.T
+    else:
+        raise AudioError(
+            f"{name}: an array of shape {shape} is not one clip of audio; pass (samples,), "
+            f"(samples, channels) or (channels, samples) with at most {MAX_CHANNELS} channels"
+        )
+
+    frames = array.shape[0]
+    _check_not_too_long(frames, rate, name)
+    # Cut before converting, so a long array costs only its window.
+    samples = _to_float32(array[: round(max_seconds * rate)], name)
+    return samples, rate, frames
+
+
+def _to_float32(array: np.ndarray, name: str) -> np.ndarray:
+    kind, size = array.dtype.kind, array.dtype.itemsize
+    if kind == "f":
+        return array.astype(np.float32)
+    # Integer PCM is scaled to [-1, 1) the way soundfile reads it, so arrays and files agree.
+    if kind == "i" and size in (1, 2, 4):
+        return (array.astype(np.float64) / 2.0 ** (8 * size - 1)).astype(np.float32)
+    if kind == "u" and size == 1:
+        return ((array.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    raise AudioError(
+        f"{name}: samples of type {array.dtype} are not audio; use float, int16, int32, int8 or uint8 samples"
+    )
+
+
+def _check_rate(rate, name: str) -> int:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not float(rate).is_integer():
+        raise AudioError(f"{name}: sample rate {rate!r} is not a whole number of Hz; pass e.g. sample_rate=44100")
+    rate = int(rate)
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(
+            f"{name}: sample rate {rate} Hz is outside the supported {MIN_RATE}-{MAX_RATE} Hz; "
+            f"check it is given in Hz (not kHz), or resample to {SAMPLE_RATE} Hz first"
+        )
+    return rate
+
+
+def _check_channels(channels: int, name: str) -> None:
+    if channels > MAX_CHANNELS:
+        raise AudioError(f"{name}: {channels} channels is more than {MAX_CHANNELS}; downmix it first")
+
+
+def _check_not_too_long(frames: int, rate: int, name: str) -> None:
+    if frames / rate > MAX_SOURCE_SECONDS:
+        raise AudioError(
+            f"{name}: {frames / rate / 60:.0f} min of audio is over the {MAX_SOURCE_SECONDS / 60:.0f} min limit; "
+            "trim it to the part you want captioned"
+        )
+
+
+def _finish(samples: np.ndarray, rate: int, source_frames: int, name: str) -> Audio:
+    """Validate, downmix and resample the decoded window (frames, channels) at `rate`."""
+    frames, channels = samples.shape
+    if frames == 0:
+        raise AudioError(f"{name}: there are no samples in it; record or export it again")
+    if frames / rate < MIN_SECONDS:
+        raise AudioError(f"{name}: only {frames / rate:.3g} s of audio; record at least {MIN_SECONDS:g} s")
+    if not np.isfinite(samples).all():
+        raise AudioError(
+            f"{name}: it contains NaN or infinite samples; the recording or the code that produced it is broken, "
+            "re-export it or fix the array"
+        )
+
+    # Averaging keeps the level of a channel that is the same everywhere (e.g. dual-mono).
+    mono = samples[:, 0] if channels == 1 else samples.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+    waveform = np.ascontiguousarray(mono, dtype=np.float32)
+
+    source_duration = source_frames / rate
+    warnings = []
+    if source_frames > frames:
+        warnings.append(
+            f"cut to the first {frames / rate:.1f} s of {source_duration:.1f} s (the model's window); "
+            "caption longer recordings in parts"
+        )
+    # Checked after downmixing: out-of-phase channels can cancel, and the model hears the mix.
+    peak = float(np.abs(waveform).max())
+    if peak < 10 ** (SILENCE_DBFS / 20):
+        level = f"{20 * math.log10(peak):.0f} dBFS" if peak > 0 else "digital silence"
+        warnings.append(
+            f"the audio is silent ({level}, below {SILENCE_DBFS:.0f} dBFS); it is still captioned, "
+            "but check the microphone or the recording level"
+        )
+    return Audio(
+        waveform=waveform,
+        sample_rate=SAMPLE_RATE,
+        duration=len(waveform) / SAMPLE_RATE,
+        source_duration=source_duration,
+        source_rate=rate,
+        source_channels=channels,
+        warnings=warnings,
+        name=name,
+    )

@@ -1,0 +1,162 @@
+"""Batched greedy and beam-search decoding over a `CaptionDecoder`, with a key/value cache.
+
+Beam search keeps `beam_size` live hypotheses per clip. A hypothesis that emits </s> leaves the beam and is
+scored by its length-normalised log-probability (sum / length ** length_penalty); the best finished one per
+clip wins. A clip stops once its best live hypothesis no longer beats its best finished one, or at `max_length`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .models.decoder import CaptionDecoder
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    beam_size: int = 3
+    max_length: int = 30          # generated tokens, </s> included
+    length_penalty: float = 1.0   # 0: raw log-probability (favours short captions); 1: mean per token
+
+    def validate(self, decoder_max: int) -> None:
+        if not 1 <= self.beam_size <= 16:
+            raise ValueError(f"beam_size must be between 1 and 16, got {self.beam_size}")
+        if not 1 <= self.max_length <= decoder_max - 1:
+            raise ValueError(f"max_length must be between 1 and {decoder_max - 1} (the decoder's limit), "
+                             f"got {self.max_length}")
+
+
+@dataclass
+class Hypotheses:
+    tokens: list[list[int]]   # per clip, without <s> and </s>
+    scores: list[float]       # length-normalised log-probabilities
+
+
+def _blocked(vocab_size: int, special: dict[str, int], device) -> torch.Tensor:
+    """Tokens never generated: padding, <s>, and unknown words (a caption with <unk> is no caption)."""
+    mask = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+    for name in ("pad", "bos", "unk"):
+        mask[special[name]] = True
+    return mask
+
+
+@torch.inference_mode()
+def decode(decoder: CaptionDecoder, frames: torch.Tensor, lengths: torch.Tensor, special: dict[str, int],
+           options: DecodingOptions = DecodingOptions()) -> Hypotheses:
+    options.validate(decoder.config.max_length)
+    if options.beam_size == 1:
+        return _greedy(decoder, frames, lengths, special, options)
+    return _beam(decoder, frames, lengths, special, options)
+
+
+def _normalise(score: torch.Tensor, length: int | torch.Tensor, penalty: float) -> torch.Tensor:
+    return score / (length ** penalty if penalty else 1.0)
+
+
+def _greedy(decoder, frames, lengths, special, options) -> Hypotheses:
+    batch, device = frames.shape[0], frames.device
+    memory_kv, memory_mask = decoder.memory(frames, lengths)
+    caches = [{} for _ in decoder.layers]
+    blocked = _blocked(decoder.config.vocab_size, special, device)
+    tokens = torch.full((batch, 1), special["bos"], dtype=torch.long, device=device)
+    out = torch.full((batch, options.max_length), special["pad"], dtype=torch.long, device=device)
+    score = torch.zeros(batch, device=device)
+    n_tokens = torch.zeros(batch, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    for position in range(options.max_length):
+        logp = decoder.step(tokens, position, memory_kv, memory_mask, caches).float().log_softmax(-1)
+        logp = logp.masked_fill(blocked, float("-inf"))
+        if position == options.max_length - 1:
+            next_token = torch.full_like(done, special["eos"], dtype=torch.long)  # the caption must end here
+        else:
+            next_token = logp.argmax(-1)
+        step_logp = logp.gather(1, next_token[:, None])[:, 0]
+        score += torch.where(done, 0.0, step_logp)
+        n_tokens += (~done).float()
+        out[:, position] = torch.where(done, special["pad"], next_token)
+        done |= next_token == special["eos"]
+        if bool(done.all()):
+            break
+        tokens = next_token[:, None]
+    return Hypotheses([_strip(row, special) for row in out.tolist()],
+                      _normalise(score, n_tokens, options.length_penalty).tolist())
+
+
+def _beam(decoder, frames, lengths, special, options) -> Hypotheses:
+    batch, beam, device = frames.shape[0], options.beam_size, frames.device
+    vocab = decoder.config.vocab_size
+    eos = special["eos"]
+    # Every clip's encoder frames are repeated once per beam, so all beams decode as one batch.
+    frames = frames.repeat_interleave(beam, dim=0)
+    lengths = lengths.repeat_interleave(beam, dim=0)
+    memory_kv, memory_mask = decoder.memory(frames, lengths)
+    caches = [{} for _ in decoder.layers]
+    blocked = _blocked(vocab, special, device)
+
+    tokens = torch.full((batch * beam, 1), special["bos"], dtype=torch.long, device=device)
+    history = torch.empty((batch * beam, 0), dtype=torch.long, device=device)
+    # At the start all beams are the same <s>: only the first may expand, or the beam fills with copies.
+    scores = torch.full((batch, beam), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    best_score = torch.full((batch,), float("-inf"), device=device)
+    best_tokens: list[list[int]] = [[] for _ in range(batch)]
+    active = torch.ones(batch, dtype=torch.bool, device=device)
+    offsets = (torch.arange(batch, device=device) * beam)[:, None]
+
+    for position in range(options.max_length):
+        logp = decoder.step(tokens, position, memory_kv, memory_mask, caches).float().log_softmax(-1)
+        logp = logp.masked_fill(blocked, float("-inf"))
+        if position == options.max_length - 1:  # last slot: only </s> may follow
+            only_eos = torch.full_like(logp, float("-inf"))
+            only_eos[:, eos] = logp[:, eos]
+            logp = only_eos
+        candidates = (scores.view(-1, 1) + logp).view(batch, beam * vocab)
+        top_scores, top_index = candidates.topk(2 * beam, dim=1)  # 2*beam: enough to refill after </s> exits
+        top_beam, top_token = top_index // vocab, top_index % vocab
+        is_eos = top_token == eos
+
+        # Hypotheses ending now: keep each clip's best, normalised by its length (</s> included).
+        finished = _normalise(top_scores, position + 1, options.length_penalty)
+        finished = finished.masked_fill(~is_eos | ~active[:, None], float("-inf"))
+        # Only candidates ranked within the first `beam` may finish, as in standard beam search.
+        finished[:, beam:] = float("-inf")
+        cand_best, cand_index = finished.max(dim=1)
+        improved = cand_best > best_score
+        if bool(improved.any()):
+            for b in improved.nonzero()[:, 0].tolist():
+                row = int(offsets[b, 0] + top_beam[b, cand_index[b]])
+                best_tokens[b] = history[row].tolist()
+            best_score = torch.where(improved, cand_best, best_score)
+
+        # The live beams: the best non-</s> candidates.
+        live_scores = top_scores.masked_fill(is_eos, float("-inf"))
+        live_scores, order = live_scores.topk(beam, dim=1)
+        chosen_beam = top_beam.gather(1, order)
+        chosen_token = top_token.gather(1, order)
+        scores = live_scores
+        # Stop a clip once its best live beam, normalised at the current length, no longer beats its best
+        # finished hypothesis. A heuristic (with length_penalty > 0 a longer caption could still raise its
+        # mean), the same one Hugging Face's generate() uses without early_stopping.
+        active &= ~(best_score >= _normalise(scores[:, 0], position + 1, options.length_penalty))
+        active &= torch.isfinite(scores[:, 0])
+        if not bool(active.any()):
+            break
+
+        rows = (offsets + chosen_beam).view(-1)
+        history = torch.cat([history[rows], chosen_token.view(-1, 1)], dim=1)
+        for cache in caches:
+            cache["k"], cache["v"] = cache["k"][rows], cache["v"][rows]
+        tokens = chosen_token.view(-1, 1)
+
+    return Hypotheses([_strip(t, special) for t in best_tokens], best_score.tolist())
+
+
+def _strip(tokens: list[int], special: dict[str, int]) -> list[int]:
+    out = []
+    for token in tokens:
+        if token == special["eos"]:
+            break
+        if token != special["pad"]:
+            out.append(token)
+    return out

@@ -1,0 +1,100 @@
+"""Front-ends: waveform (16 kHz) -> log-mel features, as torch modules so they run inside the model.
+
+Two front-ends, one per encoder:
+- `LogMel`: the student's 64-bin log-mel (the paper's EfficientNet front-end): 512-sample window and FFT,
+  160 hop, power spectrum, mel filterbank in HTK scale without normalisation, dB with top_db 120. This is
+  torchaudio's `MelSpectrogram` + `AmplitudeToDB` formula without depending on torchaudio (see design.md).
+- `WhisperLogMel`: Whisper's 80-bin log-mel (400-sample window, 160 hop, Slaney mel, log10, clamp to max-8,
+  scaled by (x+4)/4), computed on the unpadded input so a 10 s clip gives 1000 frames, not 3000.
+
+Both take `(waveforms [B, N], lengths [B])` and return `(features [B, n_mels, T], frame_lengths [B])`, with
+padding frames of shorter clips set to the value of silence so they do not leak into the valid frames' statistics.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import librosa
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .audio import SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    kind: str = "logmel"        # "logmel" (student) or "whisper" (teacher)
+    n_mels: int = 64
+    n_fft: int = 512
+    hop_length: int = 160
+    top_db: float = 120.0       # logmel only
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+STUDENT_FRONTEND = FrontendConfig("logmel", n_mels=64, n_fft=512, hop_length=160, top_db=120.0)
+TEACHER_FRONTEND = FrontendConfig("whisper", n_mels=80, n_fft=400, hop_length=160)
+
+
+class LogMel(nn.Module):
+    def __init__(self, config: FrontendConfig = STUDENT_FRONTEND):
+        super().__init__()
+        self.config = config
+        fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=config.n_fft, n_mels=config.n_mels, fmin=0.0,
+                                 fmax=SAMPLE_RATE / 2, htk=True, norm=None)
+        self.register_buffer("mel_fb", torch.from_numpy(fb).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return lengths // self.config.hop_length + 1  # center=True framing
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        spec = torch.stft(waveforms.float(), c.n_fft, c.hop_length, window=self.window, center=True,
+                          pad_mode="reflect", return_complex=True).abs().pow(2)
+        mel = self.mel_fb @ spec
+        db = 10.0 * torch.log10(mel.clamp(min=1e-10))
+        frames = self.frame_lengths(lengths)
+        valid = torch.arange(db.shape[-1], device=db.device)[None, :] < frames[:, None]
+        # top_db clamps against each clip's own maximum over its valid frames, as torchaudio does per clip.
+        peak = db.masked_fill(~valid[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)
+        db = torch.maximum(db, peak - c.top_db)
+        db = db.masked_fill(~valid[:, None, :], -100.0)  # log10(1e-10) * 10: the value of silence
+        return db, frames
+
+
+class WhisperLogMel(nn.Module):
+    def __init__(self, config: FrontendConfig = TEACHER_FRONTEND):
+        super().__init__()
+        self.config = config
+        fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=config.n_fft, n_mels=config.n_mels)  # Slaney, as Whisper
+        self.register_buffer("mel_fb", torch.from_numpy(fb).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return lengths // self.config.hop_length  # Whisper drops the last STFT frame
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        stft = torch.stft(waveforms.float(), c.n_fft, c.hop_length, window=self.window, center=True,
+                          pad_mode="reflect", return_complex=True)
+        power = stft[..., :-1].abs().pow(2)
+        log_spec = torch.log10((self.mel_fb @ power).clamp(min=1e-10))
+        frames = self.frame_lengths(lengths)
+        valid = torch.arange(log_spec.shape[-1], device=log_spec.device)[None, :] < frames[:, None]
+        peak = log_spec.masked_fill(~valid[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)
+        log_spec = torch.maximum(log_spec, peak - 8.0)
+        log_spec = (log_spec + 4.0) / 4.0
+        # Whisper pads with digital silence, whose features are the clamp floor: use that for padding frames.
+        log_spec = torch.where(valid[:, None, :], log_spec, (peak - 8.0 + 4.0) / 4.0)
+        return log_spec, frames
+
+
+def build_frontend(config: FrontendConfig) -> nn.Module:
+    if config.kind == "logmel":
+        return LogMel(config)
+    if config.kind == "whisper":
+        return WhisperLogMel(config)
+    raise ValueError(f"unknown front-end kind {config.kind!r}: expected 'logmel' or 'whisper'")

@@ -1,0 +1,159 @@
+"""`CaptionModel`: waveform -> front-end -> encoder -> caption decoder, for teacher and student alike.
+
+A student also carries the encoder-KD heads (`student_proj`, `teacher_proj`, `logit_scale`): they map the
+student's and the teacher's encoder frames into one shared space, are trained with the student and saved in
+its checkpoint, and are what the app uses to show how close the two encoders are.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..decoding import DecodingOptions, decode
+from ..features import FrontendConfig, build_frontend
+from ..tokenizer import CaptionTokenizer
+from .decoder import CaptionDecoder, DecoderConfig
+from .student import EfficientNetConfig, EfficientNetEncoder
+from .teacher import WhisperEncoder, WhisperEncoderConfig
+
+ENCODERS = {"whisper": (WhisperEncoderConfig, WhisperEncoder), "efficientnet": (EfficientNetConfig, EfficientNetEncoder)}
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    dim: int = 256            # the shared embedding space
+    teacher_dim: int = 384    # width of the teacher's encoder frames
+
+    def to_dict(self) -> dict:
+        return {"dim": self.dim, "teacher_dim": self.teacher_dim}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    role: str                                   # "teacher" or "student": what the app labels it
+    frontend: FrontendConfig
+    encoder: WhisperEncoderConfig | EfficientNetConfig
+    decoder: DecoderConfig
+    kd: KDConfig | None = None                  # students only
+
+    def to_dict(self) -> dict:
+        return {"role": self.role, "frontend": self.frontend.to_dict(), "encoder": self.encoder.to_dict(),
+                "decoder": self.decoder.to_dict(), "kd": self.kd.to_dict() if self.kd else None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        """Raises KeyError/TypeError/ValueError on a malformed config; checkpoint.py turns those into CheckpointError."""
+        if data["role"] not in ("teacher", "student"):
+            raise ValueError(f"role must be 'teacher' or 'student', got {data['role']!r}")
+        encoder = dict(data["encoder"])
+        if encoder.get("kind") not in ENCODERS:
+            raise ValueError(f"unknown encoder kind {encoder.get('kind')!r}: expected one of {sorted(ENCODERS)}")
+        config_cls = ENCODERS[encoder["kind"]][0]
+        encoder_config = config_cls.from_dict(encoder) if hasattr(config_cls, "from_dict") else config_cls(**encoder)
+        return cls(role=data["role"], frontend=FrontendConfig(**data["frontend"]), encoder=encoder_config,
+                   decoder=DecoderConfig(**data["decoder"]), kd=KDConfig(**data["kd"]) if data.get("kd") else None)
+
+
+@dataclass
+class Caption:
+    text: str
+    tokens: list[int]
+    score: float                 # length-normalised log-probability
+    duration: float              # seconds of audio captioned
+    seconds: dict[str, float] = field(default_factory=dict)   # per stage, for the whole batch
+
+
+class CaptionModel(nn.Module):
+    def __init__(self, config: ModelConfig, tokenizer: CaptionTokenizer | None = None):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        if tokenizer is not None and tokenizer.vocab_size != config.decoder.vocab_size:
+            raise ValueError(f"tokenizer has {tokenizer.vocab_size} words but the decoder expects "
+                             f"{config.decoder.vocab_size}: they do not belong together")
+        self.frontend = build_frontend(config.frontend)
+        self.encoder = ENCODERS[config.encoder.kind][1](config.encoder)
+        self.decoder = CaptionDecoder(config.decoder)
+        if config.kd is not None:
+            self.student_proj = nn.Linear(config.encoder.out_dim, config.kd.dim)
+            self.teacher_proj = nn.Linear(config.kd.teacher_dim, config.kd.dim)
+            # Contrastive KD multiplies cosine similarities by this learnable scale (initial temperature 0.07).
+            self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+
+    @property
+    def role(self) -> str:
+        return self.config.role
+
+    def num_parameters(self, inference_only: bool = True) -> int:
+        """Parameters used to caption; the KD heads are only for training and the similarity plots."""
+        skip = ("student_proj", "teacher_proj", "logit_scale") if inference_only else ()
+        return sum(p.numel() for name, p in self.named_parameters() if not name.startswith(skip))
+
+    # -- the pipeline, stage by stage -----------------------------------------------------------------------
+
+    def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.frontend(waveforms, lengths)
+
+    def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waveforms [B, N] (16 kHz) and sample lengths [B] -> frame embeddings [B, T, D] and frame lengths [B]."""
+        return self.encoder(*self.features(waveforms, lengths))
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced next-token logits [B, L, V] for captions `tokens` [B, L] that start with <s>."""
+        frames, frame_lengths = self.encode(waveforms, lengths)
+        return self.decoder(tokens, frames, frame_lengths)
+
+    def kd_embedding(self, frames: torch.Tensor, lengths: torch.Tensor, side: str) -> torch.Tensor:
+        """Frames of this student's encoder (side="student") or of the teacher's (side="teacher") in the KD space."""
+        if self.config.kd is None:
+            raise ValueError(f"this {self.role} model has no KD heads: only a distilled student checkpoint carries them")
+        proj = self.student_proj if side == "student" else self.teacher_proj
+        return proj(frames)
+
+    # -- captioning -------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def caption_batch(self, waveforms: list[np.ndarray] | list[torch.Tensor],
+                      options: DecodingOptions = DecodingOptions()) -> list[Caption]:
+        """Caption 16 kHz mono clips (use `eacap.load_audio` to get them from files); timings per stage."""
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: load it with eacap.load_model(), which attaches one")
+        device = next(self.parameters()).device
+        batch, lengths = pad_batch(waveforms, device)
+        clock = StageClock()
+        feats, frame_lengths = self.features(batch, lengths)
+        clock.lap("frontend")
+        frames, frame_lengths = self.encoder(feats, frame_lengths)
+        clock.lap("encoder")
+        hyps = decode(self.decoder, frames, frame_lengths, self.tokenizer.special, options)
+        clock.lap("decoder")
+        return [Caption(self.tokenizer.decode(tokens), tokens, score, float(n) / 16000, dict(clock.seconds))
+                for tokens, score, n in zip(hyps.tokens, hyps.scores, lengths.tolist())]
+
+
+def pad_batch(waveforms, device) -> tuple[torch.Tensor, torch.Tensor]:
+    tensors = [torch.as_tensor(np.asarray(w, dtype=np.float32)) if not torch.is_tensor(w) else w.float() for w in waveforms]
+    if not tensors or any(t.ndim != 1 or t.numel() == 0 for t in tensors):
+        raise ValueError("expected a non-empty list of 1-D non-empty waveforms (16 kHz mono)")
+    lengths = torch.tensor([t.numel() for t in tensors], device=device)
+    batch = torch.zeros(len(tensors), int(lengths.max()), device=device)
+    for row, t in enumerate(tensors):
+        batch[row, : t.numel()] = t.to(device)
+    return batch, lengths
+
+
+class StageClock:
+    """Wall-clock seconds per named stage, measured back to back."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now

@@ -1,0 +1,127 @@
+"""The student's audio encoder: a small EfficientNet-style CNN over the 64-bin log-mel.
+
+MBConv blocks (1x1 expansion, depthwise conv, squeeze-excitation, 1x1 projection) as in EfficientNet, trained
+from scratch. Five stride-2 stages divide time and frequency by 32, so a 10 s clip (1001 frames) becomes 32
+frames of ~320 ms; the remaining frequency axis is averaged away, as in the paper's EfficientNet-B2 encoder.
+Width and depth are configurable so the same code builds the tiny test model and the shipped student.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    channels: int
+    repeats: int
+    stride: int      # applied by the first block of the stage, to time and frequency
+    kernel: int = 3
+    expand: int = 4
+
+
+def default_stages() -> tuple[StageConfig, ...]:
+    return (
+        StageConfig(16, 1, 1, 3, 1),
+        StageConfig(24, 2, 2, 3),
+        StageConfig(40, 2, 2, 5),
+        StageConfig(80, 3, 2, 3),
+        StageConfig(112, 2, 1, 5),
+        StageConfig(160, 2, 2, 5),
+    )
+
+
+@dataclass(frozen=True)
+class EfficientNetConfig:
+    kind: str = "efficientnet"
+    n_mels: int = 64
+    stem: int = 24
+    stages: tuple[StageConfig, ...] = field(default_factory=default_stages)
+    out_dim: int = 256
+    dropout: float = 0.1   # stochastic depth rate at the last block, linearly scaled from 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EfficientNetConfig":
+        data = dict(data)
+        data["stages"] = tuple(StageConfig(**stage) for stage in data.get("stages", ()))
+        return cls(**data)
+
+    @property
+    def time_stride(self) -> int:
+        stride = 2  # stem
+        for stage in self.stages:
+            stride *= stage.stride
+        return stride
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, squeezed: int):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeezed, 1)
+        self.expand = nn.Conv2d(squeezed, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.mean(dim=(2, 3), keepdim=True)
+        return x * torch.sigmoid(self.expand(F.silu(self.reduce(scale))))
+
+
+class MBConv(nn.Module):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, expand: int, drop: float):
+        super().__init__()
+        hidden = c_in * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(c_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU()]
+        layers += [
+            nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden), nn.SiLU(),
+            SqueezeExcite(hidden, max(1, c_in // 4)),
+            nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out),
+        ]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and c_in == c_out
+        self.drop = drop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        if not self.residual:
+            return y
+        if self.training and self.drop > 0:
+            keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) >= self.drop
+            y = y * keep / (1.0 - self.drop)
+        return x + y
+
+
+class EfficientNetEncoder(nn.Module):
+    def __init__(self, config: EfficientNetConfig = EfficientNetConfig()):
+        super().__init__()
+        self.config = config
+        self.stem = nn.Sequential(nn.Conv2d(1, config.stem, 3, 2, 1, bias=False), nn.BatchNorm2d(config.stem), nn.SiLU())
+        n_blocks = sum(stage.repeats for stage in config.stages)
+        blocks, c_in, index = [], config.stem, 0
+        for stage in config.stages:
+            for repeat in range(stage.repeats):
+                drop = config.dropout * index / max(1, n_blocks - 1)
+                blocks.append(MBConv(c_in, stage.channels, stage.kernel, stage.stride if repeat == 0 else 1,
+                                     stage.expand, drop))
+                c_in, index = stage.channels, index + 1
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Conv2d(c_in, config.out_dim, 1, bias=False), nn.BatchNorm2d(config.out_dim), nn.SiLU())
+
+    def output_lengths(self, frame_lengths: torch.Tensor) -> torch.Tensor:
+        lengths = (frame_lengths - 1) // 2 + 1  # stem: kernel 3, padding 1, stride 2
+        for stage in self.config.stages:
+            if stage.stride == 2:
+                lengths = (lengths - 1) // 2 + 1  # kernel k, padding k//2, stride 2
+        return lengths
+
+    def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, n_mels, T] log-mel -> ([B, T/32, out_dim] frame embeddings, lengths)."""
+        x = self.head(self.blocks(self.stem(features[:, None])))
+        return x.mean(dim=2).transpose(1, 2), self.output_lengths(frame_lengths)

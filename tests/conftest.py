@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny random checkpoints and generated audio, built in temp folders (nothing is downloaded)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from eacap import CaptionModel, CaptionTokenizer, save_checkpoint
+from eacap.models.presets import student_config, teacher_config
+
+CAPTIONS = [
+    "a dog barks twice while rain falls",
+    "a man speaks then a door closes",
+    "birds chirp as wind blows in the distance",
+    "a car engine starts and a horn honks loudly",
+    "water flows in a stream while a woman talks",
+]
+
+
+def make_tiny_models(seed: int = 0) -> tuple[CaptionModel, CaptionModel]:
+    torch.manual_seed(seed)
+    tokenizer = CaptionTokenizer.train(CAPTIONS)
+    teacher = CaptionModel(teacher_config(tokenizer.vocab_size, "tiny"), tokenizer).eval()
+    student = CaptionModel(student_config(tokenizer.vocab_size, "tiny", teacher_dim=teacher.config.encoder.out_dim),
+                           tokenizer).eval()
+    return teacher, student
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> tuple[str, str]:
+    """(teacher_dir, student_dir): random tiny models saved in the checkpoint format."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    teacher, student = make_tiny_models()
+    return str(save_checkpoint(teacher, root / "teacher")), str(save_checkpoint(student, root / "student"))
+
+
+def tone(seconds: float = 2.0, rate: int = 16000, freq: float = 440.0, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture
+def wav_file(tmp_path) -> str:
+    path = tmp_path / "tone.wav"
+    sf.write(path, tone(), 16000)
+    return str(path)

@@ -1,0 +1,68 @@
+"""Front-end parity: the student's log-mel equals torchaudio's MelSpectrogram + AmplitudeToDB formula
+(reference computed here with numpy/librosa), the teacher's equals Whisper's feature extractor."""
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from eacap.features import STUDENT_FRONTEND, LogMel, WhisperLogMel
+
+
+def signal(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    chirp = np.sin(2 * np.pi * (200 + 1500 * t) * t)
+    return (0.3 * chirp + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def reference_logmel(x: np.ndarray, top_db: float = 120.0) -> np.ndarray:
+    """torchaudio.transforms.MelSpectrogram(16000, n_fft=512, hop_length=160, n_mels=64) + AmplitudeToDB(top_db=120):
+    centred reflect-padded periodic-Hann STFT, power 2, HTK mel filterbank without normalisation, 10*log10(max(x,1e-10)),
+    clamped to max - top_db."""
+    window = np.hanning(513)[:-1]  # periodic Hann, as torch.hann_window
+    padded = np.pad(x.astype(np.float64), 256, mode="reflect")
+    n_frames = 1 + (padded.size - 512) // 160
+    frames = np.stack([padded[i * 160: i * 160 + 512] * window for i in range(n_frames)], axis=1)
+    power = np.abs(np.fft.rfft(frames, axis=0)) ** 2
+    fb = librosa.filters.mel(sr=16000, n_fft=512, n_mels=64, fmin=0.0, fmax=8000.0, htk=True, norm=None)
+    db = 10 * np.log10(np.maximum(fb @ power, 1e-10))
+    return np.maximum(db, db.max() - top_db)
+
+
+@pytest.mark.parametrize("seconds", [0.5, 3.3, 10.0])
+def test_student_logmel_matches_torchaudio_formula(seconds):
+    x = signal(seconds)
+    ours, frames = LogMel(STUDENT_FRONTEND)(torch.from_numpy(x)[None], torch.tensor([x.size]))
+    ref = reference_logmel(x)
+    assert ours.shape == (1, 64, ref.shape[1]) and int(frames[0]) == ref.shape[1]
+    assert np.abs(ours[0].numpy() - ref).max() < 1e-3  # dB; float32 STFT vs float64 reference
+
+
+def test_student_logmel_top_db_clamps_quiet_bins():
+    x = signal(2.0)
+    x[:16000] = 0.0  # a digitally silent first second sits exactly top_db below the peak
+    ours, _ = LogMel()(torch.from_numpy(x)[None], torch.tensor([x.size]))
+    assert np.isclose(float(ours.min()), float(ours.max()) - 120.0, atol=1e-3)
+
+
+def test_batched_features_match_single_clips():
+    """Padding a short clip into a batch must not change its valid frames (per-clip top_db and max)."""
+    long, short = signal(4.0, 1), signal(1.5, 2)
+    batch = torch.zeros(2, long.size)
+    batch[0], batch[1, : short.size] = torch.from_numpy(long), torch.from_numpy(short)
+    lengths = torch.tensor([long.size, short.size])
+    for frontend in (LogMel(), WhisperLogMel()):
+        feats, frames = frontend(batch, lengths)
+        alone, _ = frontend(torch.from_numpy(short)[None], torch.tensor([short.size]))
+        n = int(frames[1])
+        # the last frames of the short clip see the zero padding instead of reflect padding: compare the rest
+        assert torch.allclose(feats[1, :, : n - 2], alone[0, :, : n - 2], atol=1e-4)
+
+
+def test_whisper_logmel_matches_transformers():
+    transformers = pytest.importorskip("transformers")
+    x = signal(30.0)  # exactly 480000 samples: the HF extractor pads nothing
+    ours, frames = WhisperLogMel()(torch.from_numpy(x)[None], torch.tensor([x.size]))
+    ref = transformers.WhisperFeatureExtractor(feature_size=80)(x, sampling_rate=16000, return_tensors="np").input_features
+    assert ours.shape == ref.shape == (1, 80, 3000) and int(frames[0]) == 3000
+    assert np.abs(ours.numpy() - ref).max() < 1e-4

@@ -1,0 +1,191 @@
+"""Model shapes, tokenizer, decoding and the checkpoint format (tiny random models, built in temp folders)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CAPTIONS, make_tiny_models, tone
+from eacap import CaptionTokenizer, CheckpointError, DecodingOptions, load_model, save_checkpoint
+from eacap.decoding import decode
+from eacap.models import CaptionModel
+from eacap.models.presets import student_config, teacher_config
+
+
+@pytest.mark.parametrize("seconds", [1.0, 7.3, 30.0])
+def test_full_size_encoder_shapes(seconds):
+    n = int(seconds * 16000)
+    for config, rate in ((teacher_config(500), 50), (student_config(500), 16000 / 160 / 32)):
+        model = CaptionModel(config).eval()
+        with torch.inference_mode():
+            frames, lengths = model.encode(torch.zeros(1, n) + 0.01 * torch.randn(1, n), torch.tensor([n]))
+        assert frames.shape[0] == 1 and frames.shape[2] == config.encoder.out_dim
+        assert frames.shape[1] == int(lengths[0])
+        assert abs(frames.shape[1] - seconds * rate) <= 2  # 50 frames/s teacher, ~3.1 frames/s student
+
+
+def test_teacher_encoder_has_whisper_tiny_layout():
+    """Same parameter names and shapes as transformers' Whisper tiny.en encoder, so its weights load as they are."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.WhisperConfig(vocab_size=51864, num_mel_bins=80, encoder_layers=4, encoder_attention_heads=6,
+                                        decoder_layers=4, decoder_attention_heads=6, d_model=384, encoder_ffn_dim=1536,
+                                        decoder_ffn_dim=1536, max_source_positions=1500)
+    reference = transformers.models.whisper.modeling_whisper.WhisperEncoder(config).state_dict()
+    ours = CaptionModel(teacher_config(1000)).encoder.state_dict()
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in reference.items()}
+
+
+def test_parameter_budget():
+    """The shipped sizes: the student has at most 1/5 of the teacher's parameters."""
+    teacher, student = CaptionModel(teacher_config(1000)), CaptionModel(student_config(1000))
+    assert student.num_parameters() * 5 <= teacher.num_parameters()
+
+
+def test_batch_padding_does_not_change_results():
+    teacher, student = make_tiny_models()
+    long, short = tone(3.0, freq=300), tone(1.2, freq=900)
+    for model in (teacher, student):
+        batched = model.caption_batch([long, short], DecodingOptions(beam_size=2, max_length=8))
+        alone = model.caption_batch([short], DecodingOptions(beam_size=2, max_length=8))
+        assert batched[1].tokens == alone[0].tokens
+
+
+def test_tokenizer_round_trip(tmp_path):
+    tokenizer = CaptionTokenizer.train(CAPTIONS)
+    ids = tokenizer.encode("A dog barks, twice!")
+    assert ids[0] == tokenizer.bos_id and ids[-1] == tokenizer.eos_id and tokenizer.unk_id not in ids
+    assert tokenizer.decode(ids) == "a dog barks twice"
+    assert tokenizer.encode("a zebra")[2] == tokenizer.unk_id
+    tokenizer.save(tmp_path / "tokenizer.json")
+    again = CaptionTokenizer.from_file(tmp_path / "tokenizer.json")
+    assert again.encode("rain falls loudly") == tokenizer.encode("rain falls loudly")
+
+
+def sequence_logprob(model, waveform, tokens):
+    """Length-normalised log-probability of a caption under teacher forcing (</s> included)."""
+    special = model.tokenizer.special
+    ids = torch.tensor([[special["bos"], *tokens, special["eos"]]])
+    w = torch.from_numpy(waveform)[None]
+    with torch.inference_mode():
+        logp = model(w, torch.tensor([w.shape[1]]), ids[:, :-1]).log_softmax(-1)
+    return float(logp[0].gather(1, ids[0, 1:, None]).sum()) / (len(tokens) + 1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_beam_search_scores_at_least_as_well_as_greedy(seed):
+    teacher, student = make_tiny_models(seed)
+    clip = tone(2.0, freq=200 + 100 * seed)
+    for model in (teacher, student):
+        greedy = model.caption_batch([clip], DecodingOptions(beam_size=1, max_length=10))[0]
+        beam = model.caption_batch([clip], DecodingOptions(beam_size=4, max_length=10))[0]
+        assert beam.score >= greedy.score - 1e-5
+        # the scores decoding reports are the model's own teacher-forced log-probabilities
+        assert sequence_logprob(model, clip, greedy.tokens) == pytest.approx(greedy.score, abs=1e-4)
+        assert sequence_logprob(model, clip, beam.tokens) == pytest.approx(beam.score, abs=1e-4)
+
+
+def test_decoding_options_are_validated():
+    _, student = make_tiny_models()
+    frames = torch.zeros(1, 4, student.config.encoder.out_dim)
+    for bad in (DecodingOptions(beam_size=0), DecodingOptions(max_length=0), DecodingOptions(max_length=1000)):
+        with pytest.raises(ValueError):
+            decode(student.decoder, frames, torch.tensor([4]), student.tokenizer.special, bad)
+
+
+def test_max_length_bounds_the_caption():
+    _, student = make_tiny_models()
+    for beam in (1, 3):
+        caption = student.caption_batch([tone(1.0)], DecodingOptions(beam_size=beam, max_length=3))[0]
+        assert len(caption.tokens) <= 2  # three generated tokens at most, the last being </s>
+
+
+def test_save_load_round_trip_is_identical(tmp_path):
+    teacher, student = make_tiny_models()
+    clip = tone(2.5, freq=500)
+    for model in (teacher, student):
+        folder = save_checkpoint(model, tmp_path / model.role)
+        assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "tokenizer.json"]
+        loaded = load_model(folder)
+        assert loaded.config == model.config
+        w = torch.from_numpy(clip)[None]
+        with torch.inference_mode():
+            assert torch.equal(model.encode(w, torch.tensor([w.shape[1]]))[0], loaded.encode(w, torch.tensor([w.shape[1]]))[0])
+        a = model.caption_batch([clip], DecodingOptions(3, 10))[0]
+        b = loaded.caption_batch([clip], DecodingOptions(3, 10))[0]
+        assert (a.text, a.score) == (b.text, b.score)
+
+
+def test_load_from_local_hub_cache_offline(tmp_path, monkeypatch):
+    """A Hub id resolves through huggingface_hub's cache layout with HF_HUB_OFFLINE=1 (no network touched)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _, student = make_tiny_models()
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--eacap-student"
+    save_checkpoint(student, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    loaded = load_model("someone/eacap-student", cache_dir=tmp_path / "hub")
+    assert loaded.config == student.config
+    with pytest.raises(CheckpointError, match="not in the local cache.*HF_HUB_OFFLINE=0"):
+        load_model("someone/not-there", cache_dir=tmp_path / "hub")
+
+
+def test_broken_checkpoints_give_clear_errors(tmp_path):
+    _, student = make_tiny_models()
+    good = save_checkpoint(student, tmp_path / "good")
+
+    def broken(name):
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        return folder
+
+    with pytest.raises(CheckpointError, match="no checkpoint folder at"):
+        load_model(tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match="not a Hub id"):
+        load_model("a/b/c")
+
+    folder = broken("truncated")
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors is truncated or corrupt"):
+        load_model(folder)
+
+    folder = broken("missing")
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="tokenizer.json is missing"):
+        load_model(folder)
+
+    folder = broken("badjson")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
+        load_model(folder)
+
+    folder = broken("wrongconfig")  # a config that describes another architecture than the weights hold
+    config = json.loads((folder / "config.json").read_text())
+    config["model"]["decoder"]["layers"] = 3
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not match .*config.json.*missing: decoder.layers.1"):
+        load_model(folder)
+
+    folder = broken("version")
+    config = json.loads((folder / "config.json").read_text())
+    config["format_version"] = 99
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_model(folder)
+
+    folder = broken("badkind")
+    config = json.loads((folder / "config.json").read_text())
+    config["model"]["encoder"]["kind"] = "transformer"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="unknown encoder kind 'transformer'"):
+        load_model(folder)
+
+
+def test_pickle_is_never_loaded(tmp_path):
+    """A .bin/.pt next to the safetensors is ignored; weights come only from model.safetensors."""
+    _, student = make_tiny_models()
+    folder = save_checkpoint(student, tmp_path / "s")
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04not a real pickle")
+    assert load_model(folder).config == student.config

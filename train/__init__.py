@@ -1,0 +1,1 @@
+"""Training, corpus building and evaluation for eacap (`python -m train ...`)."""
