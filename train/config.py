@@ -1,0 +1,87 @@
+"""Pipeline presets: what `python -m train all --preset tiny|full` builds, with which sizes and step budgets.
+
+"tiny" runs end to end in CI in minutes (tiny models, random teacher encoder, a few dozen fixture scenes);
+"full" is the recipe of the shipped checkpoints, sized so teacher + one student train in about 3 hours on a
+2-core CPU (see README "Training"). Every stage reads its settings from here, so a row of the results table is
+reproducible from the preset name plus the stage's own flags.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+RUNS_ROOT = Path("data/runs")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int                  # linear warm-up steps, then cosine decay to lr * final_lr_ratio
+    weight_decay: float = 0.01
+    final_lr_ratio: float = 0.02
+    clip_norm: float = 1.0
+    eval_every: int = 500        # steps between validation (model selection)
+    eval_clips: int = 200        # val clips decoded per validation
+    checkpoint_seconds: float = 300.0   # a resumable checkpoint at least this often
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str
+    scenes: str                  # scene corpus preset (data/scenes/<scenes>)
+    model_size: str              # eacap.models.presets size
+    teacher_init: str            # "whisper": converted Whisper tiny.en weights; "random": tiny/CI only
+    teacher_trainable_layers: int    # top encoder layers trained with the decoder; the rest are cached
+    teacher: Schedule
+    student: Schedule
+    tokenizer_min_count: int = 1
+    max_caption_tokens: int = 32     # <s> + words + </s>; longer captions are cut
+    pseudo_beam: int = 3
+    eval_beam: int = 3
+    eval_max_length: int = 30
+    token_kd_topk: int = 16          # teacher distribution kept per token for token-level KD
+    spec_augment: tuple[int, int, int, int] = (64, 2, 8, 2)   # time width, time stripes, freq width, freq stripes
+    seed: int = 0
+    run_dir: Path = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self):
+        if self.run_dir is None:
+            object.__setattr__(self, "run_dir", RUNS_ROOT / self.name)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["run_dir"] = str(self.run_dir)
+        return data
+
+
+PRESETS = {
+    "tiny": PipelineConfig(
+        name="tiny", scenes="tiny", model_size="tiny", teacher_init="random", teacher_trainable_layers=1,
+        teacher=Schedule(steps=60, batch_size=8, lr=3e-3, warmup=10, eval_every=30, eval_clips=20, checkpoint_seconds=30),
+        student=Schedule(steps=60, batch_size=8, lr=3e-3, warmup=10, eval_every=30, eval_clips=20, checkpoint_seconds=30),
+        max_caption_tokens=24, eval_max_length=20, token_kd_topk=8, spec_augment=(16, 1, 4, 1)),
+    "full": PipelineConfig(
+        name="full", scenes="full", model_size="full", teacher_init="whisper", teacher_trainable_layers=1,
+        teacher=Schedule(steps=3000, batch_size=32, lr=5e-4, warmup=300, eval_every=500),
+        student=Schedule(steps=4000, batch_size=32, lr=1e-3, warmup=400, eval_every=500),
+        tokenizer_min_count=2),
+}
+
+
+def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="full", choices=sorted(PRESETS), help="pipeline preset (default: full)")
+    parser.add_argument("--run-dir", type=Path, help="where this pipeline's files go (default: data/runs/<preset>)")
+    parser.add_argument("--steps", type=int, help="override the stage's step budget")
+    parser.add_argument("--seed", type=int, help="override the preset's seed")
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    config = PRESETS[args.preset]
+    if getattr(args, "seed", None) is not None:
+        config = replace(config, seed=args.seed)
+    if getattr(args, "run_dir", None) is not None:
+        config = replace(config, run_dir=Path(args.run_dir))
+    return config

@@ -1,0 +1,106 @@
+"""Training data: caption sets with tokenized captions, batches built deterministically per step, SpecAugment.
+
+Items come from `train.datasets.load_caption_set` (scene corpus, Clotho or AudioCaps); audio is rendered or read
+per batch in a background thread (`Prefetcher`) while the previous step trains.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eacap.tokenizer import CaptionTokenizer
+from train.config import PipelineConfig
+from train.datasets import CaptionItem, item_waveform, load_caption_set
+from train.trainer import Dist, batch_indices, rank_slice, sample_rng
+
+SPEC_AUGMENT_PURPOSE, CAPTION_PURPOSE = 1, 2
+
+
+def load_split(config: PipelineConfig, split: str, label_fraction: float | None = None) -> list[CaptionItem]:
+    return load_caption_set(config.scenes, split, label_fraction=label_fraction, seed=config.seed)
+
+
+def tokenize(tokenizer: CaptionTokenizer, caption: str, max_tokens: int) -> list[int]:
+    ids = tokenizer.encode(caption)
+    return ids if len(ids) <= max_tokens else ids[: max_tokens - 1] + [tokenizer.eos_id]
+
+
+def pad_tokens(sequences: list[list[int]], pad_id: int) -> torch.Tensor:
+    out = torch.full((len(sequences), max(len(s) for s in sequences)), pad_id, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        out[row, : len(seq)] = torch.tensor(seq)
+    return out
+
+
+def pad_waveforms(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([w.size for w in waves])
+    batch = torch.zeros(len(waves), int(lengths.max()))
+    for row, w in enumerate(waves):
+        batch[row, : w.size] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+    return batch, lengths
+
+
+def pick_caption(item: CaptionItem, seed: int, step: int, index: int) -> str:
+    rng = sample_rng(seed, step, index, CAPTION_PURPOSE)
+    return item.captions[int(rng.integers(len(item.captions)))]
+
+
+def spec_augment_masks(frames: int, n_mels: int, rng: np.random.Generator, spec: tuple[int, int, int, int]) -> list[tuple]:
+    """Stripes to mask: ("t", start, end) and ("f", start, end), as in SpecAugment (method.md §1.3)."""
+    time_width, time_stripes, freq_width, freq_stripes = spec
+    masks = []
+    for axis, width, count, size in (("t", time_width, time_stripes, frames), ("f", freq_width, freq_stripes, n_mels)):
+        for _ in range(count):
+            w = int(rng.integers(0, min(width, max(1, size // 4)) + 1))
+            start = int(rng.integers(0, max(1, size - w)))
+            masks.append((axis, start, start + w))
+    return masks
+
+
+def apply_spec_augment(features: torch.Tensor, masks: list[list[tuple]]) -> torch.Tensor:
+    """Masked stripes take each clip's mean value (the features are dB, so 0 would be a loud artefact)."""
+    features = features.clone()
+    for row, clip_masks in enumerate(masks):
+        fill = features[row].mean()
+        for axis, start, end in clip_masks:
+            if axis == "t":
+                features[row, :, start:end] = fill
+            else:
+                features[row, start:end, :] = fill
+    return features
+
+
+def audio_batch(items: list[CaptionItem], indices: np.ndarray, config: PipelineConfig, step: int,
+                n_mels: int, hop: int) -> dict:
+    waves = [item_waveform(items[i]) for i in indices]
+    w, lengths = pad_waveforms(waves)
+    masks = [spec_augment_masks(int(n) // hop + 1, n_mels, sample_rng(config.seed, step, int(i), SPEC_AUGMENT_PURPOSE),
+                                config.spec_augment) for i, n in zip(indices, lengths.tolist())]
+    return {"waveforms": w, "lengths": lengths, "masks": masks, "indices": torch.as_tensor(indices),
+            "clip_ids": [items[i].audio_id for i in indices]}
+
+
+def step_indices(n_items: int, batch_size: int, step: int, seed: int, d: Dist) -> np.ndarray:
+    return rank_slice(batch_indices(n_items, batch_size, step, seed), d)
+
+
+class Prefetcher:
+    """Builds the batch of step s+1 in a thread while step s trains (rendering scenes is numpy work)."""
+
+    def __init__(self, make_batch):
+        self.make_batch = make_batch
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.pending: dict = {}
+
+    def __call__(self, step: int, d: Dist) -> dict:
+        future = self.pending.pop(step, None)
+        batch = future.result() if future is not None else self.make_batch(step, d)
+        self.pending = {step + 1: self.pool.submit(self.make_batch, step + 1, d)}
+        return batch
+
+
+def run_path(config: PipelineConfig, *parts: str) -> Path:
+    return Path(config.run_dir, *parts)

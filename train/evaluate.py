@@ -1,0 +1,108 @@
+"""`python -m train evaluate --model teacher|<student run name>`: caption the test split end to end (waveform in,
+beam-3 caption out, exactly as the app and CLI do) and score it. Writes `results/<model>.json`.
+
+Metrics: BLEU-1..4, METEOR (needs Java), ROUGE-L, CIDEr-D, SBERT-sim (eacap.metrics), and event-F1: the sound
+classes a caption names (the corpus's keywords) against the classes really in the scene. Also the model's
+parameters and its median single-clip latency on a 10 s test scene.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from eacap.decoding import DecodingOptions
+from eacap.metrics import caption_metrics, event_f1
+from eacap.models import CaptionModel
+from train.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.data import load_split, run_path
+from train.datasets import SCENES_ROOT, item_waveform
+from train.manifest import load_classes
+
+
+def load_run_model(config: PipelineConfig, name: str) -> CaptionModel:
+    """'teacher', or a student run's folder name under students/ (e.g. seq_contrastive_audio_seed0)."""
+    if name == "teacher":
+        from train.teacher import load_trained_teacher
+        return load_trained_teacher(config)
+    from train.student import build_student
+    path = run_path(config, "students", name, "best.safetensors")
+    if not path.is_file():
+        known = sorted(p.name for p in run_path(config, "students").glob("*") if (p / "best.safetensors").is_file())
+        raise FileNotFoundError(f"no trained student {name!r} at {path}; trained ones: {', '.join(known) or 'none'}")
+    model = build_student(config)
+    model.load_state_dict(load_file(path))
+    return model.eval()
+
+
+def class_keywords(config: PipelineConfig) -> dict[str, list[str]]:
+    root = SCENES_ROOT / config.scenes
+    meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").is_file() else {}
+    path = Path(meta.get("classes", "train/classes.json"))
+    if not path.is_absolute() and (root / path).is_file():
+        path = root / path
+    return {name: entry["keywords"] for name, entry in load_classes(path).items()}
+
+
+def latency(model: CaptionModel, wave: np.ndarray, options: DecodingOptions, repeats: int = 5) -> float:
+    model.caption_batch([wave], options)  # warm-up
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        model.caption_batch([wave], options)
+        times.append(time.perf_counter() - tic)
+    return float(np.median(times))
+
+
+def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size: int = 16, meteor: bool = True,
+             sbert: bool = True) -> dict:
+    model = load_run_model(config, name)
+    items = load_split(config, split)
+    options = DecodingOptions(config.eval_beam, config.eval_max_length)
+    tic = time.time()
+    predictions = {}
+    with torch.inference_mode():
+        for start in range(0, len(items), batch_size):
+            chunk = items[start: start + batch_size]
+            for item, caption in zip(chunk, model.caption_batch([item_waveform(i) for i in chunk], options)):
+                predictions[item.audio_id] = caption.text
+    decode_seconds = time.time() - tic
+    references = {item.audio_id: list(item.captions) for item in items}
+    scores = caption_metrics(predictions, references, meteor=meteor, sbert=sbert)
+    events = event_f1(predictions, {item.audio_id: set(item.events) for item in items}, class_keywords(config))
+    ten_second = max(items, key=lambda item: item.duration or 0.0)
+    result = {
+        "model": name, "role": model.role, "preset": config.name, "seed": config.seed, "split": split,
+        "clips": len(items), "metrics": {k: v for k, v in scores.items() if k != "notes"},
+        "event_f1": {k: events[k] for k in ("precision", "recall", "f1", "macro_f1")},
+        "notes": scores.get("notes", []), "parameters": model.num_parameters(),
+        "latency_seconds": latency(model, item_waveform(ten_second), options),
+        "latency_clip_seconds": ten_second.duration, "decode_seconds": decode_seconds,
+        "examples": [{"audio_id": i.audio_id, "prediction": predictions[i.audio_id], "reference": i.captions[0]}
+                     for i in items[:8]],
+    }
+    out = run_path(config, "results", f"{name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    m = result["metrics"]
+    print(f"{name}: CIDEr-D {m['cider_d']:.3f}  BLEU-4 {m['bleu_4']:.3f}  ROUGE-L {m['rouge_l']:.3f}  "
+          f"SBERT {m.get('sbert_sim', float('nan')):.3f}  event-F1 {result['event_f1']['f1']:.3f}  -> {out}")
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_preset_arguments(parser)
+    parser.add_argument("--model", required=True, help="'teacher' or a student run name (folder under students/)")
+    parser.add_argument("--split", default="test", help="split to score (default: test)")
+    parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves the ~10 s JVM start)")
+    parser.add_argument("--no-sbert", action="store_true", help="skip SBERT-sim")
+
+
+def main(args: argparse.Namespace) -> int:
+    evaluate(config_from_args(args), args.model, args.split, meteor=not args.no_meteor, sbert=not args.no_sbert)
+    return 0

@@ -1,0 +1,76 @@
+"""`python -m train all --preset tiny|full`: every stage in order, skipping what is finished.
+
+scenes -> teacher-init (full) -> cache -> teacher -> pseudo -> student (the shipped recipe: seq-KD + contrastive
+encoder KD + audio-only data) -> evaluate (teacher, student) -> export -> report. Each stage is idempotent and
+resumable on its own, so re-running `all` after a kill continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from train.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.data import run_path
+from train.datasets import SCENES_ROOT
+
+
+def stage(name: str):
+    print(f"\n== {name} ==", flush=True)
+    return time.time()
+
+
+def run(config: PipelineConfig, teacher_steps: int | None = None, student_steps: int | None = None) -> dict:
+    from train import cache, evaluate, export, pseudo, report, scenes, student, teacher
+
+    timings = {}
+    tic = stage("scenes")
+    if not (SCENES_ROOT / config.scenes / "dataset.json").is_file():
+        parser = argparse.ArgumentParser()
+        scenes.add_arguments(parser)
+        if scenes.main(parser.parse_args(["--preset", config.scenes, "--seed", str(config.seed)])) != 0:
+            raise RuntimeError("building the scene corpus failed (see above)")
+    timings["scenes"] = time.time() - tic
+    if config.teacher_init == "whisper":
+        tic = stage("teacher-init")
+        from train import teacher_init
+        parser = argparse.ArgumentParser()
+        teacher_init.add_arguments(parser)
+        if teacher_init.main(parser.parse_args([])) != 0:
+            raise RuntimeError("converting Whisper tiny.en failed (see above)")
+        timings["teacher-init"] = time.time() - tic
+    tic = stage("cache")
+    cache.run(config)
+    timings["cache"] = time.time() - tic
+    tic = stage("teacher")
+    teacher.run(config, steps=teacher_steps)
+    timings["teacher"] = time.time() - tic
+    tic = stage("pseudo")
+    pseudo.run(config)
+    timings["pseudo"] = time.time() - tic
+    tic = stage("student")
+    recipe = student.Recipe("seq+contrastive", audio_only=True)
+    student.run(config, recipe, steps=student_steps)
+    timings["student"] = time.time() - tic
+    tic = stage("evaluate")
+    for name in ("teacher", student.student_dir(config, recipe).name):
+        if not run_path(config, "results", f"{name}.json").is_file():
+            evaluate.evaluate(config, name)
+    timings["evaluate"] = time.time() - tic
+    tic = stage("export")
+    export.export(config)
+    timings["export"] = time.time() - tic
+    stage("report")
+    report.report(config)
+    print("\nstage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    return timings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_preset_arguments(parser)
+    parser.add_argument("--teacher-steps", type=int, help="override the teacher's step budget")
+    parser.add_argument("--student-steps", type=int, help="override the student's step budget")
+
+
+def main(args: argparse.Namespace) -> int:
+    run(config_from_args(args), args.teacher_steps, args.student_steps)
+    return 0

@@ -1,0 +1,94 @@
+"""`python -m train pseudo`: the trained teacher's knowledge, cached per clip as the students' KD targets.
+
+For the captioned train split and the audio-only pool:
+- `pseudo/<split>.jsonl`: the teacher's beam-3 caption per clip (sequence-level KD targets);
+- `pseudo/<split>_embedding.npy`: the teacher's clip embedding (time-mean of its encoder frames, for encoder KD);
+and for the train split, `pseudo/train_topk.npz`: the teacher's top-k next-token distribution at every position
+of every reference caption under teacher forcing (token-level KD targets).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from eacap.decoding import DecodingOptions
+from train.cache import HiddenCache, frozen_layers
+from train.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.data import load_split, pad_tokens, run_path, tokenize
+from train.teacher import TeacherTop, cached_captions, load_trained_teacher
+
+SPLITS = ("train", "audio_only")
+
+
+def pseudo_captions(config: PipelineConfig, top: TeacherTop, split: str) -> None:
+    out = run_path(config, "pseudo", f"{split}.jsonl")
+    if out.is_file():
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    items, cache = load_split(config, split), HiddenCache(config, split)
+    tic = time.time()
+    indices = np.arange(len(items))
+    tokens, scores, embeddings = cached_captions(top, cache, indices, DecodingOptions(config.pseudo_beam, config.eval_max_length))
+    np.save(run_path(config, "pseudo", f"{split}_embedding.npy"), embeddings.astype(np.float32))
+    with open(out.with_suffix(".tmp"), "w") as handle:
+        for item, toks, score in zip(items, tokens, scores):
+            handle.write(json.dumps({"audio_id": item.audio_id, "caption": top.model.tokenizer.decode(toks),
+                                     "score": score}) + "\n")
+    out.with_suffix(".tmp").replace(out)
+    print(f"pseudo {split}: {len(items)} captions in {time.time() - tic:.0f} s")
+
+
+@torch.inference_mode()
+def token_distributions(config: PipelineConfig, top: TeacherTop, batch_size: int = 32) -> None:
+    out = run_path(config, "pseudo", "train_topk.npz")
+    if out.is_file():
+        return
+    items, cache = load_split(config, "train"), HiddenCache(config, "train")
+    tokenizer, k, length = top.model.tokenizer, config.token_kd_topk, config.max_caption_tokens - 1
+    n_captions = max(len(item.captions) for item in items)
+    ids = np.zeros((len(items), n_captions, length, k), dtype=np.int32)
+    probs = np.zeros((len(items), n_captions, length, k), dtype=np.float16)
+    for start in range(0, len(items), batch_size):
+        chunk = np.arange(start, min(start + batch_size, len(items)))
+        hidden, lengths = cache.batch(chunk)
+        frames = top.frames(hidden, lengths)
+        for c in range(n_captions):
+            captions = [tokenize(tokenizer, items[i].captions[c % len(items[i].captions)], config.max_caption_tokens)
+                        for i in chunk]
+            tokens = pad_tokens(captions, tokenizer.pad_id)
+            logits = top.model.decoder(tokens[:, :-1], frames, lengths)
+            top_p = logits.float().softmax(-1).topk(k, dim=-1)
+            n = logits.shape[1]
+            ids[chunk, c, :n] = top_p.indices.numpy()
+            probs[chunk, c, :n] = top_p.values.numpy()
+    np.savez(out.with_suffix(".tmp.npz"), ids=ids, probs=probs)
+    out.with_suffix(".tmp.npz").replace(out)
+
+
+def run(config: PipelineConfig) -> None:
+    model = load_trained_teacher(config)
+    top = TeacherTop(model, frozen_layers(config)).eval()
+    for split in SPLITS:
+        pseudo_captions(config, top, split)
+    token_distributions(config, top)
+
+
+def read_pseudo(config: PipelineConfig, split: str) -> tuple[list[str], np.ndarray]:
+    path = run_path(config, "pseudo", f"{split}.jsonl")
+    if not path.is_file():
+        raise FileNotFoundError(f"no teacher pseudo captions at {path}: run `python -m train pseudo --preset {config.name}`")
+    captions = [json.loads(line)["caption"] for line in path.read_text().splitlines()]
+    return captions, np.load(run_path(config, "pseudo", f"{split}_embedding.npy"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_preset_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    run(config_from_args(args))
+    return 0

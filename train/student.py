@@ -1,0 +1,226 @@
+"""`python -m train student --kd none|seq|token|seq+mse|seq+contrastive [--audio-only] [--label-fraction F]`
+
+L = w_sup L_sup + w_seq L_seq + w_tok L_tok + w_enc L_enc (method.md §1.4):
+- L_sup: cross-entropy on a human caption of the clip (one of its five, drawn per step);
+- L_seq: cross-entropy on the teacher's beam-3 caption of the clip (sequence-level KD);
+- L_tok: KL to the teacher's next-token distributions on the same human caption (decoder-level KD);
+- L_enc: clip embeddings through `student_proj` / `teacher_proj`, MSE or symmetric InfoNCE (encoder-level KD).
+With --audio-only, every step adds one batch from the audio-only pool with L_seq + L_enc, summed into one backward
+(its captions are never used). SpecAugment on the student's log-mel. Model selection on val CIDEr-D.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from eacap.decoding import DecodingOptions
+from eacap.models import CaptionModel
+from eacap.models.presets import student_config, teacher_config
+from train.cache import build_tokenizer
+from train.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.data import (Prefetcher, apply_spec_augment, audio_batch, load_split, pad_tokens, pick_caption, run_path,
+                        step_indices, tokenize)
+from train.datasets import item_waveform
+from train.losses import caption_ce, clip_embedding, contrastive_kd, mse_kd, token_kd
+from train.pseudo import read_pseudo
+from train.teacher import validation_score
+from train.trainer import Dist, Trainer, device_for, init_distributed
+
+KD_CHOICES = ("none", "seq", "token", "seq+mse", "seq+contrastive")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    kd: str = "seq+contrastive"
+    audio_only: bool = False
+    label_fraction: float | None = None
+    w_sup: float = 1.0
+    w_seq: float = 1.0
+    w_tok: float = 1.0
+    w_enc: float = 1.0
+
+    def __post_init__(self):
+        if self.kd not in KD_CHOICES:
+            raise ValueError(f"--kd must be one of {', '.join(KD_CHOICES)}, got {self.kd!r}")
+        if self.audio_only and self.kd in ("none", "token"):
+            raise ValueError("--audio-only needs a KD target for unlabelled clips: use --kd seq, seq+mse or seq+contrastive")
+
+    @property
+    def uses_seq(self) -> bool:
+        return self.kd.startswith("seq")
+
+    @property
+    def encoder_kd(self) -> str | None:
+        return self.kd.split("+")[1] if "+" in self.kd else None
+
+    @property
+    def name(self) -> str:
+        name = self.kd.replace("+", "_")
+        if self.audio_only:
+            name += "_audio"
+        if self.label_fraction is not None:
+            name += f"_{round(self.label_fraction * 100)}pct"
+        return name
+
+
+class StudentObjective(nn.Module):
+    def __init__(self, model: CaptionModel, recipe: Recipe):
+        super().__init__()
+        self.model, self.recipe = model, recipe
+        if recipe.encoder_kd is None:  # the KD heads get no gradient: keep them out of the optimiser
+            for module in (model.student_proj, model.teacher_proj):
+                module.requires_grad_(False)
+        if recipe.encoder_kd != "contrastive":
+            model.logit_scale.requires_grad_(False)
+
+    def encode(self, batch: dict):
+        feats, frame_lengths = self.model.features(batch["waveforms"], batch["lengths"])
+        if self.training:
+            feats = apply_spec_augment(feats, batch["masks"])
+        return self.model.encoder(feats, frame_lengths)
+
+    def caption_loss(self, tokens: torch.Tensor, frames, lengths):
+        logits = self.model.decoder(tokens[:, :-1], frames, lengths)
+        return caption_ce(logits, tokens[:, 1:], self.model.tokenizer.pad_id), logits
+
+    def encoder_loss(self, frames, lengths, teacher_embedding, clip_ids):
+        s = self.model.student_proj(clip_embedding(frames, lengths))
+        t = self.model.teacher_proj(teacher_embedding)
+        if self.recipe.encoder_kd == "mse":
+            return mse_kd(s, t)
+        return contrastive_kd(s, t, self.model.logit_scale, clip_ids)
+
+    def forward(self, batch: dict):
+        r, logs = self.recipe, {}
+        labelled = batch["labelled"]
+        frames, lengths = self.encode(labelled)
+        loss, logits = self.caption_loss(labelled["tokens"], frames, lengths)
+        logs["sup"] = loss.detach()
+        loss = r.w_sup * loss
+        if r.uses_seq:
+            seq, _ = self.caption_loss(labelled["pseudo_tokens"], frames, lengths)
+            logs["seq"] = seq.detach()
+            loss = loss + r.w_seq * seq
+        if r.kd == "token":
+            mask = (labelled["tokens"][:, 1:] != self.model.tokenizer.pad_id).float()
+            n = logits.shape[1]
+            tok = token_kd(logits, labelled["topk_ids"][:, :n], labelled["topk_probs"][:, :n], mask)
+            logs["tok"] = tok.detach()
+            loss = loss + r.w_tok * tok
+        if r.encoder_kd:
+            enc = self.encoder_loss(frames, lengths, labelled["teacher_embedding"], labelled["clip_ids"])
+            logs["enc"] = enc.detach()
+            loss = loss + r.w_enc * enc
+        if "unlabelled" in batch:
+            unlabelled = batch["unlabelled"]
+            frames, lengths = self.encode(unlabelled)
+            seq, _ = self.caption_loss(unlabelled["pseudo_tokens"], frames, lengths)
+            unsup = r.w_seq * seq
+            if r.encoder_kd:
+                unsup = unsup + r.w_enc * self.encoder_loss(frames, lengths, unlabelled["teacher_embedding"],
+                                                            unlabelled["clip_ids"])
+            logs["unsup"] = unsup.detach()
+            loss = loss + unsup
+        return loss, logs
+
+
+def build_student(config: PipelineConfig) -> CaptionModel:
+    tokenizer = build_tokenizer(config)
+    teacher_width = teacher_config(tokenizer.vocab_size, config.model_size).encoder.out_dim
+    return CaptionModel(student_config(tokenizer.vocab_size, config.model_size, teacher_dim=teacher_width), tokenizer)
+
+
+def student_dir(config: PipelineConfig, recipe: Recipe):
+    return run_path(config, "students", f"{recipe.name}_seed{config.seed}")
+
+
+def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: bool = False,
+        stop_after: int | None = None) -> dict:
+    d = init_distributed()
+    device_for(d)
+    schedule = replace(config.student, steps=steps or config.student.steps)
+    torch.manual_seed(config.seed)
+    model = build_student(config)
+    tokenizer = model.tokenizer
+    objective = StudentObjective(model, recipe)
+    frontend = model.config.frontend
+
+    all_train = load_split(config, "train")
+    position = {item.audio_id: i for i, item in enumerate(all_train)}
+    train_items = load_split(config, "train", recipe.label_fraction) if recipe.label_fraction else all_train
+    rows = np.array([position[item.audio_id] for item in train_items])  # rows into the teacher's train caches
+    need_teacher = recipe.kd != "none"
+    if need_teacher:
+        pseudo_train, emb_train = read_pseudo(config, "train")
+    if recipe.kd == "token":
+        topk = np.load(run_path(config, "pseudo", "train_topk.npz"))
+        topk_ids, topk_probs = topk["ids"], topk["probs"]
+    if recipe.audio_only:
+        pool = load_split(config, "audio_only")
+        pseudo_pool, emb_pool = read_pseudo(config, "audio_only")
+
+    def make_batch(step: int, d: Dist) -> dict:
+        idx = step_indices(len(train_items), schedule.batch_size, step, config.seed, d)
+        labelled = audio_batch(train_items, idx, config, step, frontend.n_mels, frontend.hop_length)
+        chosen = [pick_caption(train_items[i], config.seed, step, int(i)) for i in idx]
+        labelled["tokens"] = pad_tokens([tokenize(tokenizer, c, config.max_caption_tokens) for c in chosen], tokenizer.pad_id)
+        if need_teacher:
+            r = rows[idx]
+            labelled["pseudo_tokens"] = pad_tokens([tokenize(tokenizer, pseudo_train[j], config.max_caption_tokens) for j in r],
+                                                   tokenizer.pad_id)
+            labelled["teacher_embedding"] = torch.from_numpy(emb_train[r])
+        if recipe.kd == "token":
+            which = [train_items[i].captions.index(c) for i, c in zip(idx, chosen)]
+            labelled["topk_ids"] = torch.from_numpy(topk_ids[rows[idx], which].astype(np.int64))
+            labelled["topk_probs"] = torch.from_numpy(topk_probs[rows[idx], which].astype(np.float32))
+        batch = {"labelled": labelled}
+        if recipe.audio_only:
+            pidx = step_indices(len(pool), schedule.batch_size, step, config.seed + 1, d)
+            unlabelled = audio_batch(pool, pidx, config, step, frontend.n_mels, frontend.hop_length)
+            unlabelled["pseudo_tokens"] = pad_tokens([tokenize(tokenizer, pseudo_pool[j], config.max_caption_tokens)
+                                                      for j in pidx], tokenizer.pad_id)
+            unlabelled["teacher_embedding"] = torch.from_numpy(emb_pool[pidx])
+            batch["unlabelled"] = unlabelled
+        return batch
+
+    val_items = load_split(config, "val")[: schedule.eval_clips]
+    val_waves = [item_waveform(item) for item in val_items]
+
+    def validate() -> float:
+        captions = []
+        for start in range(0, len(val_waves), 32):
+            captions += model.caption_batch(val_waves[start: start + 32], DecodingOptions(1, config.eval_max_length))
+        return validation_score({item.audio_id: c.text for item, c in zip(val_items, captions)},
+                                {item.audio_id: list(item.captions) for item in val_items})
+
+    trainer = Trainer(student_dir(config, recipe), model, objective, schedule, Prefetcher(make_batch), validate,
+                      seed=config.seed, d=d, bf16=bf16, stop_after=stop_after)
+    result = trainer.fit()
+    if d.main:
+        print(f"student {recipe.name}: {result['step']} steps, best val CIDEr-D {result['best']:.3f}, "
+              f"{result.get('seconds_per_step', 0):.2f} s/step")
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_preset_arguments(parser)
+    parser.add_argument("--kd", default="seq+contrastive", choices=KD_CHOICES, help="distillation variant")
+    parser.add_argument("--audio-only", action="store_true", help="add one audio-only batch per step (L_seq + L_enc)")
+    parser.add_argument("--label-fraction", type=float, help="use this fraction of the captioned train set (0-1]")
+    for name in ("sup", "seq", "tok", "enc"):
+        parser.add_argument(f"--w-{name}", type=float, default=1.0, help=f"weight of L_{name} (default 1)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (measure first: see README)")
+    parser.add_argument("--stop-after", type=int, help="stop (with a resumable checkpoint) after this many steps")
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    return Recipe(args.kd, args.audio_only, args.label_fraction, args.w_sup, args.w_seq, args.w_tok, args.w_enc)
+
+
+def main(args: argparse.Namespace) -> int:
+    run(config_from_args(args), recipe_from_args(args), steps=args.steps, bf16=args.bf16, stop_after=args.stop_after)
+    return 0

@@ -1,0 +1,129 @@
+"""`python -m train teacher`: train the teacher's top encoder layers and caption decoder on the captioned scenes.
+
+The lower encoder layers stay as converted from Whisper tiny.en (pretrained on 680k hours) and their outputs come
+from the cache; the top `teacher_trainable_layers` layers, the final layer norm and the decoder are trained.
+Model selection: CIDEr-D of greedy captions on validation clips.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from eacap.decoding import DecodingOptions, decode
+from eacap.metrics import caption_metrics
+from eacap.models import CaptionModel
+from eacap.models.presets import teacher_config
+from train.cache import HiddenCache, build_tokenizer, frozen_layers, initial_teacher_encoder
+from train.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.data import Prefetcher, load_split, pad_tokens, pick_caption, run_path, step_indices, tokenize
+from train.losses import caption_ce
+from train.trainer import Dist, Trainer, device_for, init_distributed
+
+
+def build_teacher(config: PipelineConfig) -> CaptionModel:
+    tokenizer = build_tokenizer(config)
+    model = CaptionModel(teacher_config(tokenizer.vocab_size, config.model_size), tokenizer)
+    model.encoder.load_state_dict(initial_teacher_encoder(config).state_dict())
+    return model
+
+
+def load_trained_teacher(config: PipelineConfig) -> CaptionModel:
+    model = build_teacher(config)
+    path = run_path(config, "teacher", "best.safetensors")
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained teacher at {path}: run `python -m train teacher --preset {config.name}`")
+    model.load_state_dict(load_file(path))
+    return model.eval()
+
+
+class TeacherTop(nn.Module):
+    """Cached frozen-layer outputs -> trainable top layers -> decoder loss."""
+
+    def __init__(self, model: CaptionModel, frozen: int):
+        super().__init__()
+        self.model, self.frozen = model, frozen
+        model.requires_grad_(False)
+        for module in (*model.encoder.layers[frozen:], model.encoder.layer_norm, model.decoder):
+            module.requires_grad_(True)
+        model.decoder.positions.requires_grad_(False)
+
+    def frames(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        encoder = self.model.encoder
+        return encoder.layer_norm(encoder.run_layers(hidden, lengths, start=self.frozen))
+
+    def forward(self, batch: dict):
+        frames = self.frames(batch["hidden"], batch["lengths"])
+        tokens = batch["tokens"]
+        logits = self.model.decoder(tokens[:, :-1], frames, batch["lengths"])
+        loss = caption_ce(logits, tokens[:, 1:], self.model.tokenizer.pad_id)
+        return loss, {"sup": loss.detach()}
+
+
+def cached_captions(top: TeacherTop, cache: HiddenCache, indices, options: DecodingOptions, batch_size: int = 32):
+    """Decode captions for cached clips; returns (hypotheses tokens, scores, clip embeddings [N, width])."""
+    tokens, scores, embeddings = [], [], []
+    with torch.inference_mode():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start: start + batch_size]
+            hidden, lengths = cache.batch(chunk)
+            frames = top.frames(hidden, lengths)
+            hyps = decode(top.model.decoder, frames, lengths, top.model.tokenizer.special, options)
+            tokens += hyps.tokens
+            scores += hyps.scores
+            valid = (torch.arange(frames.shape[1])[None, :] < lengths[:, None]).float()
+            embeddings.append(((frames * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)).numpy())
+    return tokens, scores, np.concatenate(embeddings) if embeddings else np.zeros((0, 0))
+
+
+def validation_score(captions: dict[str, str], references: dict[str, list[str]]) -> float:
+    return float(caption_metrics(captions, references, meteor=False, sbert=False)["cider_d"])
+
+
+def run(config: PipelineConfig, steps: int | None = None, bf16: bool = False, stop_after: int | None = None) -> dict:
+    d = init_distributed()
+    device_for(d)  # CPU training here; on GPUs this pins the rank's device
+    schedule = replace(config.teacher, steps=steps or config.teacher.steps)
+    torch.manual_seed(config.seed)
+    model = build_teacher(config)
+    top = TeacherTop(model, frozen_layers(config))
+    train_items, val_items = load_split(config, "train"), load_split(config, "val")
+    train_cache, val_cache = HiddenCache(config, "train"), HiddenCache(config, "val")
+    tokenizer = model.tokenizer
+
+    def make_batch(step: int, d: Dist) -> dict:
+        idx = step_indices(len(train_items), schedule.batch_size, step, config.seed, d)
+        hidden, lengths = train_cache.batch(idx)
+        captions = [tokenize(tokenizer, pick_caption(train_items[i], config.seed, step, int(i)), config.max_caption_tokens)
+                    for i in idx]
+        return {"hidden": hidden, "lengths": lengths, "tokens": pad_tokens(captions, tokenizer.pad_id)}
+
+    val_idx = np.arange(min(schedule.eval_clips, len(val_items)))
+
+    def validate() -> float:
+        hyps, _, _ = cached_captions(top, val_cache, val_idx, DecodingOptions(1, config.eval_max_length))
+        return validation_score({val_items[i].audio_id: tokenizer.decode(h) for i, h in zip(val_idx, hyps)},
+                                {val_items[i].audio_id: list(val_items[i].captions) for i in val_idx})
+
+    trainer = Trainer(run_path(config, "teacher"), model, top, schedule, Prefetcher(make_batch), validate,
+                      seed=config.seed, d=d, bf16=bf16, stop_after=stop_after)
+    result = trainer.fit()
+    if d.main:
+        print(f"teacher: {result['step']} steps, best val CIDEr-D {result['best']:.3f}, "
+              f"{result.get('seconds_per_step', 0):.2f} s/step")
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_preset_arguments(parser)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (measure first: see README)")
+    parser.add_argument("--stop-after", type=int, help="stop (with a resumable checkpoint) after this many steps")
+
+
+def main(args: argparse.Namespace) -> int:
+    run(config_from_args(args), steps=args.steps, bf16=args.bf16, stop_after=args.stop_after)
+    return 0
