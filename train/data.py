@@ -83,8 +83,15 @@ def audio_batch(items: list[CaptionItem], indices: np.ndarray, config: PipelineC
             "clip_ids": [items[i].audio_id for i in indices]}
 
 
-def step_indices(n_items: int, batch_size: int, step: int, seed: int, d: Dist) -> np.ndarray:
-    return rank_slice(batch_indices(n_items, batch_size, step, seed), d)
+def step_indices(n_items: int, batch_size: int, step: int, seed: int, d: Dist) -> tuple[np.ndarray, np.ndarray]:
+    """(this rank's indices, the whole global batch's indices) of `step`."""
+    everything = batch_indices(n_items, batch_size, step, seed)
+    return rank_slice(everything, d), everything
+
+
+def token_normaliser(captions: list[list[int]], d: Dist) -> float:
+    """Target tokens of the whole global batch per rank (see losses.caption_ce)."""
+    return sum(len(c) - 1 for c in captions) / d.world
 
 
 class Prefetcher:

@@ -12,10 +12,16 @@ import torch
 import torch.nn.functional as F
 
 
-def caption_ce(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label_smoothing: float = 0.0) -> torch.Tensor:
-    """logits [B, L, V] predicting targets [B, L] (the caption shifted left); mean over non-padding tokens."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                           ignore_index=pad_id, label_smoothing=label_smoothing)
+def caption_ce(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label_smoothing: float = 0.0,
+               normaliser: float | None = None) -> torch.Tensor:
+    """logits [B, L, V] predicting targets [B, L] (the caption shifted left); mean over non-padding tokens.
+
+    `normaliser` replaces this batch's own token count: data-parallel ranks divide by (global tokens / ranks), so
+    the averaged gradients equal those of one process on the whole batch."""
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                            ignore_index=pad_id, label_smoothing=label_smoothing, reduction="sum")
+    count = normaliser if normaliser is not None else (targets != pad_id).sum().clamp_min(1)
+    return total / count
 
 
 def token_kd(logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor,

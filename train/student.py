@@ -23,7 +23,7 @@ from eacap.models.presets import student_config, teacher_config
 from train.cache import build_tokenizer
 from train.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.data import (Prefetcher, apply_spec_augment, audio_batch, load_split, pad_tokens, pick_caption, run_path,
-                        step_indices, tokenize)
+                        step_indices, token_normaliser, tokenize)
 from train.datasets import item_waveform
 from train.losses import caption_ce, clip_embedding, contrastive_kd, mse_kd, token_kd
 from train.pseudo import read_pseudo
@@ -83,9 +83,9 @@ class StudentObjective(nn.Module):
             feats = apply_spec_augment(feats, batch["masks"])
         return self.model.encoder(feats, frame_lengths)
 
-    def caption_loss(self, tokens: torch.Tensor, frames, lengths):
+    def caption_loss(self, tokens: torch.Tensor, frames, lengths, normaliser: float | None = None):
         logits = self.model.decoder(tokens[:, :-1], frames, lengths)
-        return caption_ce(logits, tokens[:, 1:], self.model.tokenizer.pad_id), logits
+        return caption_ce(logits, tokens[:, 1:], self.model.tokenizer.pad_id, normaliser=normaliser), logits
 
     def encoder_loss(self, frames, lengths, teacher_embedding, clip_ids):
         s = self.model.student_proj(clip_embedding(frames, lengths))
@@ -98,11 +98,11 @@ class StudentObjective(nn.Module):
         r, logs = self.recipe, {}
         labelled = batch["labelled"]
         frames, lengths = self.encode(labelled)
-        loss, logits = self.caption_loss(labelled["tokens"], frames, lengths)
+        loss, logits = self.caption_loss(labelled["tokens"], frames, lengths, labelled.get("token_norm"))
         logs["sup"] = loss.detach()
         loss = r.w_sup * loss
         if r.uses_seq:
-            seq, _ = self.caption_loss(labelled["pseudo_tokens"], frames, lengths)
+            seq, _ = self.caption_loss(labelled["pseudo_tokens"], frames, lengths, labelled.get("pseudo_norm"))
             logs["seq"] = seq.detach()
             loss = loss + r.w_seq * seq
         if r.kd == "token":
@@ -118,7 +118,7 @@ class StudentObjective(nn.Module):
         if "unlabelled" in batch:
             unlabelled = batch["unlabelled"]
             frames, lengths = self.encode(unlabelled)
-            seq, _ = self.caption_loss(unlabelled["pseudo_tokens"], frames, lengths)
+            seq, _ = self.caption_loss(unlabelled["pseudo_tokens"], frames, lengths, unlabelled.get("pseudo_norm"))
             unsup = r.w_seq * seq
             if r.encoder_kd:
                 unsup = unsup + r.w_enc * self.encoder_loss(frames, lengths, unlabelled["teacher_embedding"],
@@ -164,25 +164,28 @@ def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: 
         pseudo_pool, emb_pool = read_pseudo(config, "audio_only")
 
     def make_batch(step: int, d: Dist) -> dict:
-        idx = step_indices(len(train_items), schedule.batch_size, step, config.seed, d)
+        idx, everything = step_indices(len(train_items), schedule.batch_size, step, config.seed, d)
         labelled = audio_batch(train_items, idx, config, step, frontend.n_mels, frontend.hop_length)
-        chosen = [pick_caption(train_items[i], config.seed, step, int(i)) for i in idx]
-        labelled["tokens"] = pad_tokens([tokenize(tokenizer, c, config.max_caption_tokens) for c in chosen], tokenizer.pad_id)
+        chosen = {int(i): pick_caption(train_items[i], config.seed, step, int(i)) for i in everything}
+        tokens = {i: tokenize(tokenizer, c, config.max_caption_tokens) for i, c in chosen.items()}
+        labelled["tokens"] = pad_tokens([tokens[int(i)] for i in idx], tokenizer.pad_id)
+        labelled["token_norm"] = token_normaliser(list(tokens.values()), d)
         if need_teacher:
-            r = rows[idx]
-            labelled["pseudo_tokens"] = pad_tokens([tokenize(tokenizer, pseudo_train[j], config.max_caption_tokens) for j in r],
-                                                   tokenizer.pad_id)
-            labelled["teacher_embedding"] = torch.from_numpy(emb_train[r])
+            pseudo = {int(i): tokenize(tokenizer, pseudo_train[rows[i]], config.max_caption_tokens) for i in everything}
+            labelled["pseudo_tokens"] = pad_tokens([pseudo[int(i)] for i in idx], tokenizer.pad_id)
+            labelled["pseudo_norm"] = token_normaliser(list(pseudo.values()), d)
+            labelled["teacher_embedding"] = torch.from_numpy(emb_train[rows[idx]])
         if recipe.kd == "token":
-            which = [train_items[i].captions.index(c) for i, c in zip(idx, chosen)]
+            which = [train_items[i].captions.index(chosen[int(i)]) for i in idx]
             labelled["topk_ids"] = torch.from_numpy(topk_ids[rows[idx], which].astype(np.int64))
             labelled["topk_probs"] = torch.from_numpy(topk_probs[rows[idx], which].astype(np.float32))
         batch = {"labelled": labelled}
         if recipe.audio_only:
-            pidx = step_indices(len(pool), schedule.batch_size, step, config.seed + 1, d)
+            pidx, pall = step_indices(len(pool), schedule.batch_size, step, config.seed + 1, d)
             unlabelled = audio_batch(pool, pidx, config, step, frontend.n_mels, frontend.hop_length)
-            unlabelled["pseudo_tokens"] = pad_tokens([tokenize(tokenizer, pseudo_pool[j], config.max_caption_tokens)
-                                                      for j in pidx], tokenizer.pad_id)
+            pseudo = {int(j): tokenize(tokenizer, pseudo_pool[j], config.max_caption_tokens) for j in pall}
+            unlabelled["pseudo_tokens"] = pad_tokens([pseudo[int(j)] for j in pidx], tokenizer.pad_id)
+            unlabelled["pseudo_norm"] = token_normaliser(list(pseudo.values()), d)
             unlabelled["teacher_embedding"] = torch.from_numpy(emb_pool[pidx])
             batch["unlabelled"] = unlabelled
         return batch

@@ -20,7 +20,7 @@ from eacap.models import CaptionModel
 from eacap.models.presets import teacher_config
 from train.cache import HiddenCache, build_tokenizer, frozen_layers, initial_teacher_encoder
 from train.config import PipelineConfig, add_preset_arguments, config_from_args
-from train.data import Prefetcher, load_split, pad_tokens, pick_caption, run_path, step_indices, tokenize
+from train.data import Prefetcher, load_split, pad_tokens, pick_caption, run_path, step_indices, token_normaliser, tokenize
 from train.losses import caption_ce
 from train.trainer import Dist, Trainer, device_for, init_distributed
 
@@ -60,7 +60,7 @@ class TeacherTop(nn.Module):
         frames = self.frames(batch["hidden"], batch["lengths"])
         tokens = batch["tokens"]
         logits = self.model.decoder(tokens[:, :-1], frames, batch["lengths"])
-        loss = caption_ce(logits, tokens[:, 1:], self.model.tokenizer.pad_id)
+        loss = caption_ce(logits, tokens[:, 1:], self.model.tokenizer.pad_id, normaliser=batch.get("token_norm"))
         return loss, {"sup": loss.detach()}
 
 
@@ -96,11 +96,12 @@ def run(config: PipelineConfig, steps: int | None = None, bf16: bool = False, st
     tokenizer = model.tokenizer
 
     def make_batch(step: int, d: Dist) -> dict:
-        idx = step_indices(len(train_items), schedule.batch_size, step, config.seed, d)
+        idx, everything = step_indices(len(train_items), schedule.batch_size, step, config.seed, d)
         hidden, lengths = train_cache.batch(idx)
-        captions = [tokenize(tokenizer, pick_caption(train_items[i], config.seed, step, int(i)), config.max_caption_tokens)
-                    for i in idx]
-        return {"hidden": hidden, "lengths": lengths, "tokens": pad_tokens(captions, tokenizer.pad_id)}
+        captions = {int(i): tokenize(tokenizer, pick_caption(train_items[i], config.seed, step, int(i)),
+                                     config.max_caption_tokens) for i in everything}
+        return {"hidden": hidden, "lengths": lengths, "tokens": pad_tokens([captions[int(i)] for i in idx], tokenizer.pad_id),
+                "token_norm": token_normaliser(list(captions.values()), d)}
 
     val_idx = np.arange(min(schedule.eval_clips, len(val_items)))
 

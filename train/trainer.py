@@ -91,7 +91,7 @@ class Trainer:
         self.params = [p for p in objective.parameters() if p.requires_grad]
         self.objective = objective
         if d.world > 1:
-            self.objective = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
+            self.objective = nn.parallel.DistributedDataParallel(objective)
         self.optimizer = torch.optim.AdamW(self.params, lr=schedule.lr, weight_decay=schedule.weight_decay)
         self.step, self.best = 0, -math.inf
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ class Trainer:
         index = {id(p): i for i, p in enumerate(self.params)}
         for p, st in self.optimizer.state.items():
             for key, value in st.items():
-                tensors[f"optim.{index[id(p)]}.{key}"] = value.detach().cpu().reshape(-1) if value.ndim == 0 else value.detach().cpu()
+                tensors[f"optim.{index[id(p)]}.{key}"] = value.detach().cpu()
         tensors["rng.torch"] = torch.get_rng_state()
         tmp = self.state_path.with_suffix(".tmp")
         save_file(tensors, tmp)
@@ -126,8 +126,6 @@ class Trainer:
         for i, p in enumerate(self.params):
             st = {key.split(".", 2)[2]: v for key, v in tensors.items() if key.startswith(f"optim.{i}.")}
             if st:
-                if "step" in st:
-                    st["step"] = st["step"].reshape(())
                 self.optimizer.state[p] = st
         torch.set_rng_state(tensors["rng.torch"])
         self.step, self.best = meta["step"], meta["best"] if meta["best"] is not None else -math.inf
