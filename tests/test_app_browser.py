@@ -1,0 +1,134 @@
+"""The app in a real browser (headless Debian Chromium, tiny random models): the page renders offline, a link or a
+click captions a clip, and a bad upload shows an error naming the problem.
+
+Needs `apt-get install -y chromium chromium-driver`; the interactive tests also need `pip install selenium`.
+`EACAP_SCREENSHOT=docs/screenshot.png pytest tests/test_app_browser.py` refreshes the README's screenshot.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from test_app import app, write_examples  # noqa: F401 - `app` is a fixture used here
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: apt-get install -y chromium chromium-driver")
+REPO = Path(__file__).resolve().parent.parent
+WIDTH = 1400
+
+
+def chromium_flags(tmp_path: Path) -> list[str]:
+    # No sandbox (root in a container), no GPU, and none of Chromium's own calls home (refused offline anyway).
+    return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path}", f"--window-size={WIDTH},1000"]
+
+
+@pytest.fixture(scope="module")
+def served(app, tiny_checkpoints, tmp_path_factory):
+    """(url, captioner): the app over tiny models. The shipped examples/ clips when there are some, so the
+    screenshot shows the real example list; generated tones otherwise."""
+    examples = REPO / "examples" if len(app.find_examples(REPO / "examples")) >= 2 else None
+    examples = examples or write_examples(tmp_path_factory.mktemp("examples"))
+    captioner = app.Captioner.from_folder(Path(tiny_checkpoints[0]).parent, examples)
+    demo = app.build_demo(captioner)
+    app.launch(demo, server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        yield demo.local_url, captioner
+    finally:
+        demo.close()
+
+
+def test_page_renders_offline(app, served, tmp_path):
+    url, captioner = served
+    flags = chromium_flags(tmp_path / "profile")
+    run = lambda *args: subprocess.run([str(CHROMIUM), *flags, "--virtual-time-budget=8000", *args, url],  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    dom = run("--dump-dom").stdout
+    assert app.TITLE in dom
+    assert "Teacher caption" in dom and "Student caption" in dom
+    assert "Caption with both models" in dom
+    assert all(app.example_label(p) in dom for p in captioner.bank.examples)
+    assert "No models yet" not in dom
+    shot = tmp_path / "page.png"
+    run(f"--screenshot={shot}")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000  # a drawn page, not blank
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="the interactive browser tests need selenium")
+    if not CHROMEDRIVER.exists():
+        pytest.skip(f"no {CHROMEDRIVER}: apt-get install -y chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in chromium_flags(tmp_path_factory.mktemp("profile")):
+        options.add_argument(flag)
+    # The driver is given explicitly, so Selenium Manager never tries to download one.
+    driver = webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(browser, condition, seconds: float = 90):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, seconds, poll_frequency=0.2).until(lambda b: condition(b))
+
+
+def captions(browser) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [box.get_attribute("value") for box in browser.find_elements(By.CSS_SELECTOR, ".caption textarea")]
+
+
+def test_example_link_shows_both_captions(served, browser, tmp_path):
+    """`/?example=NAME` captions that example on load: the page shows what /compare computes for it."""
+    url, captioner = served
+    example = captioner.bank.examples[0]
+    browser.get(f"{url}?example={example.stem}")
+    wait_for(browser, lambda b: "fewer parameters" in b.page_source)
+    expected = captioner.compare(str(example))
+    assert captions(browser) == [expected["teacher"]["caption"], expected["student"]["caption"]]
+    assert "top-1 match" in browser.page_source and example.name in browser.page_source
+
+    # The whole page, for the README (EACAP_SCREENSHOT) or for a look at a failing run.
+    for _ in range(3):  # a taller window can reflow the page; settle on a height that shows all of it
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(WIDTH, height + 120)
+    shot = Path(os.environ.get("EACAP_SCREENSHOT") or tmp_path / "screenshot.png")
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(shot))
+    browser.set_window_size(WIDTH, 1000)
+
+
+def test_click_example_then_bad_upload(served, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    url, captioner = served
+    browser.get(url)
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "button.gallery-item"))
+    browser.find_elements(By.CSS_SELECTOR, "button.gallery-item")[-1].click()  # one click: load and caption
+    wait_for(browser, lambda b: all(captions(b)) and "fewer parameters" in b.page_source)
+    expected = captioner.compare(str(captioner.bank.examples[-1]))
+    assert captions(browser) == [expected["teacher"]["caption"], expected["student"]["caption"]]
+
+    bad = tmp_path / "notes.wav"
+    bad.write_bytes(b"meeting notes, not audio")
+    short = tmp_path / "click.wav"
+    sf.write(short, np.zeros(400, dtype=np.float32) + 0.1, 8000)
+    for path, message in ((bad, "notes.wav: not readable as audio"), (short, "click.wav: only 0.05 s of audio")):
+        browser.get(url)
+        upload = wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "input[type=file]"))
+        upload[0].send_keys(str(path))
+        wait_for(browser, lambda b: path.name in b.page_source or b.find_elements(By.CSS_SELECTOR, "audio"))
+        browser.find_element(By.XPATH, "//button[contains(., 'Caption with both models')]").click()
+        wait_for(browser, lambda b: message in b.page_source)
+        assert "Traceback" not in browser.page_source
