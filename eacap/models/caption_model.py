@@ -120,19 +120,40 @@ class CaptionModel(nn.Module):
     def caption_batch(self, waveforms: list[np.ndarray] | list[torch.Tensor],
                       options: DecodingOptions = DecodingOptions()) -> list[Caption]:
         """Caption 16 kHz mono clips (use `eacap.load_audio` to get them from files); timings per stage."""
+        return self.run_batch(waveforms, options).captions
+
+    @torch.inference_mode()
+    def run_batch(self, waveforms: list[np.ndarray] | list[torch.Tensor],
+                  options: DecodingOptions = DecodingOptions()) -> "BatchRun":
+        """`caption_batch`, also returning the features and encoder frames of the same pass.
+
+        eacap.compare needs the captions, their timings and the frames they were decoded from; a second
+        encoder pass to get the frames would double the cost and could time a different (warmer) run.
+        """
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer: load it with eacap.load_model(), which attaches one")
         device = next(self.parameters()).device
         batch, lengths = pad_batch(waveforms, device)
         clock = StageClock()
-        feats, frame_lengths = self.features(batch, lengths)
+        feats, feat_lengths = self.features(batch, lengths)
         clock.lap("frontend")
-        frames, frame_lengths = self.encoder(feats, frame_lengths)
+        frames, frame_lengths = self.encoder(feats, feat_lengths)
         clock.lap("encoder")
         hyps = decode(self.decoder, frames, frame_lengths, self.tokenizer.special, options)
         clock.lap("decoder")
-        return [Caption(self.tokenizer.decode(tokens), tokens, score, float(n) / 16000, dict(clock.seconds))
-                for tokens, score, n in zip(hyps.tokens, hyps.scores, lengths.tolist())]
+        captions = [Caption(self.tokenizer.decode(tokens), tokens, score, float(n) / 16000, dict(clock.seconds))
+                    for tokens, score, n in zip(hyps.tokens, hyps.scores, lengths.tolist())]
+        return BatchRun(captions, feats, feat_lengths, frames, frame_lengths)
+
+
+@dataclass
+class BatchRun:
+    """One pass over a padded batch: captions plus the intermediate tensors (padded; use the lengths)."""
+    captions: list[Caption]
+    features: torch.Tensor        # [B, n_mels, T]
+    feature_lengths: torch.Tensor  # [B] valid feature frames
+    frames: torch.Tensor          # [B, T', D] encoder frames
+    frame_lengths: torch.Tensor   # [B] valid encoder frames
 
 
 def pad_batch(waveforms, device) -> tuple[torch.Tensor, torch.Tensor]:

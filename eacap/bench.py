@@ -1,0 +1,314 @@
+"""Speed benchmark: teacher vs student (and the paper's EfficientNet-B2 student as a reference), one process.
+
+    python -m eacap.bench --teacher checkpoints/teacher --student checkpoints/student [--repeats 5] [--batch 32]
+
+What is timed: the model stages from a 16 kHz waveform already in memory (front-end + encoder + decoder, with
+the same `eacap.decoding.decode` for every model), under `torch.inference_mode`, after warm-up runs. File
+decoding is left out: it is the same for every model. Latency is one clip at batch 1; throughput is `--batch`
+clips in one call. Models take turns within each repeat, so a burst of load from elsewhere on the machine hits
+all of them rather than one; the figures are medians over the repeats. The fastest repeat is reported as well:
+on a machine shared with other work, it is the closest measure of what the code itself costs.
+
+Threads. `--threads` (default: the CPUs this process may use) is set explicitly and printed, because it moves
+the ratio: the teacher's large matrix products use extra cores well, the student's many small operations do not.
+
+Caption length. Decoding cost grows with every token, and an untrained (random) model babbles until
+`max_length`, so by default every caption is forced to exactly `--tokens` tokens (</s> is blocked until the
+last step, then forced): each model then does the same number of decoder steps with the same beam, which
+compares the architectures rather than their verbosity. The default, 20, is the caption length the paper's
+authors count the student's FLOPs at (docs/method.md §1.7). With trained models, `--natural` lets each model
+stop on its own instead, which is what a user gets; the mean caption length is then reported per model, since a
+model that writes shorter captions is faster partly for that reason.
+
+The reference, "EffB2-Trm (paper)", is the paper's student architecture with random weights, built locally
+(nothing is downloaded): `efficientnet_pytorch` EfficientNet-B2 (1 input channel, 1408-d output) over the same
+64-bin log-mel, averaged over frequency, then a 2-layer d256 decoder over a 4981-word vocabulary, decoded by the
+same code. Random weights time the same as trained ones for a fixed caption length.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .audio import SAMPLE_RATE, AudioError, load_audio
+from .checkpoint import CheckpointError, load_model
+from .cli import CHECKPOINTS
+from .decoding import DecodingOptions, decode
+from .features import STUDENT_FRONTEND, LogMel
+from .models.decoder import CaptionDecoder, DecoderConfig
+
+DEFAULT_TOKENS = 20
+REFERENCE_NAME = "EffB2-Trm (paper)"
+REFERENCE_VOCAB = 4981  # the paper's AudioCaps tokenizer size
+REFERENCE_SPECIAL = {"pad": 0, "bos": 1, "eos": 2, "unk": 3}
+
+
+class BenchError(Exception):
+    """The benchmark cannot run as asked; the message says which option to change."""
+
+
+@dataclass
+class Pipeline:
+    """The three timed stages of a captioning model, and what decoding needs to know."""
+    name: str
+    frontend: nn.Module
+    encoder: nn.Module
+    decoder: CaptionDecoder
+    special: dict[str, int]
+    parameters: int
+
+    @classmethod
+    def from_model(cls, name: str, model) -> "Pipeline":
+        return cls(name, model.frontend, model.encoder, model.decoder, model.tokenizer.special, model.num_parameters())
+
+
+class EffB2Encoder(nn.Module):
+    """EfficientNet-B2 as the paper's student uses it: log-mel [B, 64, T] -> [B, T/32, 1408], mean over frequency."""
+
+    def __init__(self):
+        super().__init__()
+        try:
+            from efficientnet_pytorch import EfficientNet
+        except ImportError as error:
+            raise ImportError("the EffB2 reference needs efficientnet_pytorch: `pip install efficientnet_pytorch`, "
+                              "or run the bench with --no-reference") from error
+        self.net = EfficientNet.from_name("efficientnet-b2", in_channels=1, include_top=False)
+        self.out_dim = self.net._conv_head.out_channels
+
+    def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor):
+        x = self.net.extract_features(features[:, None]).mean(dim=2).transpose(1, 2)
+        # efficientnet_pytorch pads for its 260-pixel images, not for this input, so the frame count is not a
+        # simple formula of T; valid frames scale with the valid input instead (exact when nothing is padded).
+        lengths = torch.ceil(frame_lengths * x.shape[1] / features.shape[-1]).long()
+        return x, lengths
+
+
+def reference_pipeline() -> Pipeline:
+    torch.manual_seed(0)
+    encoder = EffB2Encoder().eval()
+    decoder = CaptionDecoder(DecoderConfig(REFERENCE_VOCAB, memory_dim=encoder.out_dim, width=256, layers=2,
+                                           heads=4, ffn=1024)).eval()
+    parameters = sum(p.numel() for m in (encoder, decoder) for p in m.parameters())
+    return Pipeline(REFERENCE_NAME, LogMel(STUDENT_FRONTEND).eval(), encoder, decoder, REFERENCE_SPECIAL, parameters)
+
+
+class FixedLengthDecoder:
+    """A decoder whose captions are all exactly `length` tokens: </s> is blocked before the last step.
+
+    `decode` forces </s> at step max_length - 1, so with `max_length=length` every hypothesis, greedy or beam,
+    runs exactly `length` steps. Only the next-token scores change; the decoding code timed is the real one.
+    """
+
+    def __init__(self, decoder: CaptionDecoder, length: int, eos: int):
+        self.decoder, self.length, self.eos = decoder, length, eos
+
+    def __getattr__(self, name):
+        return getattr(self.decoder, name)
+
+    def step(self, tokens, position, *args):
+        logits = self.decoder.step(tokens, position, *args)
+        if position < self.length - 1:
+            logits[:, self.eos] = float("-inf")
+        return logits
+
+
+@dataclass
+class Timing:
+    """Per-stage wall seconds of each repeat, and caption lengths (tokens, </s> included) of the last run."""
+    stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in ("frontend", "encoder", "decoder", "total")})
+    tokens: list[int] = field(default_factory=list)
+
+    def median(self, stage: str) -> float:
+        return statistics.median(self.stages[stage])
+
+    def best(self, stage: str) -> float:
+        return min(self.stages[stage])
+
+
+@torch.inference_mode()
+def run_once(pipeline: Pipeline, waveforms: torch.Tensor, options: DecodingOptions, fixed: bool, timing: Timing | None):
+    lengths = torch.full((waveforms.shape[0],), waveforms.shape[1])
+    decoder = FixedLengthDecoder(pipeline.decoder, options.max_length, pipeline.special["eos"]) if fixed else pipeline.decoder
+    start = time.perf_counter()
+    features, frame_lengths = pipeline.frontend(waveforms, lengths)
+    t_frontend = time.perf_counter()
+    frames, frame_lengths = pipeline.encoder(features, frame_lengths)
+    t_encoder = time.perf_counter()
+    hyps = decode(decoder, frames, frame_lengths, pipeline.special, options)
+    end = time.perf_counter()
+    if timing is not None:
+        for stage, seconds in (("frontend", t_frontend - start), ("encoder", t_encoder - t_frontend),
+                               ("decoder", end - t_encoder), ("total", end - start)):
+            timing.stages[stage].append(seconds)
+        timing.tokens = [len(t) + 1 for t in hyps.tokens]  # + </s>
+
+
+def measure(pipelines: list[Pipeline], waveforms: torch.Tensor, options: DecodingOptions, fixed: bool,
+            repeats: int, warmup: int) -> dict[str, Timing]:
+    """Warm up every model, then time them in turns, `repeats` rounds."""
+    for pipeline in pipelines:
+        for _ in range(warmup):
+            run_once(pipeline, waveforms, options, fixed, None)
+    timings = {p.name: Timing() for p in pipelines}
+    for _ in range(repeats):
+        for pipeline in pipelines:
+            run_once(pipeline, waveforms, options, fixed, timings[pipeline.name])
+    return timings
+
+
+def bench_clip(args) -> tuple[np.ndarray, str]:
+    if args.audio:
+        audio = load_audio(args.audio)
+        return audio.waveform, f"{audio.name} ({audio.duration:.1f} s)"
+    # Noise at a speech-like level: content does not change the cost of a fixed-length caption.
+    rng = np.random.default_rng(0)
+    return (0.1 * rng.standard_normal(round(args.seconds * SAMPLE_RATE))).astype(np.float32), \
+        f"{args.seconds:g} s of generated noise"
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    teacher = Pipeline.from_model("teacher", load_model(args.teacher))
+    student = Pipeline.from_model("student", load_model(args.student))
+    pipelines = [teacher, student] + ([] if args.no_reference else [reference_pipeline()])
+    fixed = not args.natural
+    options = DecodingOptions(beam_size=args.beam_size, max_length=args.tokens if fixed else args.max_length)
+    for p in pipelines:
+        try:
+            options.validate(p.decoder.config.max_length)
+        except ValueError as error:
+            raise BenchError(f"{p.name}: {error}: change --tokens/--max-length/--beam-size") from None
+
+    clip, clip_label = bench_clip(args)
+    clip_seconds = len(clip) / SAMPLE_RATE
+    single = torch.from_numpy(clip)[None]
+    latency = measure(pipelines, single, options, fixed, args.repeats, args.warmup)
+    batched = single.repeat(args.batch, 1)
+    throughput = measure(pipelines, batched, options, fixed, args.repeats, min(args.warmup, 1))
+
+    models = {}
+    for p in pipelines:
+        lat, thr = latency[p.name], throughput[p.name]
+        clips_per_second = args.batch / thr.median("total")
+        models[p.name] = {
+            "parameters": p.parameters,
+            "latency_seconds": lat.median("total"),
+            "stage_seconds": {s: lat.median(s) for s in ("frontend", "encoder", "decoder")},
+            "decoder_step_seconds": lat.median("decoder") / max(lat.tokens),
+            "caption_tokens": float(np.mean(lat.tokens)),
+            "batch_seconds": thr.median("total"),
+            "batch_stage_seconds": {s: thr.median(s) for s in ("frontend", "encoder", "decoder")},
+            "clips_per_second": clips_per_second,
+            "x_real_time": clips_per_second * clip_seconds,
+            # Fastest repeat: on a shared machine, the cost of the code itself with the least interference.
+            "best_latency_seconds": lat.best("total"),
+            "best_clips_per_second": args.batch / thr.best("total"),
+        }
+    t, s = models["teacher"], models["student"]
+    result = {
+        "clip": clip_label, "clip_seconds": clip_seconds, "beam_size": options.beam_size,
+        "tokens": args.tokens if fixed else None, "natural_length": not fixed,
+        "batch": args.batch, "repeats": args.repeats, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "models": models,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
+        "speedup": {"latency": t["latency_seconds"] / s["latency_seconds"],
+                    "throughput": s["clips_per_second"] / t["clips_per_second"]},
+        "best_speedup": {"latency": t["best_latency_seconds"] / s["best_latency_seconds"],
+                         "throughput": s["best_clips_per_second"] / t["best_clips_per_second"]},
+    }
+    if REFERENCE_NAME in models:
+        r = models[REFERENCE_NAME]
+        result["student_vs_reference"] = {"latency": r["latency_seconds"] / s["latency_seconds"],
+                                          "throughput": s["clips_per_second"] / r["clips_per_second"]}
+    return result
+
+
+def report(result: dict) -> str:
+    length = (f"{result['tokens']} tokens per caption (fixed)" if not result["natural_length"]
+              else "captions of natural length")
+    lines = [f"eacap bench: {result['clip']}, beam {result['beam_size']}, {length}; torch {result['torch']}, "
+             f"{result['threads']} threads, medians of {result['repeats']} repeats",
+             "",
+             f"{'model':<18} {'params':>8} | {'latency (batch 1)':>17} {'frontend':>9} {'encoder':>9} {'decoder':>9} "
+             f"{'per step':>9} {'tokens':>6} | {'batch ' + str(result['batch']):>9} {'clips/s':>8} {'x real time':>11}"]
+    for name, m in result["models"].items():
+        st = m["stage_seconds"]
+        lines.append(f"{name:<18} {m['parameters'] / 1e6:>7.2f}M | {_ms(m['latency_seconds']):>17} "
+                     f"{_ms(st['frontend']):>9} {_ms(st['encoder']):>9} {_ms(st['decoder']):>9} "
+                     f"{_ms(m['decoder_step_seconds']):>9} {m['caption_tokens']:>6.1f} | "
+                     f"{m['batch_seconds']:>8.2f}s {m['clips_per_second']:>8.1f} {m['x_real_time']:>10.0f}x")
+    lines.append("")
+    lines.append(f"peak RSS: {result['peak_rss_mib']:.0f} MiB (the whole process: all models and runs)")
+    if "student_vs_reference" in result:
+        ref = result["student_vs_reference"]
+        lines.append(f"student vs {REFERENCE_NAME}: latency {ref['latency']:.2f}x, throughput {ref['throughput']:.2f}x")
+    best = result["best_speedup"]
+    lines.append(f"fastest repeats: latency {best['latency']:.1f}x, throughput {best['throughput']:.1f}x "
+                 "(least disturbed by other load; the medians on the next line are the headline)")
+    speedup = result["speedup"]
+    lines.append(f"speed-up: latency {speedup['latency']:.1f}x, throughput {speedup['throughput']:.1f}x")
+    return "\n".join(lines)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eacap.bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default=str(CHECKPOINTS / "teacher"), help="teacher checkpoint folder or Hub id")
+    parser.add_argument("--student", default=str(CHECKPOINTS / "student"), help="student checkpoint folder or Hub id")
+    parser.add_argument("--repeats", type=_positive, default=5, help="timed runs per model and setting (default 5)")
+    parser.add_argument("--warmup", type=_positive, default=2, help="untimed runs before timing (default 2)")
+    parser.add_argument("--batch", type=_positive, default=32, help="clips per call for throughput (default 32)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the generated clip (default 10)")
+    parser.add_argument("--audio", help="time this file instead of generated noise (the first 30 s)")
+    parser.add_argument("--beam-size", type=_positive, default=3, help="beam width for every model (default 3)")
+    parser.add_argument("--tokens", type=_positive, default=DEFAULT_TOKENS,
+                        help=f"forced caption length, </s> included (default {DEFAULT_TOKENS})")
+    parser.add_argument("--natural", action="store_true", help="let models stop on their own (trained models only)")
+    parser.add_argument("--max-length", type=_positive, default=30, help="longest caption with --natural (default 30)")
+    parser.add_argument("--threads", type=_positive, default=len(os.sched_getaffinity(0)),
+                        help="torch intra-op threads (default: the CPUs this process may use)")
+    parser.add_argument("--no-reference", action="store_true", help=f"skip the {REFERENCE_NAME} reference")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not 0.1 <= args.seconds <= 30:
+        print(f"error: --seconds must be within 0.1-30 (the models' window), got {args.seconds:g}", file=sys.stderr)
+        return 2
+    try:
+        result = run(args)
+    except (CheckpointError, AudioError, ImportError, BenchError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result) if args.json else report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Command line: `python -m eacap caption FILE...` and `python -m eacap compare FILE`.
+
+Exit codes: 0 all went well; 1 some input could not be captioned (the others still were); 2 the command itself
+cannot run (bad option, missing or broken checkpoint). Errors are one line naming the input and the fix.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .audio import AudioError, load_audio
+from .checkpoint import CheckpointError, load_model
+from .decoding import DecodingOptions
+
+# The shipped checkpoints live next to the package (the repository root), not in the working directory, so the
+# CLI finds them wherever it is run from; EACAP_CHECKPOINTS points elsewhere, as it does for the app.
+CHECKPOINTS = Path(os.environ.get("EACAP_CHECKPOINTS") or Path(__file__).resolve().parent.parent / "checkpoints")
+EXIT_INPUT, EXIT_USAGE = 1, 2
+
+
+class UsageError(Exception):
+    """The command cannot run at all; the message says what to change."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly as Unix tools do. Point stdout at devnull so the
+        # interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eacap", description="Efficient audio captioning.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    caption = commands.add_parser("caption", help="caption audio files",
+                                  description="Caption audio files: one line per file, in the order given.")
+    caption.add_argument("files", nargs="+", metavar="FILE", help="WAV, FLAC, OGG or MP3 files (the first 30 s of each)")
+    caption.add_argument("--model", help=f"checkpoint folder or Hub id (default: {CHECKPOINTS / 'student'})")
+    caption.add_argument("--batch-size", type=positive, default=8, help="files captioned together (default 8)")
+    add_decoding_options(caption)
+    caption.add_argument("--json", action="store_true", help="one JSON object per line instead of FILE<TAB>CAPTION")
+    caption.set_defaults(run=run_caption)
+
+    compare = commands.add_parser("compare", help="caption one file with the teacher and the student and compare them",
+                                  description="Caption one file with both models: captions, timings, speed-up and "
+                                              "how close the student's encoder is to the teacher's.")
+    compare.add_argument("file", metavar="FILE")
+    compare.add_argument("--teacher", help=f"teacher checkpoint folder or Hub id (default: {CHECKPOINTS / 'teacher'})")
+    compare.add_argument("--student", help=f"student checkpoint folder or Hub id (default: {CHECKPOINTS / 'student'})")
+    add_decoding_options(compare)
+    compare.add_argument("--json", action="store_true", help="print one JSON object")
+    compare.add_argument("--plots", metavar="DIR", help="save timing.png, similarity.png and logmel.png in DIR")
+    compare.set_defaults(run=run_compare)
+    return parser
+
+
+def add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    defaults = DecodingOptions()
+    parser.add_argument("--beam-size", type=positive, default=defaults.beam_size,
+                        help=f"beam width; 1 is greedy (default {defaults.beam_size})")
+    parser.add_argument("--max-length", type=positive, default=defaults.max_length,
+                        help=f"longest caption in tokens, </s> included (default {defaults.max_length})")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+# -- caption ------------------------------------------------------------------------------------------------
+
+def run_caption(args) -> int:
+    model = load(args.model, "student", "--model")
+    options = decoding_options(args, model)
+    failed = False
+    for start in range(0, len(args.files), args.batch_size):
+        results = caption_files(model, args.files[start: start + args.batch_size], options)
+        for result in results:
+            failed |= "error" in result
+            print_result(result, args.json)
+    return EXIT_INPUT if failed else 0
+
+
+def caption_files(model, files: list[str], options: DecodingOptions) -> list[dict]:
+    """Caption a batch of files in one model call; a file that cannot be read gets an `error` entry instead."""
+    results, audios = [], []
+    for file in files:
+        start = time.perf_counter()
+        try:
+            audio = load_audio(file)
+        except AudioError as error:
+            results.append({"file": file, "error": str(error)})
+            continue
+        audios.append(audio)
+        results.append({"file": file, "load_seconds": time.perf_counter() - start, "audio": audio})
+    if audios:
+        start = time.perf_counter()
+        captions = model.caption_batch([a.waveform for a in audios], options)
+        # The clips share one padded model call; each is charged an equal share of it.
+        share = (time.perf_counter() - start) / len(audios)
+        for result, caption in zip((r for r in results if "audio" in r), captions):
+            audio = result.pop("audio")
+            result.update(caption=caption.text, score=round(caption.score, 4), duration=round(audio.duration, 3),
+                          seconds=round(result.pop("load_seconds") + share, 4), model=model.source,
+                          warnings=audio.warnings)
+    return results
+
+
+def print_result(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+        return
+    if "error" in result:
+        print(f"error: {result['error']}", file=sys.stderr, flush=True)
+        return
+    for warning in result["warnings"]:
+        print(f"warning: {result['file']}: {warning}", file=sys.stderr)
+    print(f"{result['file']}\t{result['caption']}", flush=True)
+
+
+# -- compare ------------------------------------------------------------------------------------------------
+
+def run_compare(args) -> int:
+    from .compare import compare
+
+    teacher = load(args.teacher, "teacher", "--teacher")
+    student = load(args.student, "student", "--student")
+    options = decoding_options(args, teacher, student)
+    try:
+        result = compare(args.file, teacher, student, options)
+    except AudioError as error:
+        if args.json:
+            print(json.dumps({"file": args.file, "error": str(error)}, ensure_ascii=False))
+        else:
+            print(f"error: {error}", file=sys.stderr)
+        return EXIT_INPUT
+    except ValueError as error:  # a student that was not distilled from this teacher
+        raise UsageError(str(error)) from None
+    saved = save_plots(result, Path(args.plots)) if args.plots else []
+    if args.json:
+        print(json.dumps({**result.to_dict(), "plots": [str(p) for p in saved]}, ensure_ascii=False))
+    else:
+        print_comparison(result, saved)
+    return 0
+
+
+def print_comparison(result, saved: list[Path]) -> None:
+    for warning in result.warnings:
+        print(f"warning: {result.name}: {warning}", file=sys.stderr)
+    print(f"{result.name} ({result.duration:.2f} s)")
+    for run in (result.teacher, result.student):
+        print(f"  {run.role:<8} {run.caption}")
+    print(f"\n  {'':<8} {'params':>8} {'frontend':>9} {'encoder':>9} {'decoder':>9} {'total':>9}")
+    for run in (result.teacher, result.student):
+        cells = "".join(f"{run.seconds[s] * 1000:>7.1f}ms" for s in ("frontend", "encoder", "decoder", "total"))
+        print(f"  {run.role:<8} {run.parameters / 1e6:>7.2f}M {cells}")
+    print(f"\n  speed-up: {result.speedup:.1f}x (model stages; loading the file took "
+          f"{result.teacher.seconds['load'] * 1000:.1f} ms, shared)")
+    print(f"  clip cosine in the distillation space: {result.clip_cosine:.3f}")
+    for path in saved:
+        print(f"  saved {path}")
+
+
+def save_plots(result, folder: Path) -> list[Path]:
+    from . import plots
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the plots folder {folder} ({error.strerror}): pass another --plots DIR") from None
+    figures = {"timing.png": plots.timing_figure(result), "similarity.png": plots.similarity_figure(result),
+               "logmel.png": plots.logmel_figure(result)}
+    paths = []
+    for name, figure in figures.items():
+        figure.savefig(folder / name, dpi=120)
+        paths.append(folder / name)
+    return paths
+
+
+# -- shared -------------------------------------------------------------------------------------------------
+
+def load(name: str | None, role: str, option: str):
+    if name is None:
+        default = CHECKPOINTS / role
+        if not default.is_dir():
+            raise UsageError(f"no {role} checkpoint at {default}: train one with `python -m train all`, "
+                             f"pass {option} DIR|HUB_ID, or set EACAP_CHECKPOINTS to a folder with {role}/ in it")
+        name = str(default)
+    try:
+        return load_model(name)
+    except CheckpointError as error:
+        raise UsageError(str(error)) from None
+
+
+def decoding_options(args, *models) -> DecodingOptions:
+    options = DecodingOptions(beam_size=args.beam_size, max_length=args.max_length)
+    try:
+        for model in models:
+            options.validate(model.config.decoder.max_length)
+    except ValueError as error:
+        raise UsageError(f"{error}: change --beam-size/--max-length") from None
+    return options

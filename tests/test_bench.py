@@ -1,0 +1,78 @@
+"""eacap.bench: the fixed-length timing mode, the EffB2 reference, and the command end to end (tiny models)."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_tiny_models
+from eacap import DecodingOptions, bench
+from eacap.decoding import decode
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_fixed_length_decoder_makes_every_caption_the_same_length(beam_size):
+    _, student = make_tiny_models()
+    frames = torch.randn(4, 6, student.config.encoder.out_dim)
+    lengths = torch.tensor([6, 5, 3, 6])
+    special = student.tokenizer.special
+    forced = bench.FixedLengthDecoder(student.decoder, 7, special["eos"])
+    hyps = decode(forced, frames, lengths, special, DecodingOptions(beam_size=beam_size, max_length=7))
+    assert [len(tokens) for tokens in hyps.tokens] == [6] * 4  # + </s> = 7
+    assert all(special["eos"] not in tokens for tokens in hyps.tokens)
+
+
+def test_reference_encoder_is_the_paper_shape():
+    encoder = bench.EffB2Encoder().eval()
+    assert encoder.out_dim == 1408
+    with torch.inference_mode():
+        frames, lengths = encoder(torch.randn(1, 64, 1001), torch.tensor([1001]))
+    assert frames.shape == (1, 32, 1408) and lengths.tolist() == [32]  # 10 s: 32 frames of 320 ms
+
+
+def test_bench_end_to_end(tiny_checkpoints):
+    teacher, student = tiny_checkpoints
+    done = subprocess.run(
+        [sys.executable, "-m", "eacap.bench", "--teacher", teacher, "--student", student, "--repeats", "1",
+         "--batch", "2", "--warmup", "1", "--seconds", "2", "--tokens", "6", "--threads", "1"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert "beam 3, 6 tokens per caption (fixed)" in lines[0] and "1 threads" in lines[0]
+    assert any(line.startswith("EffB2-Trm (paper)") for line in lines)
+    assert any(line.startswith("peak RSS: ") for line in lines)
+    assert re.fullmatch(r"speed-up: latency \d+\.\dx, throughput \d+\.\dx", lines[-1])
+
+
+def test_bench_json(tiny_checkpoints, capsys):
+    teacher, student = tiny_checkpoints
+    code = bench.main(["--teacher", teacher, "--student", student, "--repeats", "2", "--batch", "2", "--warmup", "1",
+                       "--seconds", "1.5", "--tokens", "5", "--beam-size", "2", "--no-reference", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["models"]) == {"teacher", "student"}
+    for m in result["models"].values():
+        assert m["caption_tokens"] == 5 and m["parameters"] > 0 and m["latency_seconds"] > 0
+        assert m["clips_per_second"] == pytest.approx(2 / m["batch_seconds"])
+        assert m["x_real_time"] == pytest.approx(m["clips_per_second"] * 1.5)
+        assert sum(m["stage_seconds"].values()) <= m["latency_seconds"] * 1.5
+    t, s = result["models"]["teacher"], result["models"]["student"]
+    assert result["speedup"]["latency"] == pytest.approx(t["latency_seconds"] / s["latency_seconds"])
+    assert result["speedup"]["throughput"] == pytest.approx(s["clips_per_second"] / t["clips_per_second"])
+    assert result["threads"] == torch.get_num_threads() and result["peak_rss_mib"] > 0
+
+
+def test_bench_option_errors(tiny_checkpoints, capsys, tmp_path):
+    teacher, student = tiny_checkpoints
+    assert bench.main(["--teacher", teacher, "--student", student, "--tokens", "60", "--no-reference"]) == 2
+    assert "max_length must be between 1 and 47" in capsys.readouterr().err
+    assert bench.main(["--teacher", str(tmp_path / "none"), "--student", student]) == 2
+    assert "no checkpoint folder at" in capsys.readouterr().err
+    assert bench.main(["--teacher", teacher, "--student", student, "--seconds", "90"]) == 2
+    assert "--seconds must be within" in capsys.readouterr().err
