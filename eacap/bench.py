@@ -42,7 +42,7 @@ from torch import nn
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .checkpoint import CheckpointError, load_model
-from .cli import CHECKPOINTS
+from .cli import CHECKPOINTS, positive
 from .decoding import DecodingOptions, decode
 from .features import STUDENT_FRONTEND, LogMel
 from .models.decoder import CaptionDecoder, DecoderConfig
@@ -269,31 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default=str(CHECKPOINTS / "teacher"), help="teacher checkpoint folder or Hub id")
     parser.add_argument("--student", default=str(CHECKPOINTS / "student"), help="student checkpoint folder or Hub id")
-    parser.add_argument("--repeats", type=_positive, default=5, help="timed runs per model and setting (default 5)")
-    parser.add_argument("--warmup", type=_positive, default=2, help="untimed runs before timing (default 2)")
-    parser.add_argument("--batch", type=_positive, default=32, help="clips per call for throughput (default 32)")
+    parser.add_argument("--repeats", type=positive, default=5, help="timed runs per model and setting (default 5)")
+    parser.add_argument("--warmup", type=positive, default=2, help="untimed runs before timing (default 2)")
+    parser.add_argument("--batch", type=positive, default=32, help="clips per call for throughput (default 32)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the generated clip (default 10)")
     parser.add_argument("--audio", help="time this file instead of generated noise (the first 30 s)")
-    parser.add_argument("--beam-size", type=_positive, default=3, help="beam width for every model (default 3)")
-    parser.add_argument("--tokens", type=_positive, default=DEFAULT_TOKENS,
+    parser.add_argument("--beam-size", type=positive, default=3, help="beam width for every model (default 3)")
+    parser.add_argument("--tokens", type=positive, default=DEFAULT_TOKENS,
                         help=f"forced caption length, </s> included (default {DEFAULT_TOKENS})")
     parser.add_argument("--natural", action="store_true", help="let models stop on their own (trained models only)")
-    parser.add_argument("--max-length", type=_positive, default=30, help="longest caption with --natural (default 30)")
-    parser.add_argument("--threads", type=_positive, default=len(os.sched_getaffinity(0)),
+    parser.add_argument("--max-length", type=positive, default=30, help="longest caption with --natural (default 30)")
+    parser.add_argument("--threads", type=positive, default=len(os.sched_getaffinity(0)),
                         help="torch intra-op threads (default: the CPUs this process may use)")
     parser.add_argument("--no-reference", action="store_true", help=f"skip the {REFERENCE_NAME} reference")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return parser
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,10 +87,12 @@ def _beam(decoder, frames, lengths, special, options) -> Hypotheses:
     batch, beam, device = frames.shape[0], options.beam_size, frames.device
     vocab = decoder.config.vocab_size
     eos = special["eos"]
-    # Every clip's encoder frames are repeated once per beam, so all beams decode as one batch.
-    frames = frames.repeat_interleave(beam, dim=0)
-    lengths = lengths.repeat_interleave(beam, dim=0)
+    # Project each clip's frames once, then repeat the cross-attention keys/values per beam, so all beams
+    # decode as one batch (projecting the repeated frames would do the same work `beam` times).
     memory_kv, memory_mask = decoder.memory(frames, lengths)
+    memory_kv = [(k.repeat_interleave(beam, dim=0), v.repeat_interleave(beam, dim=0)) for k, v in memory_kv]
+    if memory_mask is not None:
+        memory_mask = memory_mask.repeat_interleave(beam, dim=0)
     caches = [{} for _ in decoder.layers]
     blocked = _blocked(vocab, special, device)
 

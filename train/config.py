@@ -45,6 +45,7 @@ class PipelineConfig:
     token_kd_topk: int = 16          # teacher distribution kept per token for token-level KD
     spec_augment: tuple[int, int, int, int] = (64, 2, 8, 2)   # time width, time stripes, freq width, freq stripes
     seed: int = 0
+    audio_only_scenes: int | None = None   # use only the first N scenes of the audio-only pool (None: all)
     run_dir: Path = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -78,12 +79,22 @@ def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, help="where this pipeline's files go (default: data/runs/<preset>)")
     parser.add_argument("--steps", type=int, help="override the stage's step budget")
     parser.add_argument("--seed", type=int, help="override the preset's seed")
+    parser.add_argument("--audio-only-scenes", type=int, help="use only the first N audio-only scenes (saves cache time)")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of every training stage (teacher, student)."""
+    add_preset_arguments(parser)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast: only for CPUs/GPUs with fast bf16 (on the development CPU it is 5-15x slower, see README)")
+    parser.add_argument("--stop-after", type=int, help="stop (with a resumable checkpoint) after this many steps")
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     config = PRESETS[args.preset]
     if getattr(args, "seed", None) is not None:
         config = replace(config, seed=args.seed)
+    if getattr(args, "audio_only_scenes", None) is not None:
+        config = replace(config, audio_only_scenes=args.audio_only_scenes)
     if getattr(args, "run_dir", None) is not None:
         config = replace(config, run_dir=Path(args.run_dir))
     return config

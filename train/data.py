@@ -20,7 +20,10 @@ SPEC_AUGMENT_PURPOSE, CAPTION_PURPOSE = 1, 2
 
 
 def load_split(config: PipelineConfig, split: str, label_fraction: float | None = None) -> list[CaptionItem]:
-    return load_caption_set(config.scenes, split, label_fraction=label_fraction, seed=config.seed)
+    items = load_caption_set(config.scenes, split, label_fraction=label_fraction, seed=config.seed)
+    if split == "audio_only" and config.audio_only_scenes is not None:
+        items = items[: config.audio_only_scenes]
+    return items
 
 
 def tokenize(tokenizer: CaptionTokenizer, caption: str, max_tokens: int) -> list[int]:

@@ -52,14 +52,14 @@ def _structure(specs: dict[str, list[dict]]) -> list[str]:
     def pct(k):
         return f"{100 * k / max(n, 1):.0f}%"
     return ["## Scene structure", "",
-            f"- Audible foreground events per scene: "
+            "- Audible foreground events per scene: "
             + ", ".join(f"{k}: {pct(v)}" for k, v in sorted(n_events.items())) + ".",
             f"- Background texture: {pct(len(with_bg))} of scenes; audible (so captioned) in "
             f"{100 * sum(bool(s['background'].get('audible')) for s in with_bg) / max(len(with_bg), 1):.0f}% of "
             "those; in the rest the foreground masks it.",
             f"- Scenes with overlapping events: {pct(overlapping)}. Events repeated (2+ placements): "
             f"{100 * repeated / max(len(events), 1):.0f}% of events.",
-            f"- Measured loudness of events: " + ", ".join(f"{k} {100 * v / max(len(events), 1):.0f}%"
+            "- Measured loudness of events: " + ", ".join(f"{k} {100 * v / max(len(events), 1):.0f}%"
                                                           for k, v in sorted(loudness.items())) + ".",
             f"- Scenes redrawn at least once (masked events, or no five valid captions): {pct(redrawn)}.",
             f"- Scene lengths: {min(s['duration'] for s in rows):.1f}-{max(s['duration'] for s in rows):.1f} s, "

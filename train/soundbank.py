@@ -10,7 +10,6 @@ final `manifest.csv` and `summary.json` are merged from the parts.
 from __future__ import annotations
 
 import argparse
-import csv
 import fnmatch
 import gzip
 import hashlib

@@ -21,7 +21,7 @@ from eacap.decoding import DecodingOptions
 from eacap.models import CaptionModel
 from eacap.models.presets import student_config, teacher_config
 from train.cache import build_tokenizer
-from train.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.config import PipelineConfig, add_training_arguments, config_from_args
 from train.data import (Prefetcher, apply_spec_augment, audio_batch, load_split, pad_tokens, pick_caption, run_path,
                         step_indices, token_normaliser, tokenize)
 from train.datasets import item_waveform
@@ -202,22 +202,16 @@ def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: 
 
     trainer = Trainer(student_dir(config, recipe), model, objective, schedule, Prefetcher(make_batch), validate,
                       seed=config.seed, d=d, bf16=bf16, stop_after=stop_after)
-    result = trainer.fit()
-    if d.main:
-        print(f"student {recipe.name}: {result['step']} steps, best val CIDEr-D {result['best']:.3f}, "
-              f"{result.get('seconds_per_step', 0):.2f} s/step")
-    return result
+    return trainer.fit()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_preset_arguments(parser)
+    add_training_arguments(parser)
     parser.add_argument("--kd", default="seq+contrastive", choices=KD_CHOICES, help="distillation variant")
     parser.add_argument("--audio-only", action="store_true", help="add one audio-only batch per step (L_seq + L_enc)")
     parser.add_argument("--label-fraction", type=float, help="use this fraction of the captioned train set (0-1]")
     for name in ("sup", "seq", "tok", "enc"):
         parser.add_argument(f"--w-{name}", type=float, default=1.0, help=f"weight of L_{name} (default 1)")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (measure first: see README)")
-    parser.add_argument("--stop-after", type=int, help="stop (with a resumable checkpoint) after this many steps")
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:

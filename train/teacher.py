@@ -19,7 +19,7 @@ from eacap.metrics import caption_metrics
 from eacap.models import CaptionModel
 from eacap.models.presets import teacher_config
 from train.cache import HiddenCache, build_tokenizer, frozen_layers, initial_teacher_encoder
-from train.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.config import PipelineConfig, add_training_arguments, config_from_args
 from train.data import Prefetcher, load_split, pad_tokens, pick_caption, run_path, step_indices, token_normaliser, tokenize
 from train.losses import caption_ce
 from train.trainer import Dist, Trainer, device_for, init_distributed
@@ -112,17 +112,11 @@ def run(config: PipelineConfig, steps: int | None = None, bf16: bool = False, st
 
     trainer = Trainer(run_path(config, "teacher"), model, top, schedule, Prefetcher(make_batch), validate,
                       seed=config.seed, d=d, bf16=bf16, stop_after=stop_after)
-    result = trainer.fit()
-    if d.main:
-        print(f"teacher: {result['step']} steps, best val CIDEr-D {result['best']:.3f}, "
-              f"{result.get('seconds_per_step', 0):.2f} s/step")
-    return result
+    return trainer.fit()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_preset_arguments(parser)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (measure first: see README)")
-    parser.add_argument("--stop-after", type=int, help="stop (with a resumable checkpoint) after this many steps")
+    add_training_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:

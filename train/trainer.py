@@ -191,5 +191,10 @@ class Trainer:
             self.save_best()  # nothing to select on: the last weights are the result
         elapsed = time.time() - started
         steps_run = self.step - start_step
-        return {"step": self.step, "best": self.best, "resumed": resumed, "seconds": elapsed,
-                "seconds_per_step": elapsed / max(1, steps_run)}
+        result = {"step": self.step, "best": self.best, "resumed": resumed, "seconds": elapsed,
+                  "seconds_per_step": elapsed / max(1, steps_run)}
+        if self.d.main:
+            print(f"{self.run_dir.name}: {result['step']} steps, best val {result['best']:.3f}, "
+                  f"{result['seconds_per_step']:.2f} s/step over {steps_run} steps (validation included): "
+                  f"{s.steps} steps take {result['seconds_per_step'] * s.steps / 3600:.2f} h at this rate")
+        return result
