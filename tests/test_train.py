@@ -143,3 +143,19 @@ def test_bad_recipe_is_a_clear_error():
     done = subprocess.run([sys.executable, "-m", "train", "student", "--preset", "tiny", "--kd", "none", "--audio-only"],
                           cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 2 and "--audio-only needs a KD target" in done.stderr
+
+
+def test_real_sounds_and_report(tiny_run):
+    """Captions of the app's examples and of fresh TTS speech land in the report, teacher next to student."""
+    from train import real_sounds, report
+
+    config, work, _ = tiny_run
+    os.chdir(work)
+    try:
+        rows = json.loads(real_sounds.run(config).read_text())
+        assert len(rows) >= len(list(real_sounds.EXAMPLES.glob("*.flac")))
+        assert all(isinstance(r["teacher"], str) and r["student_ms"] > 0 for r in rows)
+        text = report.report(config).read_text()
+        assert "## Real sounds" in text and rows[0]["file"] in text
+    finally:
+        os.chdir(REPO)

@@ -58,8 +58,23 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def real_sounds_section(config: PipelineConfig) -> list[str]:
+    path = run_path(config, "results", "real_sounds.json")
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text())
+    lines = ["## Real sounds", "",
+             "Recordings never heard in training (`python -m train real-sounds`): the app's examples, mixed from "
+             "recordings of the corpus test split only, and speech recorded with TTS engines. Good and bad alike.", "",
+             "| clip | what it is | teacher | student | teacher / student ms |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['file']} | {r['source']} | {r['teacher']} | {r['student']} | "
+                     f"{r['teacher_ms']:.0f} / {r['student_ms']:.0f} |")
+    return [*lines, ""]
+
+
 def report(config: PipelineConfig, out: Path | None = None) -> Path:
-    paths = sorted(run_path(config, "results").glob("*.json"))
+    paths = sorted(p for p in run_path(config, "results").glob("*.json") if p.name != "real_sounds.json")
     if not paths:
         raise FileNotFoundError(f"no results in {run_path(config, 'results')}: run `python -m train evaluate` first")
     results = [json.loads(p.read_text()) for p in paths]
@@ -69,7 +84,7 @@ def report(config: PipelineConfig, out: Path | None = None) -> Path:
         f"Test split of the scene corpus ({results[0]['clips']} clips), beam {config.eval_beam}; mean ± std over seeds "
         "where several were run. Latency: one 10 s clip, batch 1, on this machine's CPU. Regenerate with "
         f"`python -m train report --preset {config.name}`.", "", table(results), "",
-        *[f"- {note}" for note in notes], ""])
+        *[f"- {note}" for note in notes], "", *real_sounds_section(config)])
     out = out or (Path("train/RESULTS.md") if config.name == "full" else run_path(config, "RESULTS.md"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
