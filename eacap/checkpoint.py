@@ -30,8 +30,11 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be found or loaded; the message names the file or id and the fix."""
 
 
-def save_checkpoint(model: CaptionModel, folder: str | Path, card: str | None = None, extra: dict | None = None) -> Path:
-    """Write `model` (with its tokenizer) as a checkpoint folder; `extra` goes into config.json (e.g. metrics)."""
+def save_checkpoint(model: CaptionModel, folder: str | Path, card: str | None = None, extra: dict | None = None,
+                    half: bool = False) -> Path:
+    """Write `model` (with its tokenizer) as a checkpoint folder; `extra` goes into config.json (e.g. metrics).
+
+    `half` stores floating-point weights as float16 (half the size; `load_model` casts them back to float32)."""
     if model.tokenizer is None:
         raise CheckpointError("cannot save a model without its tokenizer: attach one (model.tokenizer = ...)")
     folder = Path(folder)
@@ -39,6 +42,9 @@ def save_checkpoint(model: CaptionModel, folder: str | Path, card: str | None = 
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config.to_dict(), **(extra or {})}
     # Write to temporary names first, then rename: an interrupted save never leaves a mixed checkpoint.
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        config["weights_dtype"] = "float16"
     save_file(state, folder / (WEIGHTS + ".tmp"), metadata={"format": FORMAT})
     model.tokenizer.save(folder / (TOKENIZER + ".tmp"))
     (folder / (CONFIG + ".tmp")).write_text(json.dumps(config, indent=2) + "\n")
@@ -104,7 +110,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
         raise CheckpointError(f"{folder / WEIGHTS} is truncated or corrupt ({error}): re-download or re-export it") from error
     model = CaptionModel(config, tokenizer)
     check_state(model, state, folder / WEIGHTS)
-    model.load_state_dict(state)
+    model.load_state_dict(state)  # copies into the model's float32 parameters, also from float16 weights
     model.source = str(name_or_path)
     return model.to(device).eval()
 

@@ -115,6 +115,20 @@ def test_save_load_round_trip_is_identical(tmp_path):
         assert (a.text, a.score) == (b.text, b.score)
 
 
+def test_half_precision_checkpoint_is_half_the_size_and_close(tmp_path):
+    teacher, _ = make_tiny_models()
+    full = save_checkpoint(teacher, tmp_path / "full")
+    half = save_checkpoint(teacher, tmp_path / "half", half=True)
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
+    loaded = load_model(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    w = torch.from_numpy(tone(2.0))[None]
+    with torch.inference_mode():
+        a = teacher.encode(w, torch.tensor([w.shape[1]]))[0]
+        b = loaded.encode(w, torch.tensor([w.shape[1]]))[0]
+    assert torch.allclose(a, b, atol=2e-2 * float(a.abs().max()))
+
+
 def test_load_from_local_hub_cache_offline(tmp_path, monkeypatch):
     """A Hub id resolves through huggingface_hub's cache layout with HF_HUB_OFFLINE=1 (no network touched)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -74,7 +74,8 @@ def export(config: PipelineConfig, out: Path | None = None, student: str | None 
     for role, run_name in (("teacher", "teacher"), ("student", student)):
         model = load_run_model(config, run_name)
         model.source = str(out / role)
-        folder = save_checkpoint(model, out / role, card=model_card(config, role, run_name, model),
+        # float16 on disk keeps the teacher (18 M parameters) under the 60 MB a checkpoint may take in the repo
+        folder = save_checkpoint(model, out / role, card=model_card(config, role, run_name, model), half=True,
                                  extra={"trained_by": COMMANDS[role].format(preset=config.name), "run": run_name})
         written.append(folder)
         size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
