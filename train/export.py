@@ -25,14 +25,34 @@ def default_out(config: PipelineConfig) -> Path:
     return Path("checkpoints") if config.name == "full" else run_path(config, "checkpoints")
 
 
+def training_summary(config: PipelineConfig, role: str, run_name: str) -> list[str]:
+    """What this run actually did, read from its log: steps, batch, the selected step and its validation score."""
+    folder = run_path(config, "teacher" if role == "teacher" else f"students/{run_name}")
+    log = folder / "log.jsonl"
+    if not log.is_file():
+        return []
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    validated = [r for r in records if "val" in r]
+    schedule = config.teacher if role == "teacher" else config.student
+    text = (f"This checkpoint: {records[-1]['step']} training steps of batch {schedule.batch_size} were run "
+            f"(the preset's budget is {schedule.steps}); ")
+    if validated:
+        best = max(validated, key=lambda r: r["val"])
+        text += f"the weights are those of step {best['step']}, the best validation CIDEr-D ({best['val']:.3f}, greedy)."
+    if role == "student" and config.audio_only_scenes is not None:
+        text += f" Audio-only data: the first {config.audio_only_scenes} scenes of the pool."
+    return [text]
+
+
 def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
     results_path = run_path(config, "results", f"{run_name}.json")
     results = json.loads(results_path.read_text()) if results_path.is_file() else None
     c = model.config
+    encoder_name = {"whisper": "a Whisper tiny.en", "efficientnet": "an EfficientNet-style CNN"}[c.encoder.kind]
     lines = [
         "---", "license: mit", "library_name: eacap", "tags: [audio-captioning, knowledge-distillation]", "---", "",
         f"# eacap {role}", "",
-        (f"The **{role}** of eacap: a {c.encoder.kind} audio encoder and a {c.decoder.layers}-layer "
+        (f"The **{role}** of eacap: {encoder_name} audio encoder and a {c.decoder.layers}-layer "
          f"d{c.decoder.width} Transformer caption decoder, {model.num_parameters():,} parameters "
          f"(vocabulary {c.decoder.vocab_size} words)."),
         "",
@@ -51,7 +71,7 @@ def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
          "licences: `train/DATA.md`."),
         "", "## Reproduce", "", "```bash",
         f"python -m train all --preset {config.name}   # or, for this model alone:",
-        COMMANDS[role].format(preset=config.name), "```", "",
+        COMMANDS[role].format(preset=config.name), "```", "", *training_summary(config, role, run_name), "",
     ]
     if results:
         m = results["metrics"]

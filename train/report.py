@@ -82,7 +82,7 @@ def report(config: PipelineConfig, out: Path | None = None) -> Path:
     text = "\n".join([
         f"# Results ({config.name} preset)", "",
         f"Test split of the scene corpus ({results[0]['clips']} clips), beam {config.eval_beam}; mean ± std over seeds "
-        "where several were run. Latency: one 10 s clip, batch 1, on this machine's CPU. Regenerate with "
+        "where several were run. Latency: one 10 s clip, batch 1, timed by `train evaluate` on whatever else the machine was running then (so not comparable across rows run at different times: speed ratios come from `python -m eacap.bench`, which times both models in one run). Regenerate with "
         f"`python -m train report --preset {config.name}`.", "", table(results), "",
         *[f"- {note}" for note in notes], "", *real_sounds_section(config)])
     out = out or (Path("train/RESULTS.md") if config.name == "full" else run_path(config, "RESULTS.md"))
