@@ -39,6 +39,11 @@ TEACHER_FRONTEND = FrontendConfig("whisper", n_mels=80, n_fft=400, hop_length=16
 WHISPER_WINDOW = 30 * SAMPLE_RATE
 
 
+def power_spectrum(stft: torch.Tensor) -> torch.Tensor:
+    """|X|^2 of a complex STFT as re^2 + im^2: the same value as abs().pow(2) without the square root (2x cheaper)."""
+    return torch.view_as_real(stft).pow(2).sum(-1)
+
+
 class LogMel(nn.Module):
     def __init__(self, config: FrontendConfig = STUDENT_FRONTEND):
         super().__init__()
@@ -53,8 +58,8 @@ class LogMel(nn.Module):
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        spec = torch.stft(waveforms.float(), c.n_fft, c.hop_length, window=self.window, center=True,
-                          pad_mode="reflect", return_complex=True).abs().pow(2)
+        spec = power_spectrum(torch.stft(waveforms.float(), c.n_fft, c.hop_length, window=self.window, center=True,
+                                         pad_mode="reflect", return_complex=True))
         mel = self.mel_fb @ spec
         db = 10.0 * torch.log10(mel.clamp(min=1e-10))
         frames = self.frame_lengths(lengths)
@@ -86,7 +91,7 @@ class WhisperLogMel(nn.Module):
         x = F.pad(x, (0, min(c.n_fft // 2, max(0, WHISPER_WINDOW - x.shape[-1]))))
         stft = torch.stft(x, c.n_fft, c.hop_length, window=self.window, center=True, pad_mode="reflect",
                           return_complex=True)
-        power = stft[..., : waveforms.shape[-1] // c.hop_length].abs().pow(2)
+        power = power_spectrum(stft[..., : waveforms.shape[-1] // c.hop_length])
         log_spec = torch.log10((self.mel_fb @ power).clamp(min=1e-10))
         frames = self.frame_lengths(lengths)
         valid = torch.arange(log_spec.shape[-1], device=log_spec.device)[None, :] < frames[:, None]

@@ -41,6 +41,29 @@ def test_parameter_budget():
     assert student.num_parameters() * 5 <= teacher.num_parameters()
 
 
+def test_student_inference_network_is_the_training_graph_folded():
+    """Under inference mode the student CNN runs with BatchNorm folded into its convolutions: same outputs, rebuilt
+    when the weights change (validation during training), never saved."""
+    torch.manual_seed(0)
+    model = CaptionModel(student_config(50))
+    model.train()
+    for _ in range(2):  # give BatchNorm non-trivial running statistics
+        model.encoder(torch.randn(4, 64, 300), torch.full((4,), 300))
+    model.eval()
+    x, lengths = torch.randn(6, 64, 301), torch.tensor([301, 301, 250, 301, 120, 301])
+    reference, _ = model.encoder(x, lengths)  # grad enabled: the training graph in eval mode
+    with torch.inference_mode():
+        fast, fast_lengths = model.encoder(x, lengths)
+        assert not any("BatchNorm" in type(m).__name__ for m in model.encoder.inference_network().modules())
+    assert torch.allclose(fast, reference, atol=1e-4) and torch.equal(fast_lengths, model.encoder.output_lengths(lengths))
+    with torch.no_grad():
+        model.encoder.head[0].weight.mul_(2.0)  # an optimiser step would do the same: a new version of the weight
+    changed, _ = model.encoder(x, lengths)
+    with torch.inference_mode():
+        assert torch.allclose(model.encoder(x, lengths)[0], changed, atol=1e-4)
+    assert not any("inference" in key or "cache" in key for key in model.state_dict())
+
+
 def test_batch_padding_does_not_change_results():
     teacher, student = make_tiny_models()
     long, short = tone(3.0, freq=300), tone(1.2, freq=900)

@@ -159,3 +159,28 @@ def test_real_sounds_and_report(tiny_run):
         assert "## Real sounds" in text and rows[0]["file"] in text
     finally:
         os.chdir(REPO)
+
+
+def test_ablation_rows_train_score_and_report(tiny_run, tmp_path):
+    """`train ablation` trains and scores each row once, then `train report` tables it with the claims checked."""
+    from train import ablation, report
+
+    config, work, _ = tiny_run
+    os.chdir(work)
+    try:
+        run = copy_inputs(config, tmp_path / "a")
+        shutil.copytree(config.run_dir / "results", run.run_dir / "results", dirs_exist_ok=True)
+        recipes = [(student.Recipe("token"), 0), (student.Recipe("seq+contrastive"), 0)]
+        names = ablation.run_rows(run, 3, recipes)
+        assert names == ["ablation3/token_seed0", "ablation3/seq_contrastive_seed0"]
+        for name in names:
+            result = json.loads((run.run_dir / "results" / f"{name}.json").read_text())
+            assert result["model"] == name and len(losses(run.run_dir / "students" / f"{name}/log.jsonl")) == 3
+        stamp = (run.run_dir / "results" / f"{names[0]}.json").stat().st_mtime
+        ablation.run_rows(run, 3, recipes)  # finished rows are skipped, not retrained
+        assert (run.run_dir / "results" / f"{names[0]}.json").stat().st_mtime == stamp
+        text = report.report(run, tmp_path / "R.md").read_text()
+        assert "## Ablation: every student row at 3 steps" in text
+        assert "| + token-KD |" in text and "**Encoder-level KD beats decoder-level (token) KD**" in text
+    finally:
+        os.chdir(REPO)

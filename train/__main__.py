@@ -19,6 +19,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "teacher": ("train.teacher", "train the teacher's top encoder layers and caption decoder"),
     "pseudo": ("train.pseudo", "teacher beam-3 captions, clip embeddings and token distributions (KD targets)"),
     "student": ("train.student", "distil the student: supervised + seq/token KD + encoder KD (+ audio-only data)"),
+    "ablation": ("train.ablation", "every student row of the results table at one step budget, trained and scored"),
     "evaluate": ("train.evaluate", "caption the test split and score it (BLEU, METEOR, ROUGE-L, CIDEr-D, SBERT, event-F1)"),
     "export": ("train.export", "write checkpoint folders with model cards"),
     "real-sounds": ("train.real_sounds", "teacher vs student captions of real recordings not used in training"),

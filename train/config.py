@@ -27,6 +27,13 @@ class Schedule:
     eval_clips: int = 200        # val clips decoded per validation
     checkpoint_seconds: float = 300.0   # a resumable checkpoint at least this often
 
+    def rescaled(self, steps: int) -> "Schedule":
+        """The same schedule shape over another budget: warm-up keeps its share, validation at least at the end."""
+        if steps < 1:
+            raise ValueError(f"a step budget must be at least 1, got {steps}")
+        return replace(self, steps=steps, warmup=max(1, round(self.warmup * steps / self.steps)),
+                       eval_every=min(self.eval_every, steps))
+
 
 @dataclass(frozen=True)
 class PipelineConfig:

@@ -21,12 +21,14 @@ ROWS = [  # (row label, run-name pattern without the seed)
     ("+ token-KD", "token"),
     ("+ seq-KD + enc-KD MSE", "seq_mse"),
     ("+ seq-KD + enc-KD contrastive", "seq_contrastive"),
-    ("+ contrastive + audio-only data (shipped)", "seq_contrastive_audio"),
+    ("+ contrastive + audio-only data (shipped recipe)", "seq_contrastive_audio"),
     ("10% labels, seq-KD + MSE", "seq_mse_10pct"),
     ("10% labels, seq-KD + contrastive", "seq_contrastive_10pct"),
     ("25% labels, seq-KD + MSE", "seq_mse_25pct"),
     ("25% labels, seq-KD + contrastive", "seq_contrastive_25pct"),
 ]
+
+ROW_LABELS = {pattern: label for label, pattern in ROWS}
 
 
 def _fmt(values: list[float]) -> str:
@@ -38,9 +40,7 @@ def _fmt(values: list[float]) -> str:
 
 
 def table(results: list[dict]) -> str:
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for r in results:
-        groups[re.sub(r"_seed\d+$", "", r["model"])].append(r)
+    groups = _groups(results)
     header = ["model", *[c for c, _ in COLUMNS], "event-F1", "params", "latency (ms)", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     known = {pattern for _, pattern in ROWS}
@@ -56,6 +56,86 @@ def table(results: list[dict]) -> str:
         cells.append(str(len(runs)))
         lines.append("| " + " | ".join([label, *cells]) + " |")
     return "\n".join(lines)
+
+
+def _groups(results: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in results:
+        groups[re.sub(r"_seed\d+$", "", r["model"].rsplit("/", 1)[-1])].append(r)
+    return groups
+
+
+def _cider(groups: dict[str, list[dict]], pattern: str, key: str = "cider_d") -> tuple[float, float] | None:
+    runs = groups.get(pattern)
+    if not runs:
+        return None
+    values = [r["metrics"][key] for r in runs]
+    return float(np.mean(values)), float(np.std(values)) if len(values) > 1 else 0.0
+
+
+TIE = 0.02  # relative difference called a tie when a row has a single seed
+
+
+def _compare(groups, better: str, worse: str, claim: str) -> str | None:
+    """One claim of the paper, checked on CIDEr-D: holds, does not hold, or a tie within the noise."""
+    a, b = _cider(groups, better), _cider(groups, worse)
+    if a is None or b is None:
+        return None
+    noise = max(a[1] + b[1], TIE * max(a[0], b[0]))
+    diff = a[0] - b[0]
+    verdict = "holds" if diff > noise else ("does not hold" if diff < -noise else "undecided (within the noise)")
+    return (f"**{claim}**: {verdict}: {ROW_LABELS.get(better, better)} CIDEr-D {a[0]:.3f} vs {ROW_LABELS.get(worse, worse)} "
+            f"{b[0]:.3f} ({diff / b[0] * 100:+.0f}%).")
+
+
+def claims(groups: dict[str, list[dict]], teacher: dict | None) -> list[str]:
+    lines = [
+        _compare(groups, "seq_contrastive", "token", "Encoder-level KD beats decoder-level (token) KD"),
+        _compare(groups, "seq_mse", "token", "Encoder-level KD (MSE) beats decoder-level (token) KD"),
+        _compare(groups, "seq", "none", "Sequence-level KD helps over supervised training alone"),
+        _compare(groups, "seq_contrastive", "seq", "Contrastive encoder KD adds to sequence-level KD"),
+        _compare(groups, "seq_contrastive_10pct", "seq_mse_10pct", "With 10% of the captions, contrastive beats MSE"),
+        _compare(groups, "seq_contrastive_25pct", "seq_mse_25pct", "With 25% of the captions, contrastive beats MSE"),
+        _compare(groups, "seq_contrastive_audio", "seq_contrastive", "Audio-only data helps"),
+    ]
+    if teacher is not None:
+        best = max((p for p in groups if _cider(groups, p)), key=lambda p: _cider(groups, p)[0], default=None)
+        none = _cider(groups, "none")
+        t_cider, t_sbert = teacher["metrics"]["cider_d"], teacher["metrics"].get("sbert_sim")
+        if none is not None:
+            lines.append(f"**The teacher beats the student without KD by >= 10% CIDEr-D** (the teacher with its own, "
+                         f"longer training): "
+                         f"{'holds' if t_cider >= 1.1 * none[0] else 'does not hold'}: {t_cider:.3f} vs {none[0]:.3f} "
+                         f"({(t_cider / none[0] - 1) * 100:+.0f}%).")
+        if best is not None:
+            s_sbert = _cider(groups, best, "sbert_sim")
+            lines.append(f"**The student gets close to the teacher** (>= 95% of its CIDEr-D and SBERT-sim): best row "
+                         f"{ROW_LABELS.get(best, best)} reaches {_cider(groups, best)[0] / t_cider * 100:.0f}% "
+                         f"of the teacher's CIDEr-D" + (f" and {s_sbert[0] / t_sbert * 100:.0f}% of its SBERT-sim"
+                                                     if s_sbert and t_sbert else "") + ".")
+    return [f"- {line}" for line in lines if line]
+
+
+def ablation_sections(config: PipelineConfig, teacher: dict | None) -> list[str]:
+    """One section per `train ablation` budget: the table and the paper's claims checked on it."""
+    out = []
+    root = run_path(config, "results")
+    for folder in sorted((p for p in root.glob("ablation*") if p.is_dir()), key=lambda p: int(p.name[8:] or 0)):
+        results = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+        if not results:
+            continue
+        steps = folder.name[len("ablation"):]
+        rows = ([teacher] if teacher else []) + results
+        seeds = sorted({r["seed"] for r in results})
+        out += [f"## Ablation: every student row at {steps} steps", "",
+                f"`python -m train ablation --preset {config.name} --steps {steps} --seeds {' '.join(map(str, seeds))}`: "
+                f"each student row trained for {steps} steps of batch {config.student.batch_size} (the preset's "
+                f"schedule shape rescaled to that budget), seed(s) {', '.join(map(str, seeds))}, then scored on the "
+                f"test split like the table above. The teacher row is the trained teacher, for reference. "
+                f"{'Single seed: differences under ' + str(round(TIE * 100)) + '% relative are called undecided.' if len(seeds) == 1 else 'Mean ± std over seeds; a difference within the summed spreads is called undecided.'}",
+                "", table(rows), "", "The paper's claims on this data (CIDEr-D):", "",
+                *claims(_groups(results), teacher), ""]
+    return out
 
 
 def real_sounds_section(config: PipelineConfig) -> list[str]:
@@ -78,13 +158,14 @@ def report(config: PipelineConfig, out: Path | None = None) -> Path:
     if not paths:
         raise FileNotFoundError(f"no results in {run_path(config, 'results')}: run `python -m train evaluate` first")
     results = [json.loads(p.read_text()) for p in paths]
+    teacher = next((r for r in results if r["model"] == "teacher"), None)
     notes = sorted({note for r in results for note in r.get("notes", [])})
     text = "\n".join([
         f"# Results ({config.name} preset)", "",
         f"Test split of the scene corpus ({results[0]['clips']} clips), beam {config.eval_beam}; mean ± std over seeds "
         "where several were run. Latency: one 10 s clip, batch 1, timed by `train evaluate` on whatever else the machine was running then (so not comparable across rows run at different times: speed ratios come from `python -m eacap.bench`, which times both models in one run). Regenerate with "
         f"`python -m train report --preset {config.name}`.", "", table(results), "",
-        *[f"- {note}" for note in notes], "", *real_sounds_section(config)])
+        *[f"- {note}" for note in notes], "", *ablation_sections(config, teacher), *real_sounds_section(config)])
     out = out or (Path("train/RESULTS.md") if config.name == "full" else run_path(config, "RESULTS.md"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -134,12 +134,13 @@ def build_student(config: PipelineConfig) -> CaptionModel:
     return CaptionModel(student_config(tokenizer.vocab_size, config.model_size, teacher_dim=teacher_width), tokenizer)
 
 
-def student_dir(config: PipelineConfig, recipe: Recipe):
-    return run_path(config, "students", f"{recipe.name}_seed{config.seed}")
+def student_dir(config: PipelineConfig, recipe: Recipe, group: str = ""):
+    """students/[<group>/]<recipe>_seed<seed>: a group keeps runs of another budget (the ablation) apart."""
+    return run_path(config, "students", group, f"{recipe.name}_seed{config.seed}")
 
 
 def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: bool = False,
-        stop_after: int | None = None) -> dict:
+        stop_after: int | None = None, group: str = "") -> dict:
     d = init_distributed()
     device_for(d)
     schedule = replace(config.student, steps=steps or config.student.steps)
@@ -200,7 +201,7 @@ def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: 
         return validation_score({item.audio_id: c.text for item, c in zip(val_items, captions)},
                                 {item.audio_id: list(item.captions) for item in val_items})
 
-    trainer = Trainer(student_dir(config, recipe), model, objective, schedule, Prefetcher(make_batch), validate,
+    trainer = Trainer(student_dir(config, recipe, group), model, objective, schedule, Prefetcher(make_batch), validate,
                       seed=config.seed, d=d, bf16=bf16, stop_after=stop_after)
     return trainer.fit()
 

@@ -1,0 +1,49 @@
+"""Fast checks of the ablation plan: schedule rescaling, job splitting, the claims text (no training)."""
+from __future__ import annotations
+
+import pytest
+
+from train import ablation, report
+from train.config import PRESETS
+
+
+def test_rescaled_schedule_keeps_its_shape():
+    full = PRESETS["full"].student
+    short = full.rescaled(250)
+    assert (short.steps, short.warmup, short.eval_every) == (250, 25, 250)
+    assert short.lr == full.lr and short.batch_size == full.batch_size
+    assert full.rescaled(full.steps) == full
+    with pytest.raises(ValueError, match="at least 1"):
+        full.rescaled(0)
+
+
+def test_every_table_row_is_planned_once_per_seed_and_jobs_balance_cost():
+    runs = ablation.plan([0, 1])
+    names = {f"{recipe.name}_seed{seed}" for recipe, seed in runs}
+    assert len(names) == len(runs) == 2 * (len(report.ROWS) - 1)  # every row but the teacher, per seed
+    assert {recipe.name for recipe, _ in runs} == {pattern for _, pattern in report.ROWS} - {"teacher"}
+    parts = ablation.split_jobs(runs, 2)
+    key = lambda run: (run[0].name, run[1])  # noqa: E731
+    assert sorted(map(key, (run for part in parts for run in part))) == sorted(map(key, runs))
+    cost = [sum(2 if recipe.audio_only else 1 for recipe, _ in part) for part in parts]
+    assert abs(cost[0] - cost[1]) <= 1
+    assert ablation.split_jobs(runs, 1) == [runs]
+
+
+def result(name: str, cider: float, seed: int = 0, sbert: float = 0.4) -> dict:
+    return {"model": f"ablation9/{name}_seed{seed}", "seed": seed, "metrics": {"cider_d": cider, "sbert_sim": sbert}}
+
+
+def test_claims_name_the_verdict_from_the_numbers():
+    groups = report._groups([result("seq_contrastive", 0.50), result("token", 0.40), result("seq", 0.495),
+                             result("seq_contrastive_10pct", 0.30, 0), result("seq_contrastive_10pct", 0.36, 1),
+                             result("seq_mse_10pct", 0.31, 0), result("seq_mse_10pct", 0.33, 1),
+                             result("none", 0.45)])
+    teacher = {"model": "teacher", "metrics": {"cider_d": 0.60, "sbert_sim": 0.5}}
+    text = "\n".join(report.claims(groups, teacher))
+    assert "Encoder-level KD beats decoder-level (token) KD**: holds" in text
+    assert "Contrastive encoder KD adds to sequence-level KD**: undecided" in text  # +1%: within 2% for one seed
+    assert "With 10% of the captions, contrastive beats MSE**: undecided" in text   # +0.01 within the seed spread
+    assert "Audio-only data helps" not in text                                       # that row was not run
+    assert "without KD by >= 10% CIDEr-D** (the teacher with its own, longer training): holds" in text
+    assert "reaches 83% of the teacher's CIDEr-D and 80% of its SBERT-sim" in text
