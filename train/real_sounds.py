@@ -1,7 +1,9 @@
 """`python -m train real-sounds`: teacher vs student captions of real recordings never heard in training.
 
-The app's examples (mixes of recordings from the corpus *test* split only) plus speech recorded here with TTS
-engines in sentences no training clip says. Captions come from the exported checkpoints through the same
+The app's examples (mixes of recordings from the corpus *test* split only), speech recorded here with TTS engines
+in sentences no training clip says, and music played here by fluidsynth: new melodies and a drum groove, with the
+instruments of a soundfont the sound bank never used (TimGM6mb, the one Debian's fluidsynth package pulls in; the
+training clips come from FluidR3 GM). Captions come from the exported checkpoints through the same
 `eacap.compare` the app uses; `results/real_sounds.json` feeds the "Real sounds" part of `train report`.
 """
 from __future__ import annotations
@@ -12,6 +14,8 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from eacap import load_model
 from eacap.compare import compare
@@ -26,6 +30,39 @@ RECORDINGS = [
     ("espeak-ng", "en+f4", "Could you bring some bread and milk on your way home tonight?"),
     ("flite", "kal16", "Welcome back. The weather tomorrow will be cold and windy."),
 ]
+
+
+# (file stem, General MIDI program or None for the drum kit, what it is); seeds differ from the sound bank's
+MUSIC = [("piano", 0, "piano melody"), ("trumpet", 56, "trumpet melody"), ("violin", 40, "violin melody"),
+         ("drums", None, "drum groove")]
+SOUNDFONTS = [Path("/usr/share/sounds/sf2/TimGM6mb.sf2"), Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")]
+
+
+def play(folder: Path) -> list[tuple[Path, str]]:
+    """Music rendered by fluidsynth from generated MIDI; skipped with a note when fluidsynth or a soundfont is missing."""
+    import soundfile as sf
+
+    from train.soundbank_generate import drum_pattern, melody, render_midi, write_midi
+
+    soundfont = next((path for path in SOUNDFONTS if path.is_file()), None)
+    if shutil.which("fluidsynth") is None or soundfont is None:
+        print("note: fluidsynth or a GM soundfont missing, skipping the music (apt-get install fluidsynth)")
+        return []
+    made = []
+    for i, (stem, program, what) in enumerate(MUSIC):
+        rng = np.random.default_rng([7, i])
+        events = [] if program is None else [(0.0, bytes([0xC0, program]))]
+        t = 0.3
+        while t < 7.0:  # phrases until about 7 s, then the piece is cut at 10 s
+            notes, t = drum_pattern(rng, t) if program is None else melody(rng, t, 0)
+            events += notes
+        midi, wav = folder / f"{stem}.mid", folder / f"fluidsynth_{stem}.wav"
+        write_midi(midi, events)
+        render_midi(soundfont, midi, wav)
+        audio, rate = sf.read(str(wav), dtype="float32")
+        sf.write(str(wav), audio[: 10 * rate], rate)
+        made.append((wav, f"fluidsynth, {soundfont.name} (never used in training): a new {what}"))
+    return made
 
 
 def record(folder: Path) -> list[tuple[Path, str]]:
@@ -49,7 +86,7 @@ def run(config: PipelineConfig, checkpoints: Path | None = None) -> Path:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         sources = [(p, "example mix of test-split recordings (examples/ATTRIBUTION.md)") for p in sorted(EXAMPLES.glob("*.flac"))]
-        sources += record(Path(tmp))
+        sources += record(Path(tmp)) + play(Path(tmp))
         for path, what in sources:
             result = compare(path, teacher, student)
             rows.append({"file": path.name, "source": what, "duration": round(result.duration, 2),

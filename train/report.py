@@ -145,7 +145,8 @@ def real_sounds_section(config: PipelineConfig) -> list[str]:
     rows = json.loads(path.read_text())
     lines = ["## Real sounds", "",
              "Recordings never heard in training (`python -m train real-sounds`): the app's examples, mixed from "
-             "recordings of the corpus test split only, and speech recorded with TTS engines. Good and bad alike.", "",
+             "recordings of the corpus test split only, speech recorded with TTS engines, and music played by fluidsynth with a "
+             "soundfont the training never used. Good and bad alike.", "",
              "| clip | what it is | teacher | student | teacher / student ms |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['file']} | {r['source']} | {r['teacher']} | {r['student']} | "

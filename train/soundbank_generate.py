@@ -96,7 +96,7 @@ def drum_pattern(rng: np.random.Generator, start: float) -> tuple[list[tuple[flo
     return events, t
 
 
-def _render(soundfont: Path, midi: Path, wav: Path) -> None:
+def render_midi(soundfont: Path, midi: Path, wav: Path) -> None:
     result = subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.6", "-r", str(SAMPLE_RATE), "-F", str(wav),
                              str(soundfont), str(midi)], capture_output=True, text=True)
     if result.returncode != 0 or not wav.exists():
@@ -154,7 +154,7 @@ def render_instruments(staging: Path, context: Context) -> list[Task]:
         stem = f"{label}-gm{program:03d}" if program is not None else f"{label}-kit"
         midi, wav = folder / f"{stem}.mid", folder / f"{stem}.wav"
         write_midi(midi, events)
-        _render(soundfont, midi, wav)
+        render_midi(soundfont, midi, wav)
         what = f"GM program {program}" if program is not None else "GM drum kit"
         for i, piece in enumerate(_cut(wav, spans, folder, stem)):
             tasks.append(Task(str(piece), f"FluidR3_GM.sf2 {what}, generated piece {i}", label, "MIT", "fluidsynth",
