@@ -109,7 +109,7 @@ class Trainer:
         index = {id(p): i for i, p in enumerate(self.params)}
         for p, st in self.optimizer.state.items():
             for key, value in st.items():
-                tensors[f"optim.{index[id(p)]}.{key}"] = value.detach().cpu()
+                tensors[f"optim.{index[id(p)]}.{key}"] = value.detach().cpu().contiguous()
         tensors["rng.torch"] = torch.get_rng_state()
         tmp = self.state_path.with_suffix(".tmp")
         save_file(tensors, tmp)
@@ -124,7 +124,9 @@ class Trainer:
         meta = json.loads((self.run_dir / "state.json").read_text())
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         for i, p in enumerate(self.params):
-            st = {key.split(".", 2)[2]: v for key, v in tensors.items() if key.startswith(f"optim.{i}.")}
+            # moments take their parameter's layout again (channels-last convolutions are saved contiguous)
+            st = {key.split(".", 2)[2]: (torch.empty_like(p).copy_(v) if v.shape == p.shape else v)
+                  for key, v in tensors.items() if key.startswith(f"optim.{i}.")}
             if st:
                 self.optimizer.state[p] = st
         torch.set_rng_state(tensors["rng.torch"])
