@@ -39,9 +39,28 @@ def training_summary(config: PipelineConfig, role: str, run_name: str) -> list[s
     if validated:
         best = max(validated, key=lambda r: r["val"])
         text += f"the weights are those of step {best['step']}, the best validation CIDEr-D ({best['val']:.3f}, greedy)."
+    text += schedule_history(folder, records[-1]["step"])
     if role == "student" and config.audio_only_scenes is not None:
         text += f" Audio-only data: the first {config.audio_only_scenes} scenes of the pool."
     return [text]
+
+
+def schedule_history(folder: Path, last_step: int) -> str:
+    """The schedules the run went through (`runs.jsonl`), when it was resumed with another step budget."""
+    path = folder / "runs.jsonl"
+    starts = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    changes = [r for i, r in enumerate(starts) if i == 0 or r["schedule"] != starts[i - 1]["schedule"]]
+    if not changes or (len(changes) == 1 and changes[0]["from_step"] == 0):
+        return ""
+    parts = []
+    if changes[0]["from_step"] > 0:
+        parts.append(f"steps 1-{changes[0]['from_step']} ran under an earlier schedule (its log: `log.jsonl`)")
+    for i, r in enumerate(changes):
+        end = changes[i + 1]["from_step"] if i + 1 < len(changes) else last_step
+        sch = r["schedule"]
+        parts.append(f"steps {r['from_step'] + 1}-{end} under a {sch['steps']}-step schedule (warm-up {sch['warmup']}, "
+                     f"peak lr {sch['lr']:g}, cosine decay)")
+    return " Training history: " + "; ".join(parts) + "."
 
 
 def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -151,6 +151,10 @@ class Trainer:
         s = self.schedule
         if self.step >= s.steps:
             return {"step": self.step, "best": self.best, "resumed": resumed}
+        if self.d.main:  # which schedule each stretch of steps ran under: a run resumed with a new budget says so
+            with open(self.run_dir / "runs.jsonl", "a") as handle:
+                handle.write(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "from_step": self.step,
+                                         "schedule": asdict(s), "world": self.d.world}) + "\n")
         bar = tqdm(total=s.steps, initial=self.step, disable=not self.d.main, desc=self.run_dir.name,
                    dynamic_ncols=True, mininterval=2.0)
         last_save, start_step, started = time.time(), self.step, time.time()

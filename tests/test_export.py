@@ -1,0 +1,29 @@
+"""Model cards say how a checkpoint was trained, including a run resumed with another step budget."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from train.config import PRESETS
+from train.export import schedule_history
+
+
+def write_runs(folder, *starts):
+    folder.joinpath("runs.jsonl").write_text("".join(json.dumps(s) + "\n" for s in starts))
+
+
+def test_one_uninterrupted_schedule_needs_no_history(tmp_path):
+    assert schedule_history(tmp_path, 700) == ""
+    schedule = asdict(PRESETS["full"].student.rescaled(700))
+    write_runs(tmp_path, {"from_step": 0, "schedule": schedule}, {"from_step": 300, "schedule": schedule})  # a resume
+    assert schedule_history(tmp_path, 700) == ""
+
+
+def test_a_resume_with_a_new_budget_is_described(tmp_path):
+    first, second = asdict(PRESETS["full"].student.rescaled(700)), asdict(PRESETS["full"].student.rescaled(1700))
+    write_runs(tmp_path, {"from_step": 0, "schedule": first}, {"from_step": 700, "schedule": second})
+    text = schedule_history(tmp_path, 1700)
+    assert "steps 1-700 under a 700-step schedule (warm-up 70" in text
+    assert "steps 701-1700 under a 1700-step schedule (warm-up 170, peak lr 0.001" in text
+    write_runs(tmp_path, {"from_step": 700, "schedule": second})  # the first stretch predates runs.jsonl
+    assert schedule_history(tmp_path, 1200).startswith(" Training history: steps 1-700 ran under an earlier schedule")
