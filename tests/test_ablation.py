@@ -47,3 +47,13 @@ def test_claims_name_the_verdict_from_the_numbers():
     assert "Audio-only data helps" not in text                                       # that row was not run
     assert "without KD by >= 10% CIDEr-D** (the teacher with its own, longer training): holds" in text
     assert "reaches 83% of the teacher's CIDEr-D and 80% of its SBERT-sim" in text
+
+
+def test_robustness_claim_compares_the_contrastive_gain_across_label_fractions():
+    rows = [result("seq_contrastive", 0.30), result("seq_mse", 0.20), result("seq_contrastive_25pct", 0.25),
+            result("seq_mse_25pct", 0.20), result("seq_contrastive_10pct", 0.22), result("seq_mse_10pct", 0.20)]
+    line = report._robustness(report._groups(rows))
+    assert "does not hold" in line and "100% of the captions +50%, 25% of the captions +25%, 10% of the captions +10%" in line
+    rows[0] = result("seq_contrastive", 0.21)
+    assert ": holds:" in report._robustness(report._groups(rows))
+    assert report._robustness(report._groups(rows[:4])) is None  # a fraction missing: no verdict

@@ -88,6 +88,20 @@ def _compare(groups, better: str, worse: str, claim: str) -> str | None:
             f"{b[0]:.3f} ({diff / b[0] * 100:+.0f}%).")
 
 
+def _robustness(groups) -> str | None:
+    """The data-scarce claim proper: contrastive's advantage over MSE grows as the captions get fewer."""
+    gaps = {}
+    for label, suffix in (("100%", ""), ("25%", "_25pct"), ("10%", "_10pct")):
+        c, m = _cider(groups, f"seq_contrastive{suffix}"), _cider(groups, f"seq_mse{suffix}")
+        if c is None or m is None:
+            return None
+        gaps[label] = c[0] / m[0] - 1
+    grows = gaps["10%"] > gaps["100%"] + TIE and gaps["25%"] > gaps["100%"] + TIE
+    return ("**Contrastive's advantage over MSE grows as captions get scarce** (the paper's robustness claim): "
+            f"{'holds' if grows else 'does not hold'}: CIDEr-D gain of contrastive over MSE with "
+            + ", ".join(f"{k} of the captions {v * 100:+.0f}%" for k, v in gaps.items()) + ".")
+
+
 def claims(groups: dict[str, list[dict]], teacher: dict | None) -> list[str]:
     lines = [
         _compare(groups, "seq_contrastive", "token", "Encoder-level KD beats decoder-level (token) KD"),
@@ -97,6 +111,7 @@ def claims(groups: dict[str, list[dict]], teacher: dict | None) -> list[str]:
         _compare(groups, "seq_contrastive_10pct", "seq_mse_10pct", "With 10% of the captions, contrastive beats MSE"),
         _compare(groups, "seq_contrastive_25pct", "seq_mse_25pct", "With 25% of the captions, contrastive beats MSE"),
         _compare(groups, "seq_contrastive_audio", "seq_contrastive", "Audio-only data helps"),
+        _robustness(groups),
     ]
     if teacher is not None:
         best = max((p for p in groups if _cider(groups, p)), key=lambda p: _cider(groups, p)[0], default=None)
