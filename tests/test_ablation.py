@@ -57,3 +57,10 @@ def test_robustness_claim_compares_the_contrastive_gain_across_label_fractions()
     rows[0] = result("seq_contrastive", 0.21)
     assert ": holds:" in report._robustness(report._groups(rows))
     assert report._robustness(report._groups(rows[:4])) is None  # a fraction missing: no verdict
+
+
+def test_rows_can_be_chosen_by_name():
+    runs = ablation.plan([1], ["none", "seq_contrastive"])
+    assert [(recipe.name, seed) for recipe, seed in runs] == [("none", 1), ("seq_contrastive", 1)]
+    with pytest.raises(ValueError, match="unknown ablation row"):
+        ablation.plan([0], ["seq_kd"])

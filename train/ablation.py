@@ -44,8 +44,13 @@ def group_name(steps: int) -> str:
     return f"ablation{steps}"
 
 
-def plan(seeds: list[int]) -> list[tuple[Recipe, int]]:
-    return [(recipe, seed) for seed in seeds for recipe in RECIPES]
+def plan(seeds: list[int], rows: list[str] | None = None) -> list[tuple[Recipe, int]]:
+    """(recipe, seed) for every row, or only the rows named (recipe names such as `none`, `seq_contrastive`)."""
+    known = [recipe.name for recipe in RECIPES]
+    unknown = sorted(set(rows or []) - set(known))
+    if unknown:
+        raise ValueError(f"unknown ablation row(s) {', '.join(unknown)}: choose from {', '.join(known)}")
+    return [(recipe, seed) for seed in seeds for recipe in RECIPES if not rows or recipe.name in rows]
 
 
 def split_jobs(runs: list[tuple[Recipe, int]], jobs: int) -> list[list[tuple[Recipe, int]]]:
@@ -76,6 +81,7 @@ def run_rows(config: PipelineConfig, steps: int, runs: list[tuple[Recipe, int]])
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_preset_arguments(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to train every row with (default: 0)")
+    parser.add_argument("--rows", nargs="+", help="only these rows (e.g. none seq_contrastive); default: all")
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes, each with cores/jobs threads")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # "i/J": the i-th of J jobs (set by --jobs)
 
@@ -83,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     steps = args.steps or config.student.steps
-    runs = plan(args.seeds)
+    runs = plan(args.seeds, args.rows)
     if args.part:
         index, jobs = map(int, args.part.split("/"))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
@@ -97,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
     logs = run_path(config, "students", group_name(steps))
     logs.mkdir(parents=True, exist_ok=True)
     base = [sys.executable, "-m", "train", "ablation", "--preset", config.name, "--run-dir", str(config.run_dir),
-            "--steps", str(steps), "--seeds", *map(str, args.seeds)]
+            "--steps", str(steps), "--seeds", *map(str, args.seeds)] + (["--rows", *args.rows] if args.rows else [])
     if config.audio_only_scenes is not None:
         base += ["--audio-only-scenes", str(config.audio_only_scenes)]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.jobs))}
