@@ -142,10 +142,17 @@ def ablation_sections(config: PipelineConfig, teacher: dict | None) -> list[str]
         steps = folder.name[len("ablation"):]
         rows = ([teacher] if teacher else []) + results
         seeds = sorted({r["seed"] for r in results})
+        full = {name for name, runs in _groups(results).items() if len(runs) == len(seeds)}
+        partial = sorted(set(_groups(results)) - full)
+        command = f"`python -m train ablation --preset {config.name} --steps {steps} --seeds {' '.join(map(str, seeds))}`"
+        if partial:  # some rows have fewer seeds than others: say which command made which
+            command = (f"`python -m train ablation --preset {config.name} --steps {steps} --seeds {seeds[0]}`, then "
+                       f"`--seeds {' '.join(map(str, seeds[1:]))} --rows {' '.join(sorted(full))}`")
         out += [f"## Ablation: every student row at {steps} steps", "",
-                f"`python -m train ablation --preset {config.name} --steps {steps} --seeds {' '.join(map(str, seeds))}`: "
+                f"{command}: "
                 f"each student row trained for {steps} steps of batch {config.student.batch_size} (the preset's "
-                f"schedule shape rescaled to that budget), seed(s) {', '.join(map(str, seeds))}, then scored on the "
+                f"schedule shape rescaled to that budget), seed(s) {', '.join(map(str, seeds))} (the seeds column says "
+                f"how many each row has), then scored on the "
                 f"test split like the table above. The teacher row is the trained teacher, for reference. "
                 f"{'Single seed: differences under ' + str(round(TIE * 100)) + '% relative are called undecided.' if len(seeds) == 1 else 'Mean ± std over seeds; a difference within the summed spreads is called undecided.'}",
                 "", table(rows), "", "The paper's claims on this data (CIDEr-D):", "",
