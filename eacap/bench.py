@@ -35,6 +35,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -283,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch intra-op threads (default: the CPUs this process may use)")
     parser.add_argument("--no-reference", action="store_true", help=f"skip the {REFERENCE_NAME} reference")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--save", type=Path, help="also write the JSON result to this file (read by `train report`)")
     return parser
 
 
@@ -296,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, AudioError, ImportError, BenchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        args.save.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result) if args.json else report(result))
     return 0
 

@@ -1,6 +1,9 @@
 """Fast checks of the ablation plan: schedule rescaling, job splitting, the claims text (no training)."""
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 
 from train import ablation, report
@@ -64,3 +67,26 @@ def test_rows_can_be_chosen_by_name():
     assert [(recipe.name, seed) for recipe, seed in runs] == [("none", 1), ("seq_contrastive", 1)]
     with pytest.raises(ValueError, match="unknown ablation row"):
         ablation.plan([0], ["seq_kd"])
+
+
+def test_targets_section_states_each_target_met_or_not(tmp_path):
+    """`train report` opens with the shipped models' targets: quality from the results, speed from the saved bench."""
+    config = dataclasses.replace(PRESETS["full"], run_dir=tmp_path)
+    results = tmp_path / "results"
+    (results / "ablation1600").mkdir(parents=True)
+    teacher = {"model": "teacher", "parameters": 18_000_000, "metrics": {"cider_d": 0.90, "sbert_sim": 0.50}}
+    student = {"model": f"seq_contrastive_audio_seed{config.seed}", "parameters": 3_000_000,
+               "metrics": {"cider_d": 0.86, "sbert_sim": 0.46}}
+    (results / "ablation1600" / "none_seed0.json").write_text(json.dumps(result("none", 0.80)))
+    (results / "bench.json").write_text(json.dumps({
+        "speedup": {"latency": 4.0, "throughput": 20.0}, "student_vs_reference": {"latency": 2.0, "throughput": 9.0},
+        "threads": 2, "repeats": 5, "beam_size": 3, "clip_seconds": 10.0, "torch": "2.13.0"}))
+    text = "\n".join(report.targets_section(config, [teacher, student], teacher))
+    assert "| teacher CIDEr-D >= 1.10x the no-KD student's (1600 steps) | 0.900 vs 0.800: 1.12x | met |" in text
+    assert "| shipped student >= 95% of the teacher's CIDEr-D | 0.860 vs 0.900: 95.6% | met |" in text
+    assert "| shipped student >= 95% of the teacher's SBERT-sim | 0.460 vs 0.500: 92.0% | **not met** |" in text
+    assert "| student throughput (batch 32) >= 19x the teacher's | 20.0x | met |" in text
+    assert "| student latency (batch 1) >= 8x lower | 4.0x | **not met** |" in text
+    assert "1/6.0 | met |" in text and "latency 2.0x, throughput 9.0x | met |" in text
+    (results / "bench.json").unlink()
+    assert "Speed: not measured yet" in "\n".join(report.targets_section(config, [teacher, student], teacher))

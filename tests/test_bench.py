@@ -50,12 +50,15 @@ def test_bench_end_to_end(tiny_checkpoints):
     assert re.fullmatch(r"speed-up: latency \d+\.\dx, throughput \d+\.\dx", lines[-1])
 
 
-def test_bench_json(tiny_checkpoints, capsys):
+def test_bench_json(tiny_checkpoints, capsys, tmp_path):
     teacher, student = tiny_checkpoints
+    saved = tmp_path / "results" / "bench.json"
     code = bench.main(["--teacher", teacher, "--student", student, "--repeats", "2", "--batch", "2", "--warmup", "1",
-                       "--seconds", "1.5", "--tokens", "5", "--beam-size", "2", "--no-reference", "--json"])
+                       "--seconds", "1.5", "--tokens", "5", "--beam-size", "2", "--no-reference", "--json",
+                       "--save", str(saved)])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
+    assert json.loads(saved.read_text()) == result  # --save: the same object, for `train report`
     assert set(result["models"]) == {"teacher", "student"}
     for m in result["models"].values():
         assert m["caption_tokens"] == 5 and m["parameters"] > 0 and m["latency_seconds"] > 0

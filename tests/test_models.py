@@ -8,7 +8,7 @@ import torch
 from conftest import CAPTIONS, make_tiny_models, tone
 from eacap import CaptionTokenizer, CheckpointError, DecodingOptions, load_model, save_checkpoint
 from eacap.decoding import decode
-from eacap.models import CaptionModel
+from eacap.models import CaptionModel, fast
 from eacap.models.presets import student_config, teacher_config
 
 
@@ -92,6 +92,54 @@ def sequence_logprob(model, waveform, tokens):
     with torch.inference_mode():
         logp = model(w, torch.tensor([w.shape[1]]), ids[:, :-1]).log_softmax(-1)
     return float(logp[0].gather(1, ids[0, 1:, None]).sum()) / (len(tokens) + 1)
+
+
+def _round_to_half(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+
+
+@pytest.mark.skipif(not fast.PREPACK, reason="this torch build has no fbgemm")
+def test_prepacked_linear_is_nn_linear_at_inference():
+    """fp16-exact weights (every shipped checkpoint) run through the prepacked GEMM under inference: same numbers,
+    same state dict; fp32 weights, training and autograd take the plain path; the pack follows weight changes."""
+    torch.manual_seed(0)
+    layer = fast.Linear(48, 96).eval()
+    x = torch.randn(3, 1, 48)
+    reference = layer(x)  # grad enabled: plain F.linear
+    with torch.inference_mode():
+        assert torch.equal(layer(x), reference)  # fp32 weights: not fp16-exact, so the plain path, bit for bit
+        assert layer.__dict__["_packed_cache"][1] is None
+    _round_to_half(layer)
+    reference = layer(x)
+    reference.sum().backward()  # autograd still works (plain path)
+    assert layer.weight.grad is not None
+    with torch.inference_mode():
+        packed = layer(x)
+        assert layer.__dict__["_packed_cache"][1] is not None
+    assert torch.allclose(packed, reference, atol=1e-5) and packed.shape == reference.shape
+    with torch.no_grad():
+        layer.weight.mul_(2.0)  # a new version of the weight: the pack is rebuilt
+    with torch.inference_mode():
+        assert torch.allclose(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
+    assert set(layer.state_dict()) == {"weight", "bias"}
+
+
+@pytest.mark.skipif(not fast.PREPACK, reason="this torch build has no fbgemm")
+def test_prepacked_decoding_gives_the_same_captions(monkeypatch):
+    """A float16-stored model decodes to the same tokens and scores with and without the prepacked path."""
+    teacher, student = make_tiny_models(0)
+    clips = [tone(2.0, freq=300), tone(1.2, freq=700)]
+    for model in (teacher, student):
+        _round_to_half(model)
+        fast_captions = model.caption_batch(clips, DecodingOptions(beam_size=3, max_length=12))
+        assert any(m.__dict__.get("_packed_cache", (None, None))[1] is not None for m in model.decoder.modules())
+        monkeypatch.setattr(fast, "PREPACK", False)
+        plain = model.caption_batch(clips, DecodingOptions(beam_size=3, max_length=12))
+        monkeypatch.setattr(fast, "PREPACK", True)
+        assert [c.tokens for c in fast_captions] == [c.tokens for c in plain]
+        assert [c.score for c in fast_captions] == pytest.approx([c.score for c in plain], abs=1e-4)
 
 
 @pytest.mark.parametrize("seed", range(4))

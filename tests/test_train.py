@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 import eacap
 from train import pipeline, student, teacher
-from train.config import PRESETS
+from train.config import PRESETS, Schedule
+from train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -184,3 +187,37 @@ def test_ablation_rows_train_score_and_report(tiny_run, tmp_path):
         assert "| + token-KD |" in text and "**Encoder-level KD beats decoder-level (token) KD**" in text
     finally:
         os.chdir(REPO)
+
+
+class _Regression(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def forward(self, batch):
+        return ((self.layer(batch["x"]) - batch["y"]) ** 2).mean(), {}
+
+
+def test_sigterm_stops_with_a_checkpoint_and_the_same_command_resumes(tmp_path, capsys):
+    """kill (SIGTERM) mid-run: the current step finishes, a resumable checkpoint is written, the process exits
+    with 128 + 15 instead of going on with a half-trained model; rerunning completes the schedule."""
+    schedule = Schedule(steps=8, batch_size=4, lr=1e-2, warmup=2, checkpoint_seconds=3600.0)
+
+    def make_batch(step, dist):
+        if step == 3 and not getattr(make_batch, "sent", False):
+            make_batch.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-step, as a `kill` would
+        g = torch.Generator().manual_seed(step)
+        return {"x": torch.randn(4, 4, generator=g), "y": torch.randn(4, 1, generator=g)}
+
+    model = _Regression()
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        Trainer(tmp_path, model, model, schedule, make_batch).fit()
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored
+    assert json.loads((tmp_path / "state.json").read_text())["step"] == 4
+    assert "stopped by SIGTERM at step 4" in capsys.readouterr().err
+    model = _Regression()
+    result = Trainer(tmp_path, model, model, schedule, make_batch).fit()
+    assert result["resumed"] and result["step"] == 8

@@ -11,6 +11,7 @@ import numpy as np
 
 from train.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.data import run_path
+from train.export import SHIPPED_STUDENT
 
 COLUMNS = [("BLEU-4", "bleu_4"), ("METEOR", "meteor"), ("ROUGE-L", "rouge_l"), ("CIDEr-D", "cider_d"),
            ("SBERT-sim", "sbert_sim")]
@@ -131,6 +132,61 @@ def claims(groups: dict[str, list[dict]], teacher: dict | None) -> list[str]:
     return [f"- {line}" for line in lines if line]
 
 
+BENCH_FILE = "bench.json"  # `python -m eacap.bench --save <results>/bench.json`
+NOT_MODELS = {"real_sounds.json", BENCH_FILE}
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def targets_section(config: PipelineConfig, results: list[dict], teacher: dict | None) -> list[str]:
+    """Issue 6's targets, each with the measured figure and whether it is met: quality from the results JSONs,
+    speed from the saved benchmark (if any)."""
+    rows = []
+    student = next((r for r in results if r["model"] == f"{SHIPPED_STUDENT}_seed{config.seed}"), None)
+    if teacher is not None:
+        t = teacher["metrics"]
+        root = run_path(config, "results")
+        for folder in sorted(root.glob("ablation*"), key=lambda p: int(p.name[8:] or 0)):
+            none = _cider(_groups([json.loads(p.read_text()) for p in folder.glob("none_seed*.json")]), "none")
+            if none is not None:
+                rows.append((f"teacher CIDEr-D >= 1.10x the no-KD student's ({folder.name[8:]} steps)",
+                             f"{t['cider_d']:.3f} vs {none[0]:.3f}: {t['cider_d'] / none[0]:.2f}x",
+                             _verdict(t["cider_d"] >= 1.1 * none[0])))
+        if student is not None:
+            for label, key in (("CIDEr-D", "cider_d"), ("SBERT-sim", "sbert_sim")):
+                ratio = student["metrics"][key] / t[key]
+                rows.append((f"shipped student >= 95% of the teacher's {label}",
+                             f"{student['metrics'][key]:.3f} vs {t[key]:.3f}: {ratio * 100:.1f}%", _verdict(ratio >= 0.95)))
+            share = student["parameters"] / teacher["parameters"]
+            rows.append(("student parameters <= 1/5 of the teacher's",
+                         f"{student['parameters'] / 1e6:.2f} M vs {teacher['parameters'] / 1e6:.2f} M: 1/{1 / share:.1f}",
+                         _verdict(share <= 0.2)))
+    bench_path = run_path(config, "results", BENCH_FILE)
+    if bench_path.is_file():
+        bench = json.loads(bench_path.read_text())
+        speed = bench["speedup"]
+        rows.append(("student throughput (batch 32) >= 19x the teacher's", f"{speed['throughput']:.1f}x",
+                     _verdict(speed["throughput"] >= 19)))
+        rows.append(("student latency (batch 1) >= 8x lower", f"{speed['latency']:.1f}x", _verdict(speed["latency"] >= 8)))
+        ref = bench.get("student_vs_reference")
+        if ref:
+            rows.append(("student faster than the paper's EfficientNet-B2 student",
+                         f"latency {ref['latency']:.1f}x, throughput {ref['throughput']:.1f}x",
+                         _verdict(ref["latency"] > 1 and ref["throughput"] > 1)))
+    if not rows:
+        return []
+    bench_note = (f" Speed: `python -m eacap.bench --save {bench_path}` ({bench['threads']} threads, "
+                  f"{bench['repeats']} repeats, beam {bench['beam_size']}, {bench['clip_seconds']:.0f} s clip, "
+                  f"torch {bench['torch']})." if bench_path.is_file() else
+                  f" Speed: not measured yet (`python -m eacap.bench --save {bench_path}`).")
+    return ["## Targets", "",
+            "The shipped checkpoints' targets, each measured, met or not. Quality: test split, from the results "
+            "below." + bench_note, "", "| target | measured | |", "|---|---|---|",
+            *[f"| {a} | {b} | {c} |" for a, b, c in rows], ""]
+
+
 def ablation_sections(config: PipelineConfig, teacher: dict | None) -> list[str]:
     """One section per `train ablation` budget: the table and the paper's claims checked on it."""
     out = []
@@ -177,7 +233,7 @@ def real_sounds_section(config: PipelineConfig) -> list[str]:
 
 
 def report(config: PipelineConfig, out: Path | None = None) -> Path:
-    paths = sorted(p for p in run_path(config, "results").glob("*.json") if p.name != "real_sounds.json")
+    paths = sorted(p for p in run_path(config, "results").glob("*.json") if p.name not in NOT_MODELS)
     if not paths:
         raise FileNotFoundError(f"no results in {run_path(config, 'results')}: run `python -m train evaluate` first")
     results = [json.loads(p.read_text()) for p in paths]
@@ -187,7 +243,8 @@ def report(config: PipelineConfig, out: Path | None = None) -> Path:
         f"# Results ({config.name} preset)", "",
         f"Test split of the scene corpus ({results[0]['clips']} clips), beam {config.eval_beam}; mean ± std over seeds "
         "where several were run. Latency: one 10 s clip, batch 1, timed by `train evaluate` on whatever else the machine was running then (so not comparable across rows run at different times: speed ratios come from `python -m eacap.bench`, which times both models in one run). Regenerate with "
-        f"`python -m train report --preset {config.name}`.", "", table(results), "",
+        f"`python -m train report --preset {config.name}`.", "", *targets_section(config, results, teacher),
+        "## Every model trained", "", table(results), "",
         *[f"- {note}" for note in notes], "", *ablation_sections(config, teacher), *real_sounds_section(config)])
     out = out or (Path("train/RESULTS.md") if config.name == "full" else run_path(config, "RESULTS.md"))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,6 +77,32 @@ def lr_at(step: int, s: Schedule) -> float:
         return s.lr * (step + 1) / s.warmup
     progress = min(1.0, (step - s.warmup) / max(1, s.steps - s.warmup))
     return s.lr * (s.final_lr_ratio + (1 - s.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class GracefulStop:
+    """SIGTERM / SIGINT (kill, Ctrl-C) finish the current step, save a resumable checkpoint, then stop, instead of
+    losing the steps since the last periodic checkpoint. Single-process runs only: under DDP every rank would have
+    to stop at the same step, so there the default behaviour stays (resume from the last periodic checkpoint)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, enabled: bool = True):
+        self.requested: str | None = None
+        self.previous = {}
+        if enabled and threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second signal: stop now
+            self.restore()
+            signal.raise_signal(signum)
+        self.requested = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
 
 
 class Trainer:
@@ -159,40 +188,49 @@ class Trainer:
                    dynamic_ncols=True, mininterval=2.0)
         last_save, start_step, started = time.time(), self.step, time.time()
         self.objective.train()
-        while self.step < s.steps:
-            lr = lr_at(self.step, s)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            tic = time.time()
-            batch = self.make_batch(self.step, self.d)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                loss, logs = self.objective(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(nn.utils.clip_grad_norm_(self.params, s.clip_norm))
-            self.optimizer.step()
-            self.step += 1
-            seconds = time.time() - tic
-            record = {"step": self.step, "lr": lr, "loss": float(loss.detach()), "grad_norm": grad_norm, "seconds": seconds,
-                      **{k: float(v) for k, v in logs.items()}}
-            bar.set_postfix(loss=f"{record['loss']:.3f}", s_per_step=f"{seconds:.2f}")
-            bar.update(1)
-            if self.validate is not None and (self.step % s.eval_every == 0 or self.step == s.steps):
-                self.objective.eval()
-                score = self.validate()
-                self.objective.train()
-                record["val"] = score
-                if score > self.best:
-                    self.best = score
-                    self.save_best()
-            self.log(record)
-            done = self.step == s.steps or (self.stop_after is not None and self.step >= self.stop_after)
-            if done or time.time() - last_save > s.checkpoint_seconds:
-                self.save_state()
-                last_save = time.time()
-            if done:
-                break
+        stop = GracefulStop(enabled=self.d.world == 1)
+        try:
+            while self.step < s.steps:
+                lr = lr_at(self.step, s)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                tic = time.time()
+                batch = self.make_batch(self.step, self.d)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                    loss, logs = self.objective(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = float(nn.utils.clip_grad_norm_(self.params, s.clip_norm))
+                self.optimizer.step()
+                self.step += 1
+                seconds = time.time() - tic
+                record = {"step": self.step, "lr": lr, "loss": float(loss.detach()), "grad_norm": grad_norm, "seconds": seconds,
+                          **{k: float(v) for k, v in logs.items()}}
+                bar.set_postfix(loss=f"{record['loss']:.3f}", s_per_step=f"{seconds:.2f}")
+                bar.update(1)
+                if self.validate is not None and (self.step % s.eval_every == 0 or self.step == s.steps):
+                    self.objective.eval()
+                    score = self.validate()
+                    self.objective.train()
+                    record["val"] = score
+                    if score > self.best:
+                        self.best = score
+                        self.save_best()
+                self.log(record)
+                done = (self.step == s.steps or (self.stop_after is not None and self.step >= self.stop_after)
+                        or stop.requested)
+                if done or time.time() - last_save > s.checkpoint_seconds:
+                    self.save_state()
+                    last_save = time.time()
+                if done:
+                    break
+        finally:
+            stop.restore()
         bar.close()
+        if stop.requested:  # the stage must not go on (evaluate, export) with a half-trained model: exit
+            print(f"{self.run_dir.name}: stopped by {stop.requested} at step {self.step} with a checkpoint; "
+                  "run the same command to resume", file=sys.stderr, flush=True)
+            raise SystemExit(128 + signal.Signals[stop.requested].value)
         if self.validate is None:
             self.save_best()  # nothing to select on: the last weights are the result
         elapsed = time.time() - started

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast import Linear, linear
+
 
 @dataclass(frozen=True)
 class DecoderConfig:
@@ -43,9 +45,9 @@ class Attention(nn.Module):
     def __init__(self, width: int, heads: int, dropout: float):
         super().__init__()
         self.heads = heads
-        self.q = nn.Linear(width, width)
-        self.kv = nn.Linear(width, 2 * width)
-        self.out = nn.Linear(width, width)
+        self.q = Linear(width, width)
+        self.kv = Linear(width, 2 * width)
+        self.out = Linear(width, width)
         self.dropout = dropout
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +74,7 @@ class DecoderLayer(nn.Module):
         self.self_norm, self.self_attn = nn.LayerNorm(w), Attention(w, config.heads, config.dropout)
         self.cross_norm, self.cross_attn = nn.LayerNorm(w), Attention(w, config.heads, config.dropout)
         self.ffn_norm = nn.LayerNorm(w)
-        self.ffn = nn.Sequential(nn.Linear(w, config.ffn), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(config.ffn, w))
+        self.ffn = nn.Sequential(Linear(w, config.ffn), nn.GELU(), nn.Dropout(config.dropout), Linear(config.ffn, w))
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x, memory_kv, memory_mask, self_mask=None, cache=None):
@@ -94,7 +96,7 @@ class CaptionDecoder(nn.Module):
     def __init__(self, config: DecoderConfig):
         super().__init__()
         self.config = config
-        self.memory_proj = nn.Sequential(nn.Linear(config.memory_dim, config.width), nn.LayerNorm(config.width))
+        self.memory_proj = nn.Sequential(Linear(config.memory_dim, config.width), nn.LayerNorm(config.width))
         self.embed = nn.Embedding(config.vocab_size, config.width)
         nn.init.normal_(self.embed.weight, std=config.width ** -0.5)
         self.register_buffer("positions", sinusoid_table(config.max_length, config.width), persistent=False)
@@ -110,7 +112,7 @@ class CaptionDecoder(nn.Module):
         return self.drop(x + self.positions[offset: offset + tokens.shape[1]])
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x) @ self.embed.weight.T  # tied input/output embeddings
+        return linear(self.norm(x), self.embed, self.embed.weight)  # tied input/output embeddings
 
     @staticmethod
     def memory_mask(memory_lengths: torch.Tensor, max_len: int) -> torch.Tensor | None:

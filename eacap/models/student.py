@@ -7,13 +7,14 @@ Width and depth are configurable so the same code builds the tiny test model and
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx.experimental.optimization import fuse
+
+from .fast import cached_by_weights
 
 INFERENCE_CHUNK = 4  # clips per CNN pass at inference (see EfficientNetEncoder.forward)
 
@@ -140,14 +141,10 @@ class EfficientNetEncoder(nn.Module):
         of them changes (an optimiser step bumps the tensors' versions), so validation during training sees the
         latest weights; it is never part of the state dict.
         """
-        key = tuple((t.data_ptr(), 0 if t.is_inference() else t._version)
-                    for t in itertools.chain(self.parameters(), self.buffers()))
-        cached = self.__dict__.get("_inference_cache")
-        if cached is None or cached[0] != key:
+        def build():
             network = fuse(nn.Sequential(self.stem, self.blocks, self.head).eval())  # a fused copy
-            network = network.to(memory_format=torch.channels_last).requires_grad_(False)
-            self.__dict__["_inference_cache"] = cached = (key, network)
-        return cached[1]
+            return network.to(memory_format=torch.channels_last).requires_grad_(False)
+        return cached_by_weights(self, "_inference_cache", build)
 
     def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, n_mels, T] log-mel -> ([B, T/32, out_dim] frame embeddings, lengths)."""

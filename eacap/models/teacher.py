@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast import Linear
+
 
 @dataclass(frozen=True)
 class WhisperEncoderConfig:
@@ -36,10 +38,10 @@ class SelfAttention(nn.Module):
     def __init__(self, width: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.q_proj = nn.Linear(width, width)
-        self.k_proj = nn.Linear(width, width, bias=False)
-        self.v_proj = nn.Linear(width, width)
-        self.out_proj = nn.Linear(width, width)
+        self.q_proj = Linear(width, width)
+        self.k_proj = Linear(width, width, bias=False)
+        self.v_proj = Linear(width, width)
+        self.out_proj = Linear(width, width)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         b, t, w = x.shape
@@ -53,8 +55,8 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.self_attn = SelfAttention(width, heads)
         self.self_attn_layer_norm = nn.LayerNorm(width)
-        self.fc1 = nn.Linear(width, ffn)
-        self.fc2 = nn.Linear(ffn, width)
+        self.fc1 = Linear(width, ffn)
+        self.fc2 = Linear(ffn, width)
         self.final_layer_norm = nn.LayerNorm(width)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
