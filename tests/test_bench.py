@@ -1,4 +1,5 @@
 """eacap.bench: the fixed-length timing mode, the EffB2 reference, and the command end to end (tiny models)."""
+import argparse
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_models
+import eacap
 from eacap import DecodingOptions, bench
 from eacap.decoding import decode
 
@@ -79,3 +81,19 @@ def test_bench_option_errors(tiny_checkpoints, capsys, tmp_path):
     assert "no checkpoint folder at" in capsys.readouterr().err
     assert bench.main(["--teacher", teacher, "--student", student, "--seconds", "90"]) == 2
     assert "--seconds must be within" in capsys.readouterr().err
+
+
+def test_speed_variants_time_every_candidate_against_the_teacher(tiny_checkpoints, capsys, tmp_path):
+    from train import variants
+    teacher, student = tiny_checkpoints
+    parser = argparse.ArgumentParser()
+    variants.add_arguments(parser)
+    args = parser.parse_args(["--teacher", teacher, "--student", student, "--repeats", "1", "--batch", "2",
+                              "--threads", "1"])
+    assert variants.main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    names = [line.split(" | ")[0].lstrip("| ") for line in lines[2:]]
+    assert names == ["teacher", "student (shipped)", *variants.variants(eacap.load_model(student).config)]
+    assert lines[2].endswith("| 1.0x | 1.0x |")  # the teacher against itself
+    args.teacher = str(tmp_path / "missing")
+    assert variants.main(args) == 2 and "error:" in capsys.readouterr().err

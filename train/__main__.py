@@ -23,6 +23,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "evaluate": ("train.evaluate", "caption the test split and score it (BLEU, METEOR, ROUGE-L, CIDEr-D, SBERT, event-F1)"),
     "export": ("train.export", "write checkpoint folders with model cards"),
     "real-sounds": ("train.real_sounds", "teacher vs student captions of real recordings not used in training"),
+    "speed-variants": ("train.variants", "time candidate student shapes against the teacher (random weights) before training one"),
     "report": ("train.report", "the results table (markdown) from all results JSONs"),
     "all": ("train.pipeline", "every stage in order, skipping finished ones"),
 }
