@@ -50,6 +50,8 @@ def test_claims_name_the_verdict_from_the_numbers():
     assert "Audio-only data helps" not in text                                       # that row was not run
     assert "without KD by >= 10% CIDEr-D** (the teacher with its own, longer training): holds" in text
     assert "reaches 83% of the teacher's CIDEr-D and 80% of its SBERT-sim" in text
+    only_baseline = "\n".join(report.claims(report._groups([result("none", 0.30)]), teacher))
+    assert "without KD" in only_baseline and "close to the teacher" not in only_baseline  # no KD row: no such claim
 
 
 def test_robustness_claim_compares_the_contrastive_gain_across_label_fractions():

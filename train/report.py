@@ -115,7 +115,8 @@ def claims(groups: dict[str, list[dict]], teacher: dict | None) -> list[str]:
         _robustness(groups),
     ]
     if teacher is not None:
-        best = max((p for p in groups if _cider(groups, p)), key=lambda p: _cider(groups, p)[0], default=None)
+        distilled = [p for p in groups if p != "none" and _cider(groups, p)]  # "close to the teacher" is about KD
+        best = max(distilled, key=lambda p: _cider(groups, p)[0], default=None)
         none = _cider(groups, "none")
         t_cider, t_sbert = teacher["metrics"]["cider_d"], teacher["metrics"].get("sbert_sim")
         if none is not None:
