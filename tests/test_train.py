@@ -142,6 +142,25 @@ def test_every_kd_variant_trains(tiny_run, tmp_path, kd, fraction):
         os.chdir(REPO)
 
 
+def test_fast_shape_student_trains_and_reloads_with_its_architecture(tiny_run, tmp_path):
+    """--shape fast: its own run name, its architecture recorded in the run, and evaluation rebuilds that one."""
+    from train.evaluate import load_run_model
+    config, work, _ = tiny_run
+    os.chdir(work)
+    try:
+        run = copy_inputs(config, tmp_path / "fast")
+        recipe = student.Recipe("seq+contrastive", audio_only=True, shape="fast")
+        assert recipe.name == "seq_contrastive_audio_fast"
+        assert student.run(run, recipe, steps=3)["step"] == 3
+        model = load_run_model(run, f"{recipe.name}_seed{run.seed}")
+        assert model.config.frontend.hop_length == 320 and model.config.decoder.layers == 1
+        assert isinstance(model.caption_batch([np.zeros(16000, dtype=np.float32) + 0.01])[0].text, str)
+    finally:
+        os.chdir(REPO)
+    with pytest.raises(ValueError, match="--shape must be one of"):
+        student.Recipe("seq", shape="huge")
+
+
 def test_bad_recipe_is_a_clear_error():
     done = subprocess.run([sys.executable, "-m", "train", "student", "--preset", "tiny", "--kd", "none", "--audio-only"],
                           cwd=REPO, capture_output=True, text=True)

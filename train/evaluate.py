@@ -30,12 +30,12 @@ def load_run_model(config: PipelineConfig, name: str) -> CaptionModel:
     if name == "teacher":
         from train.teacher import load_trained_teacher
         return load_trained_teacher(config)
-    from train.student import build_student
+    from train.student import load_student_architecture
     path = run_path(config, "students", name, "best.safetensors")
     if not path.is_file():
         known = sorted(p.name for p in run_path(config, "students").glob("*") if (p / "best.safetensors").is_file())
         raise FileNotFoundError(f"no trained student {name!r} at {path}; trained ones: {', '.join(known) or 'none'}")
-    model = build_student(config)
+    model = load_student_architecture(config, path.parent)
     model.load_state_dict(load_file(path))
     return model.eval()
 

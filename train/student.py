@@ -1,4 +1,4 @@
-"""`python -m train student --kd none|seq|token|seq+mse|seq+contrastive [--audio-only] [--label-fraction F]`
+"""`python -m train student --kd none|seq|token|seq+mse|seq+contrastive [--audio-only] [--label-fraction F] [--shape fast]`
 
 L = w_sup L_sup + w_seq L_seq + w_tok L_tok + w_enc L_enc (method.md §1.4):
 - L_sup: cross-entropy on a human caption of the clip (one of its five, drawn per step);
@@ -11,15 +11,17 @@ With --audio-only, every step adds one batch from the audio-only pool with L_seq
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from eacap.decoding import DecodingOptions
-from eacap.models import CaptionModel
-from eacap.models.presets import student_config, teacher_config
+from eacap.models import CaptionModel, ModelConfig
+from eacap.models.presets import STUDENT_SHAPES, student_config, teacher_config
 from train.cache import build_tokenizer
 from train.config import PipelineConfig, add_training_arguments, config_from_args
 from train.data import (Prefetcher, apply_spec_augment, audio_batch, load_split, pad_tokens, pick_caption, run_path,
@@ -42,8 +44,11 @@ class Recipe:
     w_seq: float = 1.0
     w_tok: float = 1.0
     w_enc: float = 1.0
+    shape: str = "base"   # the student's architecture (eacap.models.presets.STUDENT_SHAPES)
 
     def __post_init__(self):
+        if self.shape not in STUDENT_SHAPES:
+            raise ValueError(f"--shape must be one of {', '.join(STUDENT_SHAPES)}, got {self.shape!r}")
         if self.kd not in KD_CHOICES:
             raise ValueError(f"--kd must be one of {', '.join(KD_CHOICES)}, got {self.kd!r}")
         if self.audio_only and self.kd in ("none", "token"):
@@ -64,6 +69,8 @@ class Recipe:
             name += "_audio"
         if self.label_fraction is not None:
             name += f"_{round(self.label_fraction * 100)}pct"
+        if self.shape != "base":
+            name += f"_{self.shape}"
         return name
 
 
@@ -128,10 +135,22 @@ class StudentObjective(nn.Module):
         return loss, logs
 
 
-def build_student(config: PipelineConfig) -> CaptionModel:
+MODEL_FILE = "model.json"  # a student run's architecture, written when it starts (read by `load_run_model`)
+
+
+def build_student(config: PipelineConfig, shape: str = "base") -> CaptionModel:
     tokenizer = build_tokenizer(config)
     teacher_width = teacher_config(tokenizer.vocab_size, config.model_size).encoder.out_dim
-    return CaptionModel(student_config(tokenizer.vocab_size, config.model_size, teacher_dim=teacher_width), tokenizer)
+    return CaptionModel(student_config(tokenizer.vocab_size, config.model_size, teacher_dim=teacher_width, shape=shape),
+                        tokenizer)
+
+
+def load_student_architecture(config: PipelineConfig, folder: Path) -> CaptionModel:
+    """An untrained student with the architecture the run in `folder` trained (older runs: the base shape)."""
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        return build_student(config)
+    return CaptionModel(ModelConfig.from_dict(json.loads(path.read_text())), build_tokenizer(config))
 
 
 def student_dir(config: PipelineConfig, recipe: Recipe, group: str = ""):
@@ -145,7 +164,7 @@ def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: 
     device_for(d)
     schedule = replace(config.student, steps=steps or config.student.steps)
     torch.manual_seed(config.seed)
-    model = build_student(config)
+    model = build_student(config, recipe.shape)
     tokenizer = model.tokenizer
     objective = StudentObjective(model, recipe)
     frontend = model.config.frontend
@@ -201,7 +220,11 @@ def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: 
         return validation_score({item.audio_id: c.text for item, c in zip(val_items, captions)},
                                 {item.audio_id: list(item.captions) for item in val_items})
 
-    trainer = Trainer(student_dir(config, recipe, group), model, objective, schedule, Prefetcher(make_batch), validate,
+    folder = student_dir(config, recipe, group)
+    if d.main:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MODEL_FILE).write_text(json.dumps(model.config.to_dict(), indent=1) + "\n")
+    trainer = Trainer(folder, model, objective, schedule, Prefetcher(make_batch), validate,
                       seed=config.seed, d=d, bf16=bf16, stop_after=stop_after)
     return trainer.fit()
 
@@ -211,12 +234,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kd", default="seq+contrastive", choices=KD_CHOICES, help="distillation variant")
     parser.add_argument("--audio-only", action="store_true", help="add one audio-only batch per step (L_seq + L_enc)")
     parser.add_argument("--label-fraction", type=float, help="use this fraction of the captioned train set (0-1]")
+    parser.add_argument("--shape", default="base", choices=STUDENT_SHAPES,
+                        help="student architecture: base (shipped) or fast (20 ms hop, narrow CNN, 1-layer decoder; "
+                             "see `train speed-variants`); a non-base shape is added to the run name")
     for name in ("sup", "seq", "tok", "enc"):
         parser.add_argument(f"--w-{name}", type=float, default=1.0, help=f"weight of L_{name} (default 1)")
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
-    return Recipe(args.kd, args.audio_only, args.label_fraction, args.w_sup, args.w_seq, args.w_tok, args.w_enc)
+    return Recipe(args.kd, args.audio_only, args.label_fraction, args.w_sup, args.w_seq, args.w_tok, args.w_enc,
+                  args.shape)
 
 
 def main(args: argparse.Namespace) -> int:

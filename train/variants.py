@@ -20,12 +20,10 @@ from eacap.checkpoint import CheckpointError, load_model
 from eacap.cli import CHECKPOINTS, positive
 from eacap.decoding import DecodingOptions
 from eacap.features import STUDENT_FRONTEND
-from eacap.models import CaptionModel, EfficientNetConfig, ModelConfig, StageConfig
+from eacap.models import CaptionModel, ModelConfig
+from eacap.models.presets import fast_shape
 
 HOP_320 = dataclasses.replace(STUDENT_FRONTEND, hop_length=320)  # 20 ms frames: half the CNN input
-NARROW_CNN = EfficientNetConfig(stem=16, stages=(StageConfig(16, 1, 2, 3, 1), StageConfig(24, 1, 1, 3),
-                                                 StageConfig(32, 2, 2, 5), StageConfig(64, 2, 2, 3),
-                                                 StageConfig(96, 2, 1, 5), StageConfig(128, 2, 2, 5)))
 
 
 def variants(base: ModelConfig) -> dict[str, ModelConfig]:
@@ -38,7 +36,7 @@ def variants(base: ModelConfig) -> dict[str, ModelConfig]:
         "1-layer decoder": change(layers=1),
         "20 ms hop": change(frontend=HOP_320),
         "20 ms hop + 1-layer decoder": change(frontend=HOP_320, layers=1),
-        "20 ms hop + 1-layer FFN-512 decoder + narrow CNN": change(frontend=HOP_320, encoder=NARROW_CNN, layers=1, ffn=512),
+        "shape \"fast\": 20 ms hop + 1-layer FFN-512 decoder + narrow CNN": fast_shape(base),
     }
 
 

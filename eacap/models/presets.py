@@ -1,5 +1,11 @@
-"""Named model sizes. "full" is what the shipped checkpoints use; "tiny" builds in milliseconds for tests and CI."""
+"""Named model sizes. "full" is what the shipped checkpoints use; "tiny" builds in milliseconds for tests and CI.
+
+Student shapes: "base" is the shipped student; "fast" is the candidate for the issue's speed targets found with
+`python -m train speed-variants` (20 ms hop, so half the CNN input; a narrower CNN; a 1-layer FFN-512 decoder).
+"""
 from __future__ import annotations
+
+import dataclasses
 
 from ..features import STUDENT_FRONTEND, TEACHER_FRONTEND
 from .caption_model import KDConfig, ModelConfig
@@ -8,6 +14,12 @@ from .student import EfficientNetConfig, StageConfig
 from .teacher import WhisperEncoderConfig
 
 SIZES = ("full", "tiny")
+STUDENT_SHAPES = ("base", "fast")
+
+# The "fast" student's CNN: every stage narrower than the base's, the second stage one block shorter.
+NARROW_CNN = EfficientNetConfig(stem=16, stages=(StageConfig(16, 1, 2, 3, 1), StageConfig(24, 1, 1, 3),
+                                                 StageConfig(32, 2, 2, 5), StageConfig(64, 2, 2, 3),
+                                                 StageConfig(96, 2, 1, 5), StageConfig(128, 2, 2, 5)))
 
 
 def _check(size: str) -> None:
@@ -27,9 +39,14 @@ def teacher_config(vocab_size: int, size: str = "full") -> ModelConfig:
     return ModelConfig("teacher", TEACHER_FRONTEND, encoder, decoder)
 
 
-def student_config(vocab_size: int, size: str = "full", teacher_dim: int = 384) -> ModelConfig:
-    """The small EfficientNet-style CNN + a 2-layer d256 decoder (the paper's decoder), with KD heads."""
+def student_config(vocab_size: int, size: str = "full", teacher_dim: int = 384, shape: str = "base") -> ModelConfig:
+    """The small EfficientNet-style CNN + a 2-layer d256 decoder (the paper's decoder), with KD heads; or, with
+    shape="fast", the faster variant of it (module docstring)."""
     _check(size)
+    if shape not in STUDENT_SHAPES:
+        raise ValueError(f"unknown student shape {shape!r}: expected one of {STUDENT_SHAPES}")
+    if shape == "fast":
+        return fast_shape(student_config(vocab_size, size, teacher_dim), narrow_encoder=size == "full")
     if size == "full":
         encoder = EfficientNetConfig()
         decoder = DecoderConfig(vocab_size, memory_dim=encoder.out_dim, width=256, layers=2, heads=4, ffn=1024)
@@ -40,3 +57,11 @@ def student_config(vocab_size: int, size: str = "full", teacher_dim: int = 384) 
         decoder = DecoderConfig(vocab_size, memory_dim=32, width=32, layers=1, heads=2, ffn=64, dropout=0.0)
         kd = KDConfig(dim=16, teacher_dim=teacher_dim)
     return ModelConfig("student", STUDENT_FRONTEND, encoder, decoder, kd)
+
+
+def fast_shape(base: ModelConfig, narrow_encoder: bool = True) -> ModelConfig:
+    """`base` with a 20 ms hop, a 1-layer decoder with half the FFN and (for the full size) the narrow CNN."""
+    encoder = NARROW_CNN if narrow_encoder else base.encoder
+    return dataclasses.replace(
+        base, frontend=dataclasses.replace(base.frontend, hop_length=2 * base.frontend.hop_length), encoder=encoder,
+        decoder=dataclasses.replace(base.decoder, memory_dim=encoder.out_dim, layers=1, ffn=base.decoder.ffn // 2))
