@@ -134,12 +134,54 @@ def test_prepacked_decoding_gives_the_same_captions(monkeypatch):
     for model in (teacher, student):
         _round_to_half(model)
         fast_captions = model.caption_batch(clips, DecodingOptions(beam_size=3, max_length=12))
-        assert any(m.__dict__.get("_packed_cache", (None, None))[1] is not None for m in model.decoder.modules())
+        plan = model.decoder.__dict__["_step_plan"][1]  # decoding steps go through the packed weights
+        assert plan.layers[0].qkv.packed is not None and plan.logits.packed is not None
         monkeypatch.setattr(fast, "PREPACK", False)
         plain = model.caption_batch(clips, DecodingOptions(beam_size=3, max_length=12))
         monkeypatch.setattr(fast, "PREPACK", True)
         assert [c.tokens for c in fast_captions] == [c.tokens for c in plain]
         assert [c.score for c in fast_captions] == pytest.approx([c.score for c in plain], abs=1e-4)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_decoding_step_matches_teacher_forcing(packed, monkeypatch):
+    """`step` (fused q/k/v, a clip's hypotheses sharing its memory, stacked self-attention cache, reordering) gives
+    the logits teacher-forced `forward` gives for the same prefixes, with padded clips of different lengths."""
+    teacher, student = make_tiny_models(1)
+    monkeypatch.setattr(fast, "PREPACK", packed and fast.PREPACK)
+    for model in (teacher, student):
+        if packed:
+            _round_to_half(model)
+        decoder, group, length = model.decoder, 3, 7
+        frames = torch.randn(2, 9, model.config.encoder.out_dim)
+        lengths = torch.tensor([9, 5])
+        tokens = torch.randint(4, model.tokenizer.vocab_size, (2 * group, length))
+        with torch.inference_mode():
+            expected = decoder(tokens, frames.repeat_interleave(group, 0), lengths.repeat_interleave(group))
+            state = decoder.start(frames, lengths, group=group)
+            order = torch.arange(2 * group)
+            for position in range(length):
+                logits = decoder.step(tokens[order, position: position + 1], position, state)
+                assert torch.allclose(logits, expected[order, position], atol=1e-4), position
+                # shuffle hypotheses within each clip, as beam search does: their caches must follow them
+                permutation = torch.cat([torch.randperm(group) + b * group for b in range(2)])
+                state.reorder(permutation)
+                order = order[permutation]
+
+
+def test_decoding_thread_choice_keeps_the_faster_setting():
+    from eacap.decoding import ThreadChoice
+    choice = ThreadChoice((2, 1))
+    times = {2: 0.004, 1: 0.001}
+    while choice.chosen is None:
+        threads = choice.next_threads()
+        choice.record(threads, times[threads])
+    assert choice.chosen == 1 and all(len(v) == ThreadChoice.TRIALS for v in choice.samples.values())
+    assert ThreadChoice((1,)).next_threads() == 1
+    _, student = make_tiny_models(0)
+    before = torch.get_num_threads()
+    student.caption_batch([tone(1.0)], DecodingOptions(beam_size=3, max_length=12))
+    assert torch.get_num_threads() == before  # whatever the steps ran on, the caller's setting is restored
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -161,6 +161,39 @@ def test_fast_shape_student_trains_and_reloads_with_its_architecture(tiny_run, t
         student.Recipe("seq", shape="huge")
 
 
+def test_teacher_restores_from_its_checkpoint_and_checkpoints_evaluate(tiny_run, tmp_path):
+    """A fresh machine has no teacher run: `teacher --from-checkpoint` makes the exported teacher the run's result
+    (stages after it then skip training), and `evaluate --model <checkpoint folder>` scores an exported model
+    under the run it came from."""
+    from train import evaluate
+    config, work, _ = tiny_run
+    os.chdir(work)
+    try:
+        run = copy_inputs(config, tmp_path / "restored")
+        record = teacher.restore(run, config.run_dir / "checkpoints" / "teacher")
+        assert record["trained_by"] and (run.run_dir / "teacher" / "best.safetensors").is_file()
+        assert teacher.run(run) == record  # no training: the restored teacher is the result
+        restored = teacher.load_trained_teacher(run).state_dict()
+        exported = eacap.load_model(config.run_dir / "checkpoints" / "teacher").state_dict()
+        assert all(torch.equal(restored[k], exported[k]) for k in exported)
+        result = evaluate.evaluate(run, str(config.run_dir / "checkpoints" / "student"), meteor=False, sbert=False)
+        assert result["model"] == "seq_contrastive_audio_seed0" and result["source"].endswith("student")
+        assert (run.run_dir / "results" / "seq_contrastive_audio_seed0.json").is_file()
+        bad = replace(run, model_size="full")  # another architecture: refused, with what to do instead
+        with pytest.raises(ValueError, match="not this preset's teacher architecture"):
+            teacher.restore(bad, config.run_dir / "checkpoints" / "teacher")
+    finally:
+        os.chdir(REPO)
+
+
+def test_full_preset_results_are_committed_files():
+    from train.data import RESULTS_ROOT, run_path
+    assert run_path(PRESETS["full"], "results", "teacher.json") == RESULTS_ROOT / "full" / "teacher.json"
+    assert run_path(PRESETS["full"], "cache") == Path("data/runs/full/cache")
+    custom = replace(PRESETS["full"], run_dir=Path("/tmp/elsewhere"))
+    assert run_path(custom, "results") == Path("/tmp/elsewhere/results")
+
+
 def test_bad_recipe_is_a_clear_error():
     done = subprocess.run([sys.executable, "-m", "train", "student", "--preset", "tiny", "--kd", "none", "--audio-only"],
                           cwd=REPO, capture_output=True, text=True)

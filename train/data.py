@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from eacap.tokenizer import CaptionTokenizer
-from train.config import PipelineConfig
+from train.config import RUNS_ROOT, PipelineConfig
 from train.datasets import CaptionItem, item_waveform, load_caption_set
 from train.trainer import Dist, batch_indices, rank_slice, sample_rng
 
@@ -112,5 +112,13 @@ class Prefetcher:
         return batch
 
 
+# Measured results of the full preset (evaluations, the benchmark, real-sound captions) are committed here rather
+# than kept under data/, which a fresh machine rebuilds without them: `train report` must regenerate the same
+# tables on any machine.
+RESULTS_ROOT = Path("train/results")  # relative to the repository root, like RUNS_ROOT
+
+
 def run_path(config: PipelineConfig, *parts: str) -> Path:
+    if parts and parts[0] == "results" and config.name == "full" and Path(config.run_dir) == RUNS_ROOT / config.name:
+        return Path(RESULTS_ROOT, config.name, *parts[1:])
     return Path(config.run_dir, *parts)

@@ -25,8 +25,21 @@ from train.datasets import SCENES_ROOT, item_waveform
 from train.manifest import load_classes
 
 
+def checkpoint_run(name: str) -> str | None:
+    """The run a checkpoint folder was exported from (its config.json says), or None if `name` is no checkpoint."""
+    config = Path(name) / "config.json"
+    if not config.is_file():
+        return None
+    data = json.loads(config.read_text())
+    return "teacher" if data.get("model", {}).get("role") == "teacher" else data.get("run") or Path(name).name
+
+
 def load_run_model(config: PipelineConfig, name: str) -> CaptionModel:
-    """'teacher', or a student run's folder name under students/ (e.g. seq_contrastive_audio_seed0)."""
+    """'teacher', a student run's folder name under students/ (e.g. seq_contrastive_audio_seed0), or an exported
+    checkpoint folder (e.g. checkpoints/student: the shipped model, whose run folder a fresh machine lacks)."""
+    if checkpoint_run(name) is not None:
+        from eacap.checkpoint import load_model
+        return load_model(name)
     if name == "teacher":
         from train.teacher import load_trained_teacher
         return load_trained_teacher(config)
@@ -62,6 +75,7 @@ def latency(model: CaptionModel, wave: np.ndarray, options: DecodingOptions, rep
 def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size: int = 16, meteor: bool = True,
              sbert: bool = True) -> dict:
     model = load_run_model(config, name)
+    source, name = name, checkpoint_run(name) or name
     items = load_split(config, split)
     options = DecodingOptions(config.eval_beam, config.eval_max_length)
     tic = time.time()
@@ -77,7 +91,7 @@ def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size:
     events = event_f1(predictions, {item.audio_id: set(item.events) for item in items}, class_keywords(config))
     ten_second = max(items, key=lambda item: item.duration or 0.0)
     result = {
-        "model": name, "role": model.role, "preset": config.name, "seed": config.seed, "split": split,
+        "model": name, "source": source, "role": model.role, "preset": config.name, "seed": config.seed, "split": split,
         "clips": len(items), "metrics": {k: v for k, v in scores.items() if k != "notes"},
         "event_f1": {k: events[k] for k in ("precision", "recall", "f1", "macro_f1")},
         "notes": scores.get("notes", []), "parameters": model.num_parameters(),
@@ -97,7 +111,7 @@ def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_preset_arguments(parser)
-    parser.add_argument("--model", required=True, help="'teacher' or a student run name (folder under students/)")
+    parser.add_argument("--model", required=True, help="'teacher', a student run name (folder under students/) or a checkpoint folder")
     parser.add_argument("--split", default="test", help="split to score (default: test)")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves the ~10 s JVM start)")
     parser.add_argument("--no-sbert", action="store_true", help="skip SBERT-sim")

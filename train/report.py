@@ -155,6 +155,9 @@ def targets_section(config: PipelineConfig, results: list[dict], teacher: dict |
                 rows.append((f"teacher CIDEr-D >= 1.10x the no-KD student's ({folder.name[8:]} steps)",
                              f"{t['cider_d']:.3f} vs {none[0]:.3f}: {t['cider_d'] / none[0]:.2f}x",
                              _verdict(t["cider_d"] >= 1.1 * none[0])))
+        if not any(r[0].startswith("teacher CIDEr-D") for r in rows) and archive_path(config).is_file():
+            rows.append(("teacher CIDEr-D >= 1.10x the no-KD student's", "no result file since the data/ rebuild: "
+                         "see *Earlier measurements* below", "–"))
         if student is not None:
             for label, key in (("CIDEr-D", "cider_d"), ("SBERT-sim", "sbert_sim")):
                 ratio = student["metrics"][key] / t[key]
@@ -233,6 +236,16 @@ def real_sounds_section(config: PipelineConfig) -> list[str]:
     return [*lines, ""]
 
 
+def archive_path(config: PipelineConfig) -> Path:
+    return run_path(config, "results", "archive.md")
+
+
+def archive_section(config: PipelineConfig) -> list[str]:
+    """Tables measured before results were committed, kept verbatim (their result files are gone)."""
+    path = archive_path(config)
+    return [path.read_text().rstrip(), ""] if path.is_file() else []
+
+
 def report(config: PipelineConfig, out: Path | None = None) -> Path:
     paths = sorted(p for p in run_path(config, "results").glob("*.json") if p.name not in NOT_MODELS)
     if not paths:
@@ -246,7 +259,8 @@ def report(config: PipelineConfig, out: Path | None = None) -> Path:
         "where several were run. Latency: one 10 s clip, batch 1, timed by `train evaluate` on whatever else the machine was running then (so not comparable across rows run at different times: speed ratios come from `python -m eacap.bench`, which times both models in one run). Regenerate with "
         f"`python -m train report --preset {config.name}`.", "", *targets_section(config, results, teacher),
         "## Every model trained", "", table(results), "",
-        *[f"- {note}" for note in notes], "", *ablation_sections(config, teacher), *real_sounds_section(config)])
+        *[f"- {note}" for note in notes], "", *ablation_sections(config, teacher), *real_sounds_section(config),
+        *archive_section(config)])
     out = out or (Path("train/RESULTS.md") if config.name == "full" else run_path(config, "RESULTS.md"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -3,15 +3,21 @@
 The lower encoder layers stay as converted from Whisper tiny.en (pretrained on 680k hours) and their outputs come
 from the cache; the top `teacher_trainable_layers` layers, the final layer norm and the decoder are trained.
 Model selection: CIDEr-D of greedy captions on validation clips.
+
+`--from-checkpoint checkpoints/teacher` instead makes a shipped teacher this run's result, so that the later
+stages (pseudo captions, students, evaluation) can run on a fresh machine without retraining it: its weights
+become the run's best.safetensors once its config and tokenizer are checked against this preset's.
 """
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from eacap.decoding import DecodingOptions, decode
@@ -84,7 +90,34 @@ def validation_score(captions: dict[str, str], references: dict[str, list[str]])
     return float(caption_metrics(captions, references, meteor=False, sbert=False)["cider_d"])
 
 
+RESTORED = "restored.json"
+
+
+def restore(config: PipelineConfig, checkpoint: str | Path) -> dict:
+    """Make a saved teacher checkpoint this preset's trained teacher (see the module docstring)."""
+    from eacap.checkpoint import load_model
+
+    shipped = load_model(checkpoint)
+    tokenizer = build_tokenizer(config)
+    if shipped.config != teacher_config(tokenizer.vocab_size, config.model_size):
+        raise ValueError(f"{checkpoint} is not this preset's teacher architecture: its config.json differs from "
+                         f"`--preset {config.name}`'s; train the teacher instead (`python -m train teacher --preset {config.name}`)")
+    if shipped.tokenizer.tokenizer.get_vocab() != tokenizer.tokenizer.get_vocab():
+        raise ValueError(f"{checkpoint}'s tokenizer differs from the one built from this corpus: it was trained on "
+                         f"other captions; rebuild the same corpus or train the teacher instead")
+    out = run_path(config, "teacher")
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in shipped.state_dict().items()}, out / "best.tmp")
+    (out / "best.tmp").replace(out / "best.safetensors")
+    record = {"from_checkpoint": str(checkpoint), "trained_by": json.loads((Path(checkpoint) / "config.json").read_text()).get("trained_by")}
+    (out / RESTORED).write_text(json.dumps(record) + "\n")
+    print(f"teacher: restored from {checkpoint} into {out / 'best.safetensors'}")
+    return record
+
+
 def run(config: PipelineConfig, steps: int | None = None, bf16: bool = False, stop_after: int | None = None) -> dict:
+    if (run_path(config, "teacher", RESTORED)).is_file():  # a restored shipped teacher is this run's result
+        return json.loads(run_path(config, "teacher", RESTORED).read_text())
     d = init_distributed()
     device_for(d)  # CPU training here; on GPUs this pins the rank's device
     schedule = replace(config.teacher, steps=steps or config.teacher.steps)
@@ -117,8 +150,13 @@ def run(config: PipelineConfig, steps: int | None = None, bf16: bool = False, st
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser)
+    parser.add_argument("--from-checkpoint", metavar="DIR",
+                        help="use this saved teacher (e.g. checkpoints/teacher) as the run's result instead of training")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.from_checkpoint:
+        restore(config_from_args(args), args.from_checkpoint)
+        return 0
     run(config_from_args(args), steps=args.steps, bf16=args.bf16, stop_after=args.stop_after)
     return 0

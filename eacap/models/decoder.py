@@ -2,19 +2,25 @@
 
 Teacher and student use this same module with different sizes. `forward` is teacher-forced training;
 `start` + `step` decode one token at a time with a key/value cache (cross-attention keys and values are
-computed once per clip, self-attention keys and values grow by one position per step), which is what makes
-beam search cheap enough to time both models fairly through the same code.
+computed once per clip and shared by all of its hypotheses, self-attention keys and values grow by one position
+per step), which is what makes beam search cheap enough to time both models fairly through the same code.
+
+`step` is the inference twin of `DecoderLayer.forward` for one new position: the same arithmetic written as
+direct tensor calls on weights gathered once per decoding call (`StepPlan`), with the self-attention's query,
+key and value products fused into one. At batch x beam rows every layer call is a few microseconds of work, so
+what a step costs is mostly how many operations it dispatches; the plan halves that. `step` is tested against
+`forward` (same logits to float rounding).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast import Linear, linear
+from .fast import Linear, PackedLinear, cached_by_weights, linear
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,9 @@ class Attention(nn.Module):
 
     def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k, v = self.kv(x).chunk(2, dim=-1)
-        return self.split(k), self.split(v)
+        # Contiguous [B, H, T, head_dim]: attention would otherwise copy the transposed view on every call, which
+        # for the cross-attention memory is every decoding step.
+        return self.split(k).contiguous(), self.split(v).contiguous()
 
     def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                causal: bool = False) -> torch.Tensor:
@@ -77,17 +85,10 @@ class DecoderLayer(nn.Module):
         self.ffn = nn.Sequential(Linear(w, config.ffn), nn.GELU(), nn.Dropout(config.dropout), Linear(config.ffn, w))
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x, memory_kv, memory_mask, self_mask=None, cache=None):
+    def forward(self, x, memory_kv, memory_mask):
+        """Teacher forcing: the whole sequence at once, causal (`CaptionDecoder.step` is the one-position twin)."""
         h = self.self_norm(x)
-        if cache is None:  # teacher forcing: the whole sequence at once, causal
-            k, v = self.self_attn.keys_values(h)
-            x = x + self.drop(self.self_attn.attend(h, k, v, self_mask, causal=self_mask is None))
-        else:  # one new position: attend to everything cached so far plus itself
-            k, v = self.self_attn.keys_values(h)
-            if "k" in cache:
-                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
-            x = x + self.self_attn.attend(h, k, v, None)
+        x = x + self.drop(self.self_attn.attend(h, *self.self_attn.keys_values(h), None, causal=True))
         x = x + self.drop(self.cross_attn.attend(self.cross_norm(x), *memory_kv, memory_mask))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
@@ -136,9 +137,87 @@ class CaptionDecoder(nn.Module):
             x = layer(x, kv, memory_mask)
         return self.logits(x)
 
-    def step(self, tokens: torch.Tensor, position: int, memory_kv, memory_mask, caches: list[dict]) -> torch.Tensor:
-        """One decoding step: tokens [N, 1] at `position` -> logits [N, V]; `caches` is updated in place."""
-        x = self.embed_tokens(tokens, offset=position)
-        for layer, kv, cache in zip(self.layers, memory_kv, caches):
-            x = layer(x, kv, memory_mask, cache=cache)
-        return self.logits(x)[:, -1]
+    def start(self, frames: torch.Tensor, lengths: torch.Tensor, group: int = 1) -> "DecodeState":
+        """Begin decoding `group` hypotheses per clip (rows b*group ... b*group+group-1 belong to clip b)."""
+        memory_kv, memory_mask = self.memory(frames, lengths)
+        plan = cached_by_weights(self, "_step_plan", lambda: StepPlan.build(self))
+        rows, heads = frames.shape[0] * group, self.config.heads
+        empty = frames.new_zeros(2, rows, heads, 0, self.config.width // heads)
+        return DecodeState(plan, memory_kv, memory_mask, group, [empty] * len(self.layers))
+
+    def step(self, tokens: torch.Tensor, position: int, state: "DecodeState") -> torch.Tensor:
+        """One decoding step: tokens [N, 1] at `position` -> logits [N, V]; `state` gains this position."""
+        if position >= self.config.max_length:
+            raise ValueError(f"caption of {position + 1} tokens exceeds the decoder's maximum of {self.config.max_length}")
+        plan, n = state.plan, tokens.shape[0]
+        heads, width = self.config.heads, self.config.width
+        clips = n // state.group
+        x = plan.embed[tokens[:, 0]] + self.positions[position]
+        for i, (layer, (memory_k, memory_v)) in enumerate(zip(plan.layers, state.memory_kv)):
+            h = F.layer_norm(x, (width,), *layer.self_norm)
+            qkv = layer.qkv(h).view(n, 3, heads, 1, -1)
+            kv = torch.cat([state.self_kv[i], qkv[:, 1:].transpose(0, 1)], dim=3)  # [2, N, H, t + 1, head_dim]
+            state.self_kv[i] = kv
+            y = F.scaled_dot_product_attention(qkv[:, 0], kv[0], kv[1])
+            x = x + layer.self_out(y.view(n, width))
+            h = F.layer_norm(x, (width,), *layer.cross_norm)
+            q = layer.cross_q(h).view(clips, state.group, heads, -1).transpose(1, 2)  # a clip's hypotheses together
+            y = F.scaled_dot_product_attention(q, memory_k, memory_v, attn_mask=state.memory_mask)
+            x = x + layer.cross_out(y.transpose(1, 2).reshape(n, width))
+            h = F.layer_norm(x, (width,), *layer.ffn_norm)
+            x = x + layer.ffn_out(F.gelu(layer.ffn_in(h)))
+        return plan.logits(F.layer_norm(x, (width,), *plan.norm))
+
+
+@dataclass
+class LayerPlan:
+    self_norm: tuple
+    qkv: PackedLinear          # self-attention q, k, v in one product
+    self_out: PackedLinear
+    cross_norm: tuple
+    cross_q: PackedLinear
+    cross_out: PackedLinear
+    ffn_norm: tuple
+    ffn_in: PackedLinear
+    ffn_out: PackedLinear
+
+
+@dataclass
+class StepPlan:
+    """A decoder's weights arranged for `step`; cached on the decoder until its weights change."""
+    embed: torch.Tensor        # embedding table already scaled by sqrt(width)
+    layers: list[LayerPlan]
+    norm: tuple
+    logits: PackedLinear       # tied to the embedding
+    thread_choices: dict = field(default_factory=dict)  # eacap.decoding.ThreadChoice per (rows, caller's threads)
+
+    @staticmethod
+    def build(decoder: CaptionDecoder) -> "StepPlan":
+        def norm(module: nn.LayerNorm) -> tuple:
+            return module.weight.detach(), module.bias.detach(), module.eps
+
+        layers = []
+        for layer in decoder.layers:
+            sa, ca, ffn = layer.self_attn, layer.cross_attn, layer.ffn
+            layers.append(LayerPlan(
+                norm(layer.self_norm), PackedLinear(torch.cat([sa.q.weight, sa.kv.weight]), torch.cat([sa.q.bias, sa.kv.bias])),
+                PackedLinear(sa.out.weight, sa.out.bias), norm(layer.cross_norm), PackedLinear(ca.q.weight, ca.q.bias),
+                PackedLinear(ca.out.weight, ca.out.bias), norm(layer.ffn_norm), PackedLinear(ffn[0].weight, ffn[0].bias),
+                PackedLinear(ffn[3].weight, ffn[3].bias)))
+        embed = decoder.embed.weight.detach()
+        return StepPlan(embed * math.sqrt(decoder.config.width), layers, norm(decoder.norm), PackedLinear(embed))
+
+
+@dataclass
+class DecodeState:
+    """One decoding call's cache: each clip's cross-attention keys/values (computed once, shared by its `group`
+    hypotheses) and every layer's self-attention keys/values so far, [2, N, H, t, head_dim]."""
+    plan: StepPlan
+    memory_kv: list[tuple[torch.Tensor, torch.Tensor]]
+    memory_mask: torch.Tensor | None
+    group: int
+    self_kv: list[torch.Tensor] = field(default_factory=list)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Hypothesis i continues hypothesis rows[i] (beam search keeps the best and drops the rest)."""
+        self.self_kv = [kv.index_select(1, rows) for kv in self.self_kv]

@@ -58,21 +58,44 @@ PREPACK = _prepack_available()
 PACKED_MAX_ROWS = 96
 
 
+def prepack(weight: torch.Tensor, bias: torch.Tensor | None = None):
+    """fbgemm's prepacked float16 copy of (weight, bias), or None where it would change the numbers (a weight that
+    is not float16-exact, e.g. a model in training) or cannot run (not on the CPU, no fbgemm)."""
+    if not PREPACK or weight.dtype != torch.float32 or weight.device.type != "cpu" or not fp16_exact(weight):
+        return None
+    return torch.ops.quantized.linear_prepack_fp16(weight.detach(), None if bias is None else bias.detach())
+
+
+def _use_packed(packed, x: torch.Tensor) -> bool:
+    return (packed is not None and PREPACK and not torch.is_grad_enabled() and x.dtype == torch.float32
+            and x.numel() <= PACKED_MAX_ROWS * x.shape[-1])
+
+
 def linear(x: torch.Tensor, owner: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)`, through the prepacked float16-weight GEMM at inference when `weight` is float16-exact.
     The packed copy is cached on `owner` (the module holding the weights) until they change."""
-    if torch.is_grad_enabled() or x.dtype != torch.float32 or not PREPACK or x.numel() > PACKED_MAX_ROWS * x.shape[-1]:
+    if not _use_packed(True, x):
         return F.linear(x, weight, bias)
-
-    def build():
-        if weight.dtype != torch.float32 or weight.device.type != "cpu" or not fp16_exact(weight):
-            return None
-        return torch.ops.quantized.linear_prepack_fp16(weight.detach(), None if bias is None else bias.detach())
-
-    packed = cached_by_weights(owner, "_packed_cache", build, (weight,) if bias is None else (weight, bias))
+    packed = cached_by_weights(owner, "_packed_cache", lambda: prepack(weight, bias),
+                               (weight,) if bias is None else (weight, bias))
     if packed is None:
         return F.linear(x, weight, bias)
     return torch.ops.quantized.linear_dynamic_fp16(x, packed)
+
+
+class PackedLinear:
+    """A frozen affine map for inference code that calls its layers directly rather than through modules (the
+    decoder's step): `F.linear(x, weight, bias)`, through the prepacked GEMM under the same conditions as `linear`.
+    Built from weights that may be derived (e.g. two layers' weights concatenated into one product)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        self.weight, self.bias = weight.detach(), None if bias is None else bias.detach()
+        self.packed = prepack(self.weight, self.bias)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if _use_packed(self.packed, x):
+            return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+        return F.linear(x, self.weight, self.bias)
 
 
 class Linear(nn.Linear):
