@@ -144,21 +144,26 @@ def test_prepacked_decoding_gives_the_same_captions(monkeypatch):
 
 
 @pytest.mark.parametrize("packed", [False, True])
-def test_decoding_step_matches_teacher_forcing(packed, monkeypatch):
-    """`step` (fused q/k/v, a clip's hypotheses sharing its memory, stacked self-attention cache, reordering) gives
-    the logits teacher-forced `forward` gives for the same prefixes, with padded clips of different lengths."""
+@pytest.mark.parametrize("frames", [4, 40])  # clips x heads x frames <= width: absorbed cross-attention; above: projected
+def test_decoding_step_matches_teacher_forcing(packed, frames, monkeypatch):
+    """`step` (fused q/k/v, a clip's hypotheses sharing its memory, stacked self-attention cache, reordering, both
+    cross-attention forms) gives the logits teacher-forced `forward` gives for the same prefixes, with padded clips
+    of different lengths."""
+    from eacap.models.decoder import AbsorbedCross, ProjectedCross
     teacher, student = make_tiny_models(1)
     monkeypatch.setattr(fast, "PREPACK", packed and fast.PREPACK)
     for model in (teacher, student):
         if packed:
             _round_to_half(model)
         decoder, group, length = model.decoder, 3, 7
-        frames = torch.randn(2, 9, model.config.encoder.out_dim)
-        lengths = torch.tensor([9, 5])
+        memory = torch.randn(2, frames, model.config.encoder.out_dim)
+        lengths = torch.tensor([frames, 5])
         tokens = torch.randint(4, model.tokenizer.vocab_size, (2 * group, length))
         with torch.inference_mode():
-            expected = decoder(tokens, frames.repeat_interleave(group, 0), lengths.repeat_interleave(group))
-            state = decoder.start(frames, lengths, group=group)
+            expected = decoder(tokens, memory.repeat_interleave(group, 0), lengths.repeat_interleave(group))
+            state = decoder.start(memory, lengths, group=group)
+            absorbed = 2 * decoder.config.heads * frames <= decoder.config.width
+            assert isinstance(state.cross[0], AbsorbedCross if absorbed else ProjectedCross)
             order = torch.arange(2 * group)
             for position in range(length):
                 logits = decoder.step(tokens[order, position: position + 1], position, state)
