@@ -163,6 +163,7 @@ def _beam(decoder, frames, lengths, special, options) -> Hypotheses:
     best_score = torch.full((batch,), float("-inf"), device=device)
     best_tokens: list[list[int]] = [[] for _ in range(batch)]
     active = torch.ones(batch, dtype=torch.bool, device=device)
+    any_finished = False
     offsets = (torch.arange(batch, device=device) * beam)[:, None]
 
     with StepThreads(state, batch * beam) as steps:
@@ -173,42 +174,50 @@ def _beam(decoder, frames, lengths, special, options) -> Hypotheses:
                 only_eos = torch.full_like(logp, float("-inf"))
                 only_eos[:, eos] = logp[:, eos]
                 logp = only_eos
-            candidates = (scores.view(-1, 1) + logp).view(batch, beam * vocab)
+            candidates = (scores.reshape(-1, 1) + logp).view(batch, beam * vocab)
             top_scores, top_index = candidates.topk(2 * beam, dim=1)  # 2*beam: enough to refill after </s> exits
             top_beam, top_token = top_index // vocab, top_index % vocab
             is_eos = top_token == eos
+            # Most steps end no hypothesis: one check skips the bookkeeping of finished ones (exactly: with no </s>
+            # among the candidates it changes nothing), which at a few rows is a real share of a step's time.
+            any_eos = bool(is_eos.any())
 
             # Hypotheses ending now: keep each clip's best, normalised by its length (</s> included).
-            finished = _normalise(top_scores, position + 1, options.length_penalty)
-            finished = finished.masked_fill(~is_eos | ~active[:, None], float("-inf"))
-            # Only candidates ranked within the first `beam` may finish, as in standard beam search.
-            finished[:, beam:] = float("-inf")
-            cand_best, cand_index = finished.max(dim=1)
-            improved = cand_best > best_score
-            if bool(improved.any()):
-                for b in improved.nonzero()[:, 0].tolist():
-                    row = int(offsets[b, 0] + top_beam[b, cand_index[b]])
-                    best_tokens[b] = history[row].tolist()
-                best_score = torch.where(improved, cand_best, best_score)
+            if any_eos:
+                finished = _normalise(top_scores, position + 1, options.length_penalty)
+                finished = finished.masked_fill(~is_eos | ~active[:, None], float("-inf"))
+                # Only candidates ranked within the first `beam` may finish, as in standard beam search.
+                finished[:, beam:] = float("-inf")
+                cand_best, cand_index = finished.max(dim=1)
+                improved = cand_best > best_score
+                if bool(improved.any()):
+                    for b in improved.nonzero()[:, 0].tolist():
+                        row = int(offsets[b, 0] + top_beam[b, cand_index[b]])
+                        best_tokens[b] = history[row].tolist()
+                    best_score = torch.where(improved, cand_best, best_score)
+                    any_finished = True
 
-            # The live beams: the best non-</s> candidates.
-            live_scores = top_scores.masked_fill(is_eos, float("-inf"))
-            live_scores, order = live_scores.topk(beam, dim=1)
-            chosen_beam = top_beam.gather(1, order)
-            chosen_token = top_token.gather(1, order)
+            # The live beams: the best non-</s> candidates (without </s>, the first `beam` of the sorted top-k).
+            if any_eos:
+                live_scores, order = top_scores.masked_fill(is_eos, float("-inf")).topk(beam, dim=1)
+                chosen_beam, chosen_token = top_beam.gather(1, order), top_token.gather(1, order)
+            else:
+                live_scores, chosen_beam, chosen_token = top_scores[:, :beam], top_beam[:, :beam], top_token[:, :beam]
             scores = live_scores
             # Stop a clip once its best live beam, normalised at the current length, no longer beats its best
             # finished hypothesis. A heuristic (with length_penalty > 0 a longer caption could still raise its
-            # mean), the same one Hugging Face's generate() uses without early_stopping.
-            active &= ~(best_score >= _normalise(scores[:, 0], position + 1, options.length_penalty))
+            # mean), the same one Hugging Face's generate() uses without early_stopping. Until a hypothesis has
+            # finished, best_score is -inf and only a dead beam (-inf) stops a clip, which isfinite covers.
+            if any_finished:
+                active &= ~(best_score >= _normalise(scores[:, 0], position + 1, options.length_penalty))
             active &= torch.isfinite(scores[:, 0])
             if not bool(active.any()):
                 break
 
-            rows = (offsets + chosen_beam).view(-1)
-            history = torch.cat([history[rows], chosen_token.view(-1, 1)], dim=1)
+            rows = (offsets + chosen_beam).reshape(-1)
+            history = torch.cat([history[rows], chosen_token.reshape(-1, 1)], dim=1)
             state.reorder(rows)
-            tokens = chosen_token.view(-1, 1)
+            tokens = chosen_token.reshape(-1, 1)
 
     return Hypotheses([_strip(t, special) for t in best_tokens], best_score.tolist())
 
