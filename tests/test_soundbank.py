@@ -190,6 +190,45 @@ def test_killed_run_resumes_and_orphans_are_removed(tmp_path, package_dir):
     assert len(read_manifest(bank)) == 5
 
 
+def test_workers_cutting_the_same_audio_do_not_collide(tmp_path, package_dir, monkeypatch):
+    """Two processes writing one clip (a source shipping the same sound twice) each use their own temporary file;
+    with a shared one, the second worker renamed it away before the first could, and the whole source failed."""
+    folder, _ = package_dir
+    bank, sounds = tmp_path / "bank", folder / "usr/share/game/sounds"
+    real_write, pid = sf.write, [1000]
+    monkeypatch.setattr(soundbank.os, "getpid", lambda: pid[0])
+    other = soundbank.Task(str(sounds / "dog_copy.wav"), "dog_copy.wav", "dog", "GPL-2+", "fixture")
+
+    def write_while_the_other_worker_runs(path, *args, **kwargs):
+        real_write(path, *args, **kwargs)
+        if pid[0] == 1000:  # the other worker writes and renames the same clip between our write and our rename
+            pid[0] = 1001
+            assert soundbank.process_task(other, str(bank))[1] == ""
+            pid[0] = 1000
+
+    monkeypatch.setattr(sf, "write", write_while_the_other_worker_runs)
+    rows, error = soundbank.process_task(soundbank.Task(str(sounds / "dog_bark.wav"), "dog_bark.wav", "dog",
+                                                        "GPL-2+", "fixture"), str(bank))
+    assert error == "" and len(rows) == 1 and (bank / rows[0]["file"]).is_file()
+    assert not list((bank / "clips" / "dog").glob("*.tmp"))
+
+
+def test_generated_sources_wait_for_every_recorded_source(tmp_path, package_dir, monkeypatch):
+    """Synthetic fill-ins are counted against the real clips, so they are not built while a recorded source has
+    failed (they would be kept, and a clean build would then give another corpus); the rerun builds them."""
+    folder, rules = package_dir
+    calls = []
+    generated = soundbank.Source("fill", "generate", generate=lambda staging, context: calls.append(dict(context.real_counts)) or [])
+    broken = soundbank.Source("broken", "local", "GPL-2+", spec=str(tmp_path / "missing"))
+    good = soundbank.Source("fixture", "local", "GPL-2+", spec=str(folder))
+    bank = tmp_path / "bank"
+    with pytest.raises(soundbank.SoundBankError, match="fill: not generated"):
+        soundbank.build(bank, [generated, broken, good], rules, jobs=1, out=io.StringIO())
+    assert calls == [] and not soundbank.is_done(bank, "fill")
+    soundbank.build(bank, [generated, good], rules, jobs=1, out=io.StringIO())
+    assert calls == [{"dog": 1, "cat": 1, "rain": 3}]
+
+
 def test_missing_tool_is_named_with_the_fix(tmp_path):
     source = soundbank.Source("needs-tool", "generate", tools=("no-such-tool-xyz",), generate=lambda s, c: [])
     with pytest.raises(soundbank.SoundBankError, match=r"no-such-tool-xyz.*needs-tool(.|\n)*--packages"):

@@ -298,7 +298,9 @@ def process_task(task: Task, root: str) -> tuple[list[dict], str]:
         target = Path(root) / rel
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".tmp")
+            # A per-process name: two workers can cut the same audio (a source shipping one sound twice), and a
+            # shared temporary file made the second rename fail. Both write the same bytes, so the last one wins.
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
             sf.write(str(tmp), pcm, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
             tmp.replace(target)
         rows.append(asdict(Clip(
@@ -583,6 +585,10 @@ def build(root: str | Path, sources: list[Source], rules: list[Rule] | None = No
     rules = load_rules() if rules is None else rules
     classes = load_classes()
     todo = [s for s in sources if s.name in redo or not is_done(root, s.name)]
+    # Generated sources fill classes by how many real clips they have (synthetic stays a minority), so they run
+    # after every recorded source, and not at all while one has failed: built then, they would be counted against
+    # a partial bank and kept, and a clean build would give another corpus.
+    todo.sort(key=lambda s: s.registry == "generate")
     if todo:
         check_tools(todo)
     for name in redo:
@@ -591,6 +597,10 @@ def build(root: str | Path, sources: list[Source], rules: list[Rule] | None = No
     seen = {c.clip_id: c.file for part in load_parts(root).values() for c in part}
     failures = []
     for source in tqdm(todo, desc="sources", unit="src", dynamic_ncols=True, file=out):
+        if source.registry == "generate" and failures:
+            failures.append(f"{source.name}: not generated while a recorded source is missing (its clip counts "
+                            "depend on theirs)")
+            continue
         try:
             _, errors = build_source(source, root, rules, jobs, keep_downloads, seen)
         except (SoundBankError, extract.ExtractError, OSError) as error:
