@@ -37,6 +37,10 @@ class FrontendConfig:
 STUDENT_FRONTEND = FrontendConfig("logmel", n_mels=64, n_fft=512, hop_length=160, top_db=120.0)
 TEACHER_FRONTEND = FrontendConfig("whisper", n_mels=80, n_fft=400, hop_length=160)
 WHISPER_WINDOW = 30 * SAMPLE_RATE
+# Clips per STFT pass. A batch's complex spectrogram overflows the CPU caches (32 clips of 10 s: 66 MB), so
+# chunks of a few clips run faster (measured, 32 x 10 s, 2 threads: student 190 -> 83 ms, teacher 128 -> 69 ms).
+# Every clip's features depend on that clip alone, so chunking changes no number.
+FRONTEND_CHUNK = 8
 
 
 def power_spectrum(stft: torch.Tensor) -> torch.Tensor:
@@ -45,7 +49,21 @@ def power_spectrum(stft: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(stft.real * stft.real, stft.imag, stft.imag)
 
 
-class LogMel(nn.Module):
+class Frontend(nn.Module):
+    """(waveforms [B, N], lengths [B]) -> (features [B, n_mels, T], frame_lengths [B]), `FRONTEND_CHUNK` clips
+    at a time; subclasses define `features` for one chunk."""
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if waveforms.shape[0] <= FRONTEND_CHUNK:
+            return self.features(waveforms, lengths)
+        parts = [self.features(w, n) for w, n in zip(waveforms.split(FRONTEND_CHUNK), lengths.split(FRONTEND_CHUNK))]
+        return torch.cat([f for f, _ in parts]), torch.cat([n for _, n in parts])
+
+    def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class LogMel(Frontend):
     def __init__(self, config: FrontendConfig = STUDENT_FRONTEND):
         super().__init__()
         self.config = config
@@ -57,7 +75,7 @@ class LogMel(nn.Module):
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return lengths // self.config.hop_length + 1  # center=True framing
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
         spec = power_spectrum(torch.stft(waveforms.float(), c.n_fft, c.hop_length, window=self.window, center=True,
                                          pad_mode="reflect", return_complex=True))
@@ -72,7 +90,7 @@ class LogMel(nn.Module):
         return db, frames
 
 
-class WhisperLogMel(nn.Module):
+class WhisperLogMel(Frontend):
     def __init__(self, config: FrontendConfig = TEACHER_FRONTEND):
         super().__init__()
         self.config = config
@@ -83,7 +101,7 @@ class WhisperLogMel(nn.Module):
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return lengths // self.config.hop_length  # Whisper drops the last STFT frame
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
         samples = torch.arange(waveforms.shape[-1], device=waveforms.device)
         x = waveforms.float().masked_fill(samples[None, :] >= lengths[:, None], 0.0)

@@ -68,3 +68,17 @@ def test_whisper_logmel_matches_transformers():
     ref = transformers.WhisperFeatureExtractor(feature_size=80)(x, sampling_rate=16000, return_tensors="np").input_features
     assert ours.shape == ref.shape == (1, 80, 3000) and int(frames[0]) == 3000
     assert np.abs(ours.numpy() - ref).max() < 1e-4
+
+
+def test_frontends_in_chunks_equal_one_pass(monkeypatch):
+    """Large batches are computed FRONTEND_CHUNK clips at a time (cache-sized STFTs): the same features as one pass."""
+    import eacap.features as features
+    rng = np.random.default_rng(0)
+    batch = torch.from_numpy((0.1 * rng.standard_normal((5, 8000))).astype(np.float32))
+    lengths = torch.tensor([8000, 6000, 8000, 3000, 7000])
+    for frontend in (LogMel(), WhisperLogMel()):
+        whole, whole_frames = frontend(batch, lengths)
+        monkeypatch.setattr(features, "FRONTEND_CHUNK", 2)
+        chunked, chunked_frames = frontend(batch, lengths)
+        monkeypatch.setattr(features, "FRONTEND_CHUNK", 8)
+        assert torch.equal(whole_frames, chunked_frames) and torch.allclose(whole, chunked, atol=1e-5)
