@@ -101,9 +101,10 @@ def _round_to_half(model):
 
 
 @pytest.mark.skipif(not fast.PREPACK, reason="this torch build has no fbgemm")
-def test_prepacked_linear_is_nn_linear_at_inference():
+def test_prepacked_linear_is_nn_linear_at_inference(monkeypatch):
     """fp16-exact weights (every shipped checkpoint) run through the prepacked GEMM under inference: same numbers,
     same state dict; fp32 weights, training and autograd take the plain path; the pack follows weight changes."""
+    monkeypatch.setattr(fast, "PACKED_MIN_WEIGHTS", 0)  # pack even this small test layer
     torch.manual_seed(0)
     layer = fast.Linear(48, 96).eval()
     x = torch.randn(3, 1, 48)
@@ -126,9 +127,23 @@ def test_prepacked_linear_is_nn_linear_at_inference():
     assert set(layer.state_dict()) == {"weight", "bias"}
 
 
+def test_small_weights_take_the_plain_gemm():
+    """Weights of at most PACKED_MIN_WEIGHTS elements are not packed (the plain GEMM is faster for them), so the
+    result is exactly F.linear's."""
+    layer = fast.Linear(64, 64).eval()
+    _round_to_half(layer)
+    x = torch.randn(3, 64)
+    with torch.inference_mode():
+        assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+        assert layer.__dict__["_packed_cache"][1] is None
+    assert fast.prepack(torch.zeros(fast.PACKED_MIN_WEIGHTS // 8, 8)) is None
+
+
+
 @pytest.mark.skipif(not fast.PREPACK, reason="this torch build has no fbgemm")
 def test_prepacked_decoding_gives_the_same_captions(monkeypatch):
     """A float16-stored model decodes to the same tokens and scores with and without the prepacked path."""
+    monkeypatch.setattr(fast, "PACKED_MIN_WEIGHTS", 0)  # the tiny models' weights are all small
     teacher, student = make_tiny_models(0)
     clips = [tone(2.0, freq=300), tone(1.2, freq=700)]
     for model in (teacher, student):
@@ -152,6 +167,7 @@ def test_decoding_step_matches_teacher_forcing(packed, frames, monkeypatch):
     from eacap.models.decoder import AbsorbedCross, ProjectedCross
     teacher, student = make_tiny_models(1)
     monkeypatch.setattr(fast, "PREPACK", packed and fast.PREPACK)
+    monkeypatch.setattr(fast, "PACKED_MIN_WEIGHTS", 0)
     for model in (teacher, student):
         if packed:
             _round_to_half(model)
@@ -320,3 +336,29 @@ def test_pickle_is_never_loaded(tmp_path):
     folder = save_checkpoint(student, tmp_path / "s")
     (folder / "pytorch_model.bin").write_bytes(b"\x80\x04not a real pickle")
     assert load_model(folder).config == student.config
+
+
+def test_relu_variants_decode_and_encode_like_their_training_graphs():
+    """The "lite" student's ReLU activations: the decoder's step matches teacher forcing and the CNN's fused inference
+    network matches its training graph, as for the GELU / SiLU defaults; an unknown activation is a clear error."""
+    from eacap.models.decoder import CaptionDecoder, DecoderConfig
+    from eacap.models.student import EfficientNetConfig, EfficientNetEncoder, StageConfig
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(DecoderConfig(20, memory_dim=8, width=16, layers=2, heads=2, ffn=32, dropout=0.0,
+                                           activation="relu")).eval()
+    memory, lengths, tokens = torch.randn(1, 5, 8), torch.tensor([5]), torch.randint(4, 20, (1, 6))
+    with torch.inference_mode():
+        expected = decoder(tokens, memory, lengths)
+        state = decoder.start(memory, lengths)
+        for position in range(6):
+            assert torch.allclose(decoder.step(tokens[:, position: position + 1], position, state),
+                                  expected[:, position], atol=1e-4)
+    encoder = EfficientNetEncoder(EfficientNetConfig(n_mels=16, stem=8, stages=(StageConfig(8, 1, 2, 3, 1), StageConfig(16, 2, 2)),
+                                                     out_dim=16, activation="relu")).eval()
+    features, frames = torch.randn(2, 16, 40), torch.tensor([40, 40])
+    trained = encoder(features, frames)[0].detach()  # grad enabled: the training graph (BatchNorm in eval mode)
+    with torch.inference_mode():
+        assert torch.allclose(encoder(features, frames)[0], trained, atol=1e-4)
+    assert not any(isinstance(m, torch.nn.SiLU) for m in encoder.modules())
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        CaptionDecoder(DecoderConfig(20, memory_dim=8, activation="swish"))

@@ -4,6 +4,7 @@ Everything runs in a temp folder (scenes from a generated fixture bank, random t
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -142,23 +143,54 @@ def test_every_kd_variant_trains(tiny_run, tmp_path, kd, fraction):
         os.chdir(REPO)
 
 
-def test_fast_shape_student_trains_and_reloads_with_its_architecture(tiny_run, tmp_path):
-    """--shape fast: its own run name, its architecture recorded in the run, and evaluation rebuilds that one."""
+@pytest.mark.parametrize("shape, hop, layers", [("fast", 320, 1), ("lite", 640, 1)])
+def test_other_shape_students_train_and_reload_with_their_architecture(tiny_run, tmp_path, shape, hop, layers):
+    """--shape fast|lite: its own run name, its architecture recorded in the run, and evaluation rebuilds that one
+    (the tiny preset's decoder already has one layer and is narrower than 128)."""
     from train.evaluate import load_run_model
     config, work, _ = tiny_run
     os.chdir(work)
     try:
-        run = copy_inputs(config, tmp_path / "fast")
-        recipe = student.Recipe("seq+contrastive", audio_only=True, shape="fast")
-        assert recipe.name == "seq_contrastive_audio_fast"
+        run = copy_inputs(config, tmp_path / shape)
+        recipe = student.Recipe("seq+contrastive", audio_only=True, shape=shape)
+        assert recipe.name == f"seq_contrastive_audio_{shape}"
         assert student.run(run, recipe, steps=3)["step"] == 3
         model = load_run_model(run, f"{recipe.name}_seed{run.seed}")
-        assert model.config.frontend.hop_length == 320 and model.config.decoder.layers == 1
+        assert model.config.frontend.hop_length == hop and model.config.decoder.layers == layers
         assert isinstance(model.caption_batch([np.zeros(16000, dtype=np.float32) + 0.01])[0].text, str)
     finally:
         os.chdir(REPO)
     with pytest.raises(ValueError, match="--shape must be one of"):
         student.Recipe("seq", shape="huge")
+
+
+def test_lite_shape_full_size():
+    from eacap.models.presets import student_config
+    config = student_config(613, "full", shape="lite")
+    assert (config.frontend.n_fft, config.frontend.hop_length) == (1024, 640)
+    assert (config.decoder.width, config.decoder.layers, config.decoder.ffn) == (128, 2, 512)
+    assert config.encoder == dataclasses.replace(student_config(613, "full").encoder, activation="relu")
+    assert config.decoder.activation == "relu"
+
+
+def test_spec_augment_time_stripes_cover_the_same_duration_at_any_hop(tiny_run, monkeypatch):
+    """Time-mask widths are counted in 10 ms frames: at a 40 ms hop the same setting masks a quarter the frames."""
+    from train import data
+    config, work, _ = tiny_run
+    os.chdir(work)
+    seen = {}
+    real = data.spec_augment_masks
+    monkeypatch.setattr(data, "spec_augment_masks",
+                        lambda frames, n_mels, rng, spec: seen.setdefault(frames, spec) and real(frames, n_mels, rng, spec))
+    try:
+        config = dataclasses.replace(config, spec_augment=(64, 2, 8, 2))
+        items = data.load_split(config, "train")
+        for hop in (160, 320, 640):
+            seen.clear()
+            data.audio_batch(items, np.arange(2), config, 0, 8, hop)
+            assert set(seen.values()) == {(64 * 160 // hop, 2, 8, 2)}, hop
+    finally:
+        os.chdir(REPO)
 
 
 def test_teacher_restores_from_its_checkpoint_and_checkpoints_evaluate(tiny_run, tmp_path):

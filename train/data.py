@@ -76,12 +76,19 @@ def apply_spec_augment(features: torch.Tensor, masks: list[list[tuple]]) -> torc
     return features
 
 
+SPEC_AUGMENT_HOP = 160  # samples per frame that PipelineConfig.spec_augment's time width is counted in
+
+
 def audio_batch(items: list[CaptionItem], indices: np.ndarray, config: PipelineConfig, step: int,
                 n_mels: int, hop: int) -> dict:
     waves = [item_waveform(items[i]) for i in indices]
     w, lengths = pad_waveforms(waves)
+    # The time stripes' width is set in frames of the shipped 10 ms hop: a coarser front-end masks the same
+    # duration with fewer frames (64 frames at a 40 ms hop would hide 2.6 s per stripe instead of 0.64 s).
+    time_width, *rest = config.spec_augment
+    spec = (max(1, round(time_width * SPEC_AUGMENT_HOP / hop)), *rest)
     masks = [spec_augment_masks(int(n) // hop + 1, n_mels, sample_rng(config.seed, step, int(i), SPEC_AUGMENT_PURPOSE),
-                                config.spec_augment) for i, n in zip(indices, lengths.tolist())]
+                                spec) for i, n in zip(indices, lengths.tolist())]
     return {"waveforms": w, "lengths": lengths, "masks": masks, "indices": torch.as_tensor(indices),
             "clip_ids": [items[i].audio_id for i in indices]}
 

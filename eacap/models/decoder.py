@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .activations import activation
 from .fast import Linear, PackedLinear, cached_by_weights, linear
 
 
@@ -33,6 +34,7 @@ class DecoderConfig:
     ffn: int = 1024
     dropout: float = 0.2
     max_length: int = 48     # longest caption in tokens, <s> and </s> included
+    activation: str = "gelu"  # the FFN's: "gelu", or "relu" (cheaper per call on a CPU; the "lite" student)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,7 +84,8 @@ class DecoderLayer(nn.Module):
         self.self_norm, self.self_attn = nn.LayerNorm(w), Attention(w, config.heads, config.dropout)
         self.cross_norm, self.cross_attn = nn.LayerNorm(w), Attention(w, config.heads, config.dropout)
         self.ffn_norm = nn.LayerNorm(w)
-        self.ffn = nn.Sequential(Linear(w, config.ffn), nn.GELU(), nn.Dropout(config.dropout), Linear(config.ffn, w))
+        self.ffn = nn.Sequential(Linear(w, config.ffn), activation(config.activation)[0](), nn.Dropout(config.dropout),
+                                 Linear(config.ffn, w))
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x, memory_kv, memory_mask):
@@ -163,7 +166,7 @@ class CaptionDecoder(nn.Module):
             x = x + layer.self_out(y.view(n, width))
             x = x + cross(F.layer_norm(x, (width,), *layer.cross_norm))
             h = F.layer_norm(x, (width,), *layer.ffn_norm)
-            x = x + layer.ffn_out(F.gelu(layer.ffn_in(h)))
+            x = x + layer.ffn_out(plan.activation(layer.ffn_in(h)))
         return plan.logits(F.layer_norm(x, (width,), *plan.norm))
 
 
@@ -233,6 +236,7 @@ class StepPlan:
     layers: list[LayerPlan]
     norm: tuple
     logits: PackedLinear       # tied to the embedding
+    activation: object         # the FFN's activation function
     thread_choices: dict = field(default_factory=dict)  # eacap.decoding.ThreadChoice per (rows, caller's threads)
 
     @staticmethod
@@ -249,7 +253,8 @@ class StepPlan:
                 PackedLinear(ca.out.weight, ca.out.bias), norm(layer.ffn_norm), PackedLinear(ffn[0].weight, ffn[0].bias),
                 PackedLinear(ffn[3].weight, ffn[3].bias)))
         embed = decoder.embed.weight.detach()
-        return StepPlan(embed * math.sqrt(decoder.config.width), layers, norm(decoder.norm), PackedLinear(embed))
+        return StepPlan(embed * math.sqrt(decoder.config.width), layers, norm(decoder.norm), PackedLinear(embed),
+                        activation(decoder.config.activation)[1])
 
 
 @dataclass

@@ -1,7 +1,12 @@
 """Named model sizes. "full" is what the shipped checkpoints use; "tiny" builds in milliseconds for tests and CI.
 
-Student shapes: "base" is the shipped student; "fast" is the candidate for the issue's speed targets found with
-`python -m train speed-variants` (20 ms hop, so half the CNN input; a narrower CNN; a 1-layer FFN-512 decoder).
+Student shapes: "base" is the first shipped student; "fast" and "lite" are candidates for the issue's speed targets
+found with `python -m train speed-variants`:
+- "fast": 20 ms hop (half the CNN input), a narrower CNN, a 1-layer FFN-512 decoder;
+- "lite": 40 ms frames (1024-sample window, 640 hop: a quarter of the CNN input) through the base CNN, and a
+  2-layer d128 FFN-512 decoder, every weight of which is small enough for the plain float32 GEMM that decoding
+  steps run fastest on (`eacap.models.fast.PACKED_MIN_WEIGHTS`); ReLU instead of SiLU / GELU throughout (at batch
+  1 each activation call is tens of microseconds here, and the cheaper one saves ~3 ms of a ~36 ms caption).
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from .student import EfficientNetConfig, StageConfig
 from .teacher import WhisperEncoderConfig
 
 SIZES = ("full", "tiny")
-STUDENT_SHAPES = ("base", "fast")
+STUDENT_SHAPES = ("base", "fast", "lite")
 
 # The "fast" student's CNN: every stage narrower than the base's, the second stage one block shorter.
 NARROW_CNN = EfficientNetConfig(stem=16, stages=(StageConfig(16, 1, 2, 3, 1), StageConfig(24, 1, 1, 3),
@@ -47,6 +52,8 @@ def student_config(vocab_size: int, size: str = "full", teacher_dim: int = 384, 
         raise ValueError(f"unknown student shape {shape!r}: expected one of {STUDENT_SHAPES}")
     if shape == "fast":
         return fast_shape(student_config(vocab_size, size, teacher_dim), narrow_encoder=size == "full")
+    if shape == "lite":
+        return lite_shape(student_config(vocab_size, size, teacher_dim))
     if size == "full":
         encoder = EfficientNetConfig()
         decoder = DecoderConfig(vocab_size, memory_dim=encoder.out_dim, width=256, layers=2, heads=4, ffn=1024)
@@ -65,3 +72,14 @@ def fast_shape(base: ModelConfig, narrow_encoder: bool = True) -> ModelConfig:
     return dataclasses.replace(
         base, frontend=dataclasses.replace(base.frontend, hop_length=2 * base.frontend.hop_length), encoder=encoder,
         decoder=dataclasses.replace(base.decoder, memory_dim=encoder.out_dim, layers=1, ffn=base.decoder.ffn // 2))
+
+
+def lite_shape(base: ModelConfig) -> ModelConfig:
+    """`base` with 40 ms frames (4x the hop, 2x the window), ReLU activations and, for the full size, a 2-layer d128
+    FFN-512 decoder."""
+    frontend = dataclasses.replace(base.frontend, n_fft=2 * base.frontend.n_fft, hop_length=4 * base.frontend.hop_length)
+    decoder = dataclasses.replace(base.decoder, activation="relu")
+    if base.decoder.width > 128:
+        decoder = dataclasses.replace(decoder, width=128, ffn=512)
+    encoder = dataclasses.replace(base.encoder, activation="relu")
+    return dataclasses.replace(base, frontend=frontend, encoder=encoder, decoder=decoder)
