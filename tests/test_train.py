@@ -158,6 +158,18 @@ def test_other_shape_students_train_and_reload_with_their_architecture(tiny_run,
         model = load_run_model(run, f"{recipe.name}_seed{run.seed}")
         assert model.config.frontend.hop_length == hop and model.config.decoder.layers == layers
         assert isinstance(model.caption_batch([np.zeros(16000, dtype=np.float32) + 0.01])[0].text, str)
+        # shipped with this shape, its model card and config name the command that trains it, and `--only
+        # student` leaves the teacher's checkpoint alone
+        from train import export
+        shipping = replace(run, student_shape=shape)
+        assert export.shipped_student(shipping) == f"{recipe.name}_seed{run.seed}"
+        assert export.command(shipping, "student", f"{recipe.name}_seed{run.seed}") == (
+            f"python -m train student --preset tiny --kd seq+contrastive --audio-only --shape {shape} --steps 3")
+        out = tmp_path / f"{shape}_checkpoints"
+        export.export(shipping, out, roles=("student",))
+        assert not (out / "teacher").exists()
+        assert f"--shape {shape} --steps 3" in (out / "student" / "README.md").read_text()
+        assert eacap.load_model(out / "student").config.frontend.hop_length == hop
     finally:
         os.chdir(REPO)
     with pytest.raises(ValueError, match="--shape must be one of"):

@@ -53,6 +53,7 @@ class PipelineConfig:
     spec_augment: tuple[int, int, int, int] = (64, 2, 8, 2)   # time width, time stripes, freq width, freq stripes
     seed: int = 0
     audio_only_scenes: int | None = None   # use only the first N scenes of the audio-only pool (None: all)
+    student_shape: str = "base"  # the shipped student's architecture (eacap.models.presets.STUDENT_SHAPES)
     run_dir: Path = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self):

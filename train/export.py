@@ -14,11 +14,41 @@ from train.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.data import run_path
 from train.evaluate import load_run_model
 
-SHIPPED_STUDENT = "seq_contrastive_audio"
-COMMANDS = {
-    "teacher": "python -m train teacher --preset {preset}",
-    "student": "python -m train student --preset {preset} --kd seq+contrastive --audio-only",
-}
+SHIPPED_KD = "seq+contrastive"  # the shipped recipe: seq-KD + contrastive encoder KD + audio-only data
+
+
+def shipped_recipe(config: PipelineConfig):
+    """The recipe of the student the preset ships (its architecture: `config.student_shape`)."""
+    from train.student import Recipe
+    return Recipe(SHIPPED_KD, audio_only=True, shape=config.student_shape)
+
+
+def shipped_student(config: PipelineConfig) -> str:
+    """The run name of the shipped student, e.g. seq_contrastive_audio_lite_seed0."""
+    return f"{shipped_recipe(config).name}_seed{config.seed}"
+
+
+def command(config: PipelineConfig, role: str, run_name: str) -> str:
+    """The command that trains this run, with the options it was trained with beyond the preset's defaults."""
+    if role == "teacher":
+        return f"python -m train teacher --preset {config.name}"
+    from train.student import load_student_architecture
+    from eacap.models.presets import STUDENT_SHAPES, student_config
+    parts = [f"python -m train student --preset {config.name} --kd {SHIPPED_KD} --audio-only"]
+    architecture = load_student_architecture(config, run_path(config, "students", run_name)).config
+    vocab, width = architecture.decoder.vocab_size, architecture.kd.teacher_dim if architecture.kd else 384
+    shape = next((s for s in STUDENT_SHAPES
+                  if student_config(vocab, config.model_size, width, shape=s).to_dict() == architecture.to_dict()), None)
+    if shape not in (None, "base"):
+        parts.append(f"--shape {shape}")
+    runs = run_path(config, "students", run_name, "runs.jsonl")
+    if runs.is_file():
+        steps = json.loads(runs.read_text().splitlines()[-1])["schedule"]["steps"]
+        if steps != config.student.steps:
+            parts.append(f"--steps {steps}")
+    if config.audio_only_scenes is not None:
+        parts.append(f"--audio-only-scenes {config.audio_only_scenes}")
+    return " ".join(parts)
 
 
 def default_out(config: PipelineConfig) -> Path:
@@ -90,7 +120,7 @@ def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
          "licences: `train/DATA.md`."),
         "", "## Reproduce", "", "```bash",
         f"python -m train all --preset {config.name}   # or, for this model alone:",
-        COMMANDS[role].format(preset=config.name), "```", "", *training_summary(config, role, run_name), "",
+        command(config, role, run_name), "```", "", *training_summary(config, role, run_name), "",
     ]
     if results:
         m = results["metrics"]
@@ -106,16 +136,22 @@ def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
     return "\n".join(lines)
 
 
-def export(config: PipelineConfig, out: Path | None = None, student: str | None = None) -> list[Path]:
+ROLES = ("teacher", "student")
+
+
+def export(config: PipelineConfig, out: Path | None = None, student: str | None = None,
+           roles: tuple[str, ...] = ROLES) -> list[Path]:
     out = out or default_out(config)
-    student = student or f"{SHIPPED_STUDENT}_seed{config.seed}"
+    student = student or shipped_student(config)
     written = []
     for role, run_name in (("teacher", "teacher"), ("student", student)):
+        if role not in roles:
+            continue
         model = load_run_model(config, run_name)
         model.source = str(out / role)
         # float16 on disk keeps the teacher (18 M parameters) under the 60 MB a checkpoint may take in the repo
         folder = save_checkpoint(model, out / role, card=model_card(config, role, run_name, model), half=True,
-                                 extra={"trained_by": COMMANDS[role].format(preset=config.name), "run": run_name})
+                                 extra={"trained_by": command(config, role, run_name), "run": run_name})
         written.append(folder)
         size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
         print(f"exported {role} ({run_name}) -> {folder} ({size:.1f} MB)")
@@ -125,9 +161,12 @@ def export(config: PipelineConfig, out: Path | None = None, student: str | None 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_preset_arguments(parser)
     parser.add_argument("--out", type=Path, help="folder for teacher/ and student/ (default: checkpoints/ for full)")
-    parser.add_argument("--student", help=f"student run to ship (default: {SHIPPED_STUDENT}_seed<seed>)")
+    parser.add_argument("--student", help="student run to ship (default: the preset's shipped recipe and shape, "
+                        "e.g. seq_contrastive_audio_lite_seed0)")
+    parser.add_argument("--only", choices=ROLES, help="export only this model (e.g. a new student beside a teacher "
+                        "restored with `teacher --from-checkpoint`, whose card keeps its training history)")
 
 
 def main(args: argparse.Namespace) -> int:
-    export(config_from_args(args), args.out, args.student)
+    export(config_from_args(args), args.out, args.student, (args.only,) if args.only else ROLES)
     return 0

@@ -48,7 +48,7 @@ def run(config: PipelineConfig, teacher_steps: int | None = None, student_steps:
     pseudo.run(config)
     timings["pseudo"] = time.time() - tic
     tic = stage("student")
-    recipe = student.Recipe("seq+contrastive", audio_only=True)
+    recipe = export.shipped_recipe(config)
     student.run(config, recipe, steps=student_steps)
     timings["student"] = time.time() - tic
     tic = stage("evaluate")

@@ -11,7 +11,7 @@ import numpy as np
 
 from train.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.data import run_path
-from train.export import SHIPPED_STUDENT
+from train.export import shipped_student
 
 COLUMNS = [("BLEU-4", "bleu_4"), ("METEOR", "meteor"), ("ROUGE-L", "rouge_l"), ("CIDEr-D", "cider_d"),
            ("SBERT-sim", "sbert_sim")]
@@ -145,7 +145,7 @@ def targets_section(config: PipelineConfig, results: list[dict], teacher: dict |
     """Issue 6's targets, each with the measured figure and whether it is met: quality from the results JSONs,
     speed from the saved benchmark (if any)."""
     rows = []
-    student = next((r for r in results if r["model"] == f"{SHIPPED_STUDENT}_seed{config.seed}"), None)
+    student = next((r for r in results if r["model"] == shipped_student(config)), None)
     if teacher is not None:
         t = teacher["metrics"]
         root = run_path(config, "results")
