@@ -30,6 +30,11 @@ ROWS = [  # (row label, run-name pattern without the seed)
 ]
 
 ROW_LABELS = {pattern: label for label, pattern in ROWS}
+# Runs outside the ablation rows: the shipped recipe in the other student shapes (eacap.models.presets)
+SHAPE_LABELS = {
+    "seq_contrastive_audio_fast": "shipped recipe, `--shape fast` (20 ms hop, narrow CNN, 1-layer decoder)",
+    "seq_contrastive_audio_lite": "shipped recipe, `--shape lite` (40 ms frames, ReLU, 2-layer d128 decoder)",
+}
 
 
 def _fmt(values: list[float]) -> str:
@@ -45,7 +50,7 @@ def table(results: list[dict]) -> str:
     header = ["model", *[c for c, _ in COLUMNS], "event-F1", "params", "latency (ms)", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     known = {pattern for _, pattern in ROWS}
-    rows = ROWS + [(name, name) for name in sorted(groups) if name not in known]
+    rows = ROWS + [(SHAPE_LABELS.get(name, name), name) for name in sorted(groups) if name not in known]
     for label, pattern in rows:
         runs = groups.get(pattern)
         if not runs:
