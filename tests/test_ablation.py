@@ -93,3 +93,40 @@ def test_targets_section_states_each_target_met_or_not(tmp_path):
     assert "1/6.0 | met |" in text and "latency 2.0x, throughput 9.0x | met |" in text
     (results / "bench.json").unlink()
     assert "Speed: not measured yet" in "\n".join(report.targets_section(config, [teacher, student], teacher))
+
+
+def test_an_ablation_of_another_shape_has_its_own_folder_and_the_same_rows(tmp_path):
+    """`--shape slim`: every row is that architecture, in `ablation<N>_slim/`; the report reads its rows by recipe."""
+    runs = ablation.plan([0], ["none", "seq_contrastive"], shape="slim")
+    assert [(recipe.name, recipe.shape) for recipe, _ in runs] == [("none_slim", "slim"), ("seq_contrastive_slim", "slim")]
+    assert ablation.group_name(500) == "ablation500" and ablation.group_name(500, "slim") == "ablation500_slim"
+    assert ablation.parse_group("ablation500_slim") == (500, "slim") and ablation.parse_group("ablation250") == (250, "base")
+    assert ablation.parse_group("ablation500_huge") is None and ablation.parse_group("archive") is None
+    assert ablation.row_name("ablation500_slim/none_slim_seed1", "slim") == "none"
+
+    config = dataclasses.replace(PRESETS["full"], run_dir=tmp_path, student_shape="slim")
+    folder = tmp_path / "results" / "ablation500_slim"
+    folder.mkdir(parents=True)
+
+    def scored(group: str, name: str, cider: float) -> None:
+        row = {**result(name, cider), "model": f"{group}/{name}_seed0", "parameters": 2_000_000,
+               "latency_seconds": 0.03, "event_f1": {"f1": 0.2}}
+        row["metrics"].update(bleu_4=0.3, meteor=0.2, rouge_l=0.4)
+        (tmp_path / "results" / group / f"{name}_seed0.json").write_text(json.dumps(row))
+
+    for name, cider in (("none_slim", 0.5), ("seq_contrastive_slim", 0.7)):
+        scored("ablation500_slim", name, cider)
+    (tmp_path / "results" / "ablation250").mkdir()  # a base-shape ablation: not the shipped architecture's target
+    scored("ablation250", "none", 0.1)
+    teacher = {"model": "teacher", "parameters": 18_000_000, "latency_seconds": 0.3, "event_f1": {"f1": 0.3},
+               "metrics": {"cider_d": 0.9, "sbert_sim": 0.5, "bleu_4": 0.3, "meteor": 0.2, "rouge_l": 0.5}}
+    targets = "\n".join(report.targets_section(config, [teacher], teacher))
+    assert "| teacher CIDEr-D >= 1.10x the no-KD student's (500 steps) | 0.900 vs 0.500: 1.80x | met |" in targets
+    assert "(250 steps)" not in targets
+    text = "\n".join(report.ablation_sections(config, teacher))
+    assert "## Ablation: every student row at 500 steps, student shape `slim`" in text
+    assert "`python -m train ablation --preset full --steps 500 --shape slim --seeds 0`" in text
+    assert "| student, supervised only | 0.300 |" in text and "| + seq-KD + enc-KD contrastive |" in text
+    assert "**Contrastive encoder KD adds to sequence-level KD**" not in text  # no seq-KD row in this one
+    assert text.index("at 250 steps") < text.index("at 500 steps, student shape")  # base first, then by shape
+    assert "`python -m train ablation --preset full --steps 250 --shape base --seeds 0`" in text

@@ -143,9 +143,9 @@ def test_every_kd_variant_trains(tiny_run, tmp_path, kd, fraction):
         os.chdir(REPO)
 
 
-@pytest.mark.parametrize("shape, hop, layers", [("fast", 320, 1), ("lite", 640, 1)])
+@pytest.mark.parametrize("shape, hop, layers", [("fast", 320, 1), ("lite", 640, 1), ("slim", 640, 1)])
 def test_other_shape_students_train_and_reload_with_their_architecture(tiny_run, tmp_path, shape, hop, layers):
-    """--shape fast|lite: its own run name, its architecture recorded in the run, and evaluation rebuilds that one
+    """--shape fast|lite|slim: its own run name, its architecture recorded in the run, and evaluation rebuilds that one
     (the tiny preset's decoder already has one layer and is narrower than 128)."""
     from train.evaluate import load_run_model
     config, work, _ = tiny_run
@@ -183,6 +183,15 @@ def test_lite_shape_full_size():
     assert (config.decoder.width, config.decoder.layers, config.decoder.ffn) == (128, 2, 512)
     assert config.encoder == dataclasses.replace(student_config(613, "full").encoder, activation="relu")
     assert config.decoder.activation == "relu"
+
+
+def test_slim_shape_full_size():
+    """slim: lite's 40 ms frames, but the base CNN and activations and a d256 decoder of one layer, FFN 512."""
+    from eacap.models.presets import student_config
+    base, config = student_config(613, "full"), student_config(613, "full", shape="slim")
+    assert (config.frontend.n_fft, config.frontend.hop_length) == (1024, 640)
+    assert config.encoder == base.encoder and config.kd == base.kd
+    assert config.decoder == dataclasses.replace(base.decoder, layers=1, ffn=512)
 
 
 def test_spec_augment_time_stripes_cover_the_same_duration_at_any_hop(tiny_run, monkeypatch):

@@ -1,9 +1,11 @@
-"""`python -m train ablation --steps N [--seeds 0 1] [--jobs 2]`: the paper's comparisons in miniature.
+"""`python -m train ablation --steps N [--seeds 0 1] [--shape S] [--jobs 2]`: the paper's comparisons in miniature.
 
 Trains every student row of the results table (no KD, seq-KD, token-KD, seq-KD + MSE / contrastive encoder KD,
 + audio-only data, and MSE vs contrastive with 10% / 25% of the captions) with the same step budget, schedule
-shape and seeds, then scores each on the test split. Runs go to `students/ablation<N>/`, scores to
-`results/ablation<N>/`, and `train report` turns them into a table plus a plain-words check of the paper's claims.
+shape and seeds, then scores each on the test split. Every row is the same student architecture: the shipped one
+(the preset's `student_shape`) unless `--shape` names another. Runs go to `students/ablation<N>/`, scores to
+`results/ablation<N>/` (`ablation<N>_<shape>/` for a shape other than base), and `train report` turns them into a
+table plus a plain-words check of the paper's claims.
 
 Every row is resumable and skipped once scored, so re-running the same command continues where it stopped.
 `--jobs J` splits the rows over J processes with cores/J threads each, for machines with more cores than one
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
 
 import torch
 
+from eacap.models.presets import STUDENT_SHAPES
 from train import evaluate, student
 from train.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.data import run_path
@@ -40,17 +44,33 @@ RECIPES = (
 )
 
 
-def group_name(steps: int) -> str:
-    return f"ablation{steps}"
+def group_name(steps: int, shape: str = "base") -> str:
+    """The folder of one ablation: its step budget and, unless base, the student shape of its rows."""
+    return f"ablation{steps}" + ("" if shape == "base" else f"_{shape}")
 
 
-def plan(seeds: list[int], rows: list[str] | None = None) -> list[tuple[Recipe, int]]:
-    """(recipe, seed) for every row, or only the rows named (recipe names such as `none`, `seq_contrastive`)."""
+def parse_group(name: str) -> tuple[int, str] | None:
+    """(steps, shape) of an ablation folder name, or None for any other name."""
+    match = re.fullmatch(r"ablation(\d+)(?:_(\w+))?", name)
+    if not match or (match[2] or "base") not in STUDENT_SHAPES:
+        return None
+    return int(match[1]), match[2] or "base"
+
+
+def row_name(run_name: str, shape: str) -> str:
+    """A row's recipe name from its run name in an ablation of `shape`: the shape suffix and the seed dropped."""
+    name = re.sub(r"_seed\d+$", "", run_name.rsplit("/", 1)[-1])
+    return name.removesuffix(f"_{shape}") if shape != "base" else name
+
+
+def plan(seeds: list[int], rows: list[str] | None = None, shape: str = "base") -> list[tuple[Recipe, int]]:
+    """(recipe, seed) for every row, or only the rows named (recipe names such as `none`, `seq_contrastive`), each
+    with the student architecture `shape`."""
     known = [recipe.name for recipe in RECIPES]
     unknown = sorted(set(rows or []) - set(known))
     if unknown:
         raise ValueError(f"unknown ablation row(s) {', '.join(unknown)}: choose from {', '.join(known)}")
-    return [(recipe, seed) for seed in seeds for recipe in RECIPES if not rows or recipe.name in rows]
+    return [(replace(recipe, shape=shape), seed) for seed in seeds for recipe in RECIPES if not rows or recipe.name in rows]
 
 
 def split_jobs(runs: list[tuple[Recipe, int]], jobs: int) -> list[list[tuple[Recipe, int]]]:
@@ -65,9 +85,9 @@ def split_jobs(runs: list[tuple[Recipe, int]], jobs: int) -> list[list[tuple[Rec
 
 
 def run_rows(config: PipelineConfig, steps: int, runs: list[tuple[Recipe, int]]) -> list[str]:
-    group = group_name(steps)
     names = []
     for recipe, seed in runs:
+        group = group_name(steps, recipe.shape)
         cfg = replace(config, seed=seed, student=config.student.rescaled(steps))
         name = f"{group}/{student.student_dir(cfg, recipe, group).name}"
         if not run_path(cfg, "results", f"{name}.json").is_file():
@@ -82,6 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_preset_arguments(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to train every row with (default: 0)")
     parser.add_argument("--rows", nargs="+", help="only these rows (e.g. none seq_contrastive); default: all")
+    parser.add_argument("--shape", choices=STUDENT_SHAPES,
+                        help="student architecture of every row (default: the preset's shipped student_shape)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes, each with cores/jobs threads")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # "i/J": the i-th of J jobs (set by --jobs)
 
@@ -89,7 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     steps = args.steps or config.student.steps
-    runs = plan(args.seeds, args.rows)
+    shape = args.shape or config.student_shape
+    runs = plan(args.seeds, args.rows, shape)
     if args.part:
         index, jobs = map(int, args.part.split("/"))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
@@ -100,10 +123,10 @@ def main(args: argparse.Namespace) -> int:
     if args.jobs == 1:
         run_rows(config, steps, runs)
         return 0
-    logs = run_path(config, "students", group_name(steps))
+    logs = run_path(config, "students", group_name(steps, shape))
     logs.mkdir(parents=True, exist_ok=True)
     base = [sys.executable, "-m", "train", "ablation", "--preset", config.name, "--run-dir", str(config.run_dir),
-            "--steps", str(steps), "--seeds", *map(str, args.seeds)] + (["--rows", *args.rows] if args.rows else [])
+            "--steps", str(steps), "--seeds", *map(str, args.seeds), "--shape", shape] + (["--rows", *args.rows] if args.rows else [])
     if config.audio_only_scenes is not None:
         base += ["--audio-only-scenes", str(config.audio_only_scenes)]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.jobs))}

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from train.ablation import parse_group, row_name
 from train.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.data import run_path
 from train.export import shipped_student
@@ -34,6 +34,7 @@ ROW_LABELS = {pattern: label for label, pattern in ROWS}
 SHAPE_LABELS = {
     "seq_contrastive_audio_fast": "shipped recipe, `--shape fast` (20 ms hop, narrow CNN, 1-layer decoder)",
     "seq_contrastive_audio_lite": "shipped recipe, `--shape lite` (40 ms frames, ReLU, 2-layer d128 decoder)",
+    "seq_contrastive_audio_slim": "shipped recipe, `--shape slim` (40 ms frames, 1-layer d256 FFN-512 decoder)",
 }
 
 
@@ -45,8 +46,8 @@ def _fmt(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
-def table(results: list[dict]) -> str:
-    groups = _groups(results)
+def table(results: list[dict], shape: str = "base") -> str:
+    groups = _groups(results, shape)
     header = ["model", *[c for c, _ in COLUMNS], "event-F1", "params", "latency (ms)", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     known = {pattern for _, pattern in ROWS}
@@ -64,11 +65,19 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _groups(results: list[dict]) -> dict[str, list[dict]]:
+def _groups(results: list[dict], shape: str = "base") -> dict[str, list[dict]]:
+    """Results by row: run name without the seed (and, in an ablation of another shape, without its suffix)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in results:
-        groups[re.sub(r"_seed\d+$", "", r["model"].rsplit("/", 1)[-1])].append(r)
+        groups[row_name(r["model"], shape)].append(r)
     return groups
+
+
+def ablation_folders(config: PipelineConfig) -> list[tuple[Path, int, str]]:
+    """(folder, steps, shape) of every `train ablation` result folder, by shape (base first) then budget."""
+    root = run_path(config, "results")
+    found = [(p, *parsed) for p in root.glob("ablation*") if p.is_dir() and (parsed := parse_group(p.name))]
+    return sorted(found, key=lambda f: (f[2] != "base", f[2], f[1]))
 
 
 def _cider(groups: dict[str, list[dict]], pattern: str, key: str = "cider_d") -> tuple[float, float] | None:
@@ -153,11 +162,12 @@ def targets_section(config: PipelineConfig, results: list[dict], teacher: dict |
     student = next((r for r in results if r["model"] == shipped_student(config)), None)
     if teacher is not None:
         t = teacher["metrics"]
-        root = run_path(config, "results")
-        for folder in sorted(root.glob("ablation*"), key=lambda p: int(p.name[8:] or 0)):
-            none = _cider(_groups([json.loads(p.read_text()) for p in folder.glob("none_seed*.json")]), "none")
+        for folder, steps, shape in ablation_folders(config):
+            if shape != config.student_shape:  # the shipped student's architecture only
+                continue
+            none = _cider(_groups([json.loads(p.read_text()) for p in folder.glob("none*_seed*.json")], shape), "none")
             if none is not None:
-                rows.append((f"teacher CIDEr-D >= 1.10x the no-KD student's ({folder.name[8:]} steps)",
+                rows.append((f"teacher CIDEr-D >= 1.10x the no-KD student's ({steps} steps)",
                              f"{t['cider_d']:.3f} vs {none[0]:.3f}: {t['cider_d'] / none[0]:.2f}x",
                              _verdict(t["cider_d"] >= 1.1 * none[0])))
         if not any(r[0].startswith("teacher CIDEr-D") for r in rows) and archive_path(config).is_file():
@@ -199,29 +209,32 @@ def targets_section(config: PipelineConfig, results: list[dict], teacher: dict |
 def ablation_sections(config: PipelineConfig, teacher: dict | None) -> list[str]:
     """One section per `train ablation` budget: the table and the paper's claims checked on it."""
     out = []
-    root = run_path(config, "results")
-    for folder in sorted((p for p in root.glob("ablation*") if p.is_dir()), key=lambda p: int(p.name[8:] or 0)):
+    for folder, steps, shape in ablation_folders(config):
         results = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
         if not results:
             continue
-        steps = folder.name[len("ablation"):]
+        groups = _groups(results, shape)
         rows = ([teacher] if teacher else []) + results
         seeds = sorted({r["seed"] for r in results})
-        full = {name for name, runs in _groups(results).items() if len(runs) == len(seeds)}
-        partial = sorted(set(_groups(results)) - full)
-        command = f"`python -m train ablation --preset {config.name} --steps {steps} --seeds {' '.join(map(str, seeds))}`"
+        full = {name for name, runs in groups.items() if len(runs) == len(seeds)}
+        partial = sorted(set(groups) - full)
+        base = f"python -m train ablation --preset {config.name} --steps {steps}"
+        if (shape, config.student_shape) != ("base", "base"):  # the default shape is the preset's: name it
+            base += f" --shape {shape}"
+        command = f"`{base} --seeds {' '.join(map(str, seeds))}`"
         if partial:  # some rows have fewer seeds than others: say which command made which
-            command = (f"`python -m train ablation --preset {config.name} --steps {steps} --seeds {seeds[0]}`, then "
+            command = (f"`{base} --seeds {seeds[0]}`, then "
                        f"`--seeds {' '.join(map(str, seeds[1:]))} --rows {' '.join(sorted(full))}`")
-        out += [f"## Ablation: every student row at {steps} steps", "",
+        shape_note = "" if shape == "base" else f", student shape `{shape}`"
+        out += [f"## Ablation: every student row at {steps} steps{shape_note}", "",
                 f"{command}: "
                 f"each student row trained for {steps} steps of batch {config.student.batch_size} (the preset's "
                 f"schedule shape rescaled to that budget), seed(s) {', '.join(map(str, seeds))} (the seeds column says "
                 f"how many each row has), then scored on the "
                 f"test split like the table above. The teacher row is the trained teacher, for reference. "
                 f"{'Single seed: differences under ' + str(round(TIE * 100)) + '% relative are called undecided.' if len(seeds) == 1 else 'Mean ± std over seeds; a difference within the summed spreads is called undecided.'}",
-                "", table(rows), "", "The paper's claims on this data (CIDEr-D):", "",
-                *claims(_groups(results), teacher), ""]
+                "", table(rows, shape), "", "The paper's claims on this data (CIDEr-D):", "",
+                *claims(groups, teacher), ""]
     return out
 
 

@@ -1,4 +1,4 @@
-"""`python -m train student --kd none|seq|token|seq+mse|seq+contrastive [--audio-only] [--label-fraction F] [--shape fast|lite]`
+"""`python -m train student --kd none|seq|token|seq+mse|seq+contrastive [--audio-only] [--label-fraction F] [--shape fast|lite|slim]`
 
 L = w_sup L_sup + w_seq L_seq + w_tok L_tok + w_enc L_enc (method.md §1.4):
 - L_sup: cross-entropy on a human caption of the clip (one of its five, drawn per step);
@@ -235,8 +235,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-only", action="store_true", help="add one audio-only batch per step (L_seq + L_enc)")
     parser.add_argument("--label-fraction", type=float, help="use this fraction of the captioned train set (0-1]")
     parser.add_argument("--shape", default="base", choices=STUDENT_SHAPES,
-                        help="student architecture: base, fast (20 ms hop, narrow CNN, 1-layer decoder) or lite (40 ms "
-                             "frames, base CNN, 2-layer d128 decoder; "
+                        help="student architecture: base, fast (20 ms hop, narrow CNN, 1-layer decoder), lite (40 ms "
+                             "frames, base CNN, ReLU, 2-layer d128 decoder) or slim (40 ms frames, base CNN, 1-layer "
+                             "d256 FFN-512 decoder; "
                              "see `train speed-variants`); a non-base shape is added to the run name")
     for name in ("sup", "seq", "tok", "enc"):
         parser.add_argument(f"--w-{name}", type=float, default=1.0, help=f"weight of L_{name} (default 1)")

@@ -21,7 +21,7 @@ from eacap.cli import CHECKPOINTS, positive
 from eacap.decoding import DecodingOptions
 from eacap.features import STUDENT_FRONTEND
 from eacap.models import CaptionModel, ModelConfig
-from eacap.models.presets import fast_shape, lite_shape
+from eacap.models.presets import fast_shape, lite_shape, slim_shape
 
 HOP_320 = dataclasses.replace(STUDENT_FRONTEND, hop_length=320)  # 20 ms frames: half the CNN input
 
@@ -37,7 +37,7 @@ def variants(base: ModelConfig) -> dict[str, ModelConfig]:
         "20 ms hop": change(frontend=HOP_320),
         "20 ms hop + 1-layer decoder": change(frontend=HOP_320, layers=1),
         "shape \"fast\": 20 ms hop + 1-layer FFN-512 decoder + narrow CNN": fast_shape(base),
-        "40 ms frames + 1-layer FFN-512 decoder": change(frontend=lite_shape(base).frontend, layers=1, ffn=512),
+        "shape \"slim\": 40 ms frames + 1-layer FFN-512 decoder": slim_shape(base),
         "shape \"lite\": 40 ms frames + 2-layer d128 FFN-512 decoder": lite_shape(base),
     }
 

@@ -6,7 +6,9 @@ found with `python -m train speed-variants`:
 - "lite": 40 ms frames (1024-sample window, 640 hop: a quarter of the CNN input) through the base CNN, and a
   2-layer d128 FFN-512 decoder, every weight of which is small enough for the plain float32 GEMM that decoding
   steps run fastest on (`eacap.models.fast.PACKED_MIN_WEIGHTS`); ReLU instead of SiLU / GELU throughout (at batch
-  1 each activation call is tens of microseconds here, and the cheaper one saves ~3 ms of a ~36 ms caption).
+  1 each activation call is tens of microseconds here, and the cheaper one saves ~3 ms of a ~36 ms caption);
+- "slim": lite's 40 ms frames through the base CNN with the base activations, and a 1-layer d256 FFN-512 decoder
+  (the decoder width kept, its depth and FFN cut): one change fewer than lite, to tell which of lite's costs quality.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from .student import EfficientNetConfig, StageConfig
 from .teacher import WhisperEncoderConfig
 
 SIZES = ("full", "tiny")
-STUDENT_SHAPES = ("base", "fast", "lite")
+STUDENT_SHAPES = ("base", "fast", "lite", "slim")
 
 # The "fast" student's CNN: every stage narrower than the base's, the second stage one block shorter.
 NARROW_CNN = EfficientNetConfig(stem=16, stages=(StageConfig(16, 1, 2, 3, 1), StageConfig(24, 1, 1, 3),
@@ -54,6 +56,8 @@ def student_config(vocab_size: int, size: str = "full", teacher_dim: int = 384, 
         return fast_shape(student_config(vocab_size, size, teacher_dim), narrow_encoder=size == "full")
     if shape == "lite":
         return lite_shape(student_config(vocab_size, size, teacher_dim))
+    if shape == "slim":
+        return slim_shape(student_config(vocab_size, size, teacher_dim))
     if size == "full":
         encoder = EfficientNetConfig()
         decoder = DecoderConfig(vocab_size, memory_dim=encoder.out_dim, width=256, layers=2, heads=4, ffn=1024)
@@ -74,10 +78,21 @@ def fast_shape(base: ModelConfig, narrow_encoder: bool = True) -> ModelConfig:
         decoder=dataclasses.replace(base.decoder, memory_dim=encoder.out_dim, layers=1, ffn=base.decoder.ffn // 2))
 
 
+def frames_40ms(frontend):
+    """A front-end with 40 ms frames: 4x the hop (a quarter of the CNN input), 2x the window."""
+    return dataclasses.replace(frontend, n_fft=2 * frontend.n_fft, hop_length=4 * frontend.hop_length)
+
+
+def slim_shape(base: ModelConfig) -> ModelConfig:
+    """`base` with 40 ms frames and a 1-layer decoder with half the FFN (width and activations kept)."""
+    return dataclasses.replace(base, frontend=frames_40ms(base.frontend),
+                               decoder=dataclasses.replace(base.decoder, layers=1, ffn=base.decoder.ffn // 2))
+
+
 def lite_shape(base: ModelConfig) -> ModelConfig:
     """`base` with 40 ms frames (4x the hop, 2x the window), ReLU activations and, for the full size, a 2-layer d128
     FFN-512 decoder."""
-    frontend = dataclasses.replace(base.frontend, n_fft=2 * base.frontend.n_fft, hop_length=4 * base.frontend.hop_length)
+    frontend = frames_40ms(base.frontend)
     decoder = dataclasses.replace(base.decoder, activation="relu")
     if base.decoder.width > 128:
         decoder = dataclasses.replace(decoder, width=128, ffn=512)
