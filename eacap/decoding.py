@@ -210,7 +210,7 @@ def _beam(decoder, frames, lengths, special, options) -> Hypotheses:
             # finished, best_score is -inf and only a dead beam (-inf) stops a clip, which isfinite covers.
             if any_finished:
                 active &= ~(best_score >= _normalise(scores[:, 0], position + 1, options.length_penalty))
-            active &= torch.isfinite(scores[:, 0])
+            active &= scores[:, 0] > float("-inf")  # log-probabilities: a dead beam is -inf (one op, isfinite is 3)
             if not bool(active.any()):
                 break
 

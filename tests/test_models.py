@@ -139,6 +139,19 @@ def test_small_weights_take_the_plain_gemm():
     assert fast.prepack(torch.zeros(fast.PACKED_MIN_WEIGHTS // 8, 8)) is None
 
 
+def test_unpacked_step_weights_multiply_transposed_and_equal_f_linear():
+    """`PackedLinear` with a small weight multiplies by its transpose, kept contiguous: F.linear's result to float
+    rounding, with or without a bias, and F.linear itself when gradients are on or the input is not a matrix."""
+    weight, bias, x = torch.randn(48, 32), torch.randn(48), torch.randn(3, 32)
+    for b in (bias, None):
+        layer = fast.PackedLinear(weight, b)
+        assert layer.packed is None and layer.weight_t.is_contiguous() and layer.weight_t.shape == (32, 48)
+        with torch.inference_mode():
+            assert torch.allclose(layer(x), torch.nn.functional.linear(x, weight, b), atol=1e-5)
+            assert layer(x[None]).shape == (1, 3, 48)
+        assert torch.equal(layer(x), torch.nn.functional.linear(x, weight, b))  # grad mode: F.linear
+
+
 
 @pytest.mark.skipif(not fast.PREPACK, reason="this torch build has no fbgemm")
 def test_prepacked_decoding_gives_the_same_captions(monkeypatch):
