@@ -41,6 +41,39 @@ def test_parameter_budget():
     assert student.num_parameters() * 5 <= teacher.num_parameters()
 
 
+@pytest.mark.parametrize("size", ["tiny", "full"])
+def test_encoders_run_as_a_trace_built_once_with_the_eager_numbers(size, monkeypatch):
+    """At inference both encoders run as a TorchScript trace of their first input, which then serves any batch and
+    length with exactly the eager numbers; where tracing fails the eager module runs, with a warning."""
+    import copy
+    torch.manual_seed(0)
+    for config in (teacher_config(50, size), student_config(50, size)):
+        traced = CaptionModel(config).eval()
+        eager = copy.deepcopy(traced)
+        with torch.inference_mode():
+            for batch, seconds in [(1, 10.0), (3, 2.0), (1, 0.5), (5, 3.3), (1, 1.0)]:
+                n = int(seconds * 16000)
+                audio = 0.1 * torch.randn(batch, n)
+                monkeypatch.setattr(fast, "TRACE", True)
+                a, la = traced.encode(audio, torch.full((batch,), n))
+                monkeypatch.setattr(fast, "TRACE", False)
+                b, lb = eager.encode(audio, torch.full((batch,), n))
+                assert torch.equal(a, b) and torch.equal(la, lb), (config.name, batch, seconds)
+        caches = [v[1] for k, v in traced.encoder.__dict__.items() if k.startswith("_traced_cache")]
+        assert caches and all(isinstance(c, torch.jit.ScriptModule) for c in caches)
+        assert not any(isinstance(v[1], torch.jit.ScriptModule)
+                       for k, v in eager.encoder.__dict__.items() if k.startswith("_traced_cache"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no TorchScript here")
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    monkeypatch.setattr(fast, "TRACE", True)
+    model = CaptionModel(student_config(50, "tiny")).eval()
+    with torch.inference_mode(), pytest.warns(UserWarning, match="tracing of .* failed .* running it eagerly"):
+        frames, _ = model.encode(torch.randn(2, 16000), torch.full((2,), 16000))
+    assert frames.shape[0] == 2 and torch.isfinite(frames).all()
+
+
 def test_student_inference_network_is_the_training_graph_folded():
     """Under inference mode the student CNN runs with BatchNorm folded into its convolutions: same outputs, rebuilt
     when the weights change (validation during training), never saved."""

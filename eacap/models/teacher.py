@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast import Linear
+from .fast import PACKED_MAX_ROWS, Linear, cached_by_weights, trace
 
 
 @dataclass(frozen=True)
@@ -120,5 +120,25 @@ class WhisperEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = self.output_lengths(frame_lengths)
-        x = self.run_layers(self.embed(features, frame_lengths), lengths)
+        x = self.embed(features, frame_lengths)
+        if not (self.training or torch.is_grad_enabled()) and self.attention_mask(lengths, x.shape[1]) is None:
+            # Inference without padding (one clip, or clips of one length): the layers as a TorchScript trace
+            # (`eacap.models.fast.trace`), one per path the linear layers take (packed for a few rows, plain else).
+            few_rows = x.numel() <= PACKED_MAX_ROWS * x.shape[-1]
+            stack = cached_by_weights(self, f"_traced_cache_{few_rows}", lambda: trace(_Layers(self), x))
+            return stack(x), lengths
+        x = self.run_layers(x, lengths)
         return self.layer_norm(x), lengths
+
+
+class _Layers(nn.Module):
+    """The encoder's layers and final norm over unpadded input: what `WhisperEncoder.forward` traces."""
+
+    def __init__(self, encoder: WhisperEncoder):
+        super().__init__()
+        self.layers, self.layer_norm = encoder.layers, encoder.layer_norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, None)
+        return self.layer_norm(x)
