@@ -58,8 +58,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                   for name, config in variants(student.config).items()]
     options = DecodingOptions(beam_size=3, max_length=20)
     clip = torch.randn(1, 160_000, generator=torch.Generator().manual_seed(0)) * 0.1
-    latency = measure(pipelines, clip, options, True, args.repeats, 1)
-    throughput = measure(pipelines, clip.repeat(args.batch, 1), options, True, args.repeats, 1)
+    # two warm-up runs: an encoder's TorchScript trace optimises itself on its second run at a new shape
+    latency = measure(pipelines, clip, options, True, args.repeats, 2)
+    throughput = measure(pipelines, clip.repeat(args.batch, 1), options, True, args.repeats, 2)
     t_lat, t_batch = latency["teacher"].median("total"), throughput["teacher"].median("total")
     rows = []
     for p in pipelines:
