@@ -176,6 +176,75 @@ def test_other_shape_students_train_and_reload_with_their_architecture(tiny_run,
         student.Recipe("seq", shape="huge")
 
 
+def test_prune_into_keeps_the_first_layers_and_the_strongest_ffn_units():
+    """--init-from, full size: base -> slim copies the CNN, KD heads, embeddings and decoder layer 0's attention
+    exactly, drops layer 1, and keeps the 512 of 1,024 FFN units with the largest |W_in row| x |W_out column|."""
+    from eacap.models import CaptionModel
+    from eacap.models.presets import student_config
+    from eacap.tokenizer import CaptionTokenizer
+    tokenizer = CaptionTokenizer.train(["a dog barks", "rain falls on a roof"])
+    torch.manual_seed(0)
+    base = CaptionModel(student_config(tokenizer.vocab_size, "full"), tokenizer)
+    slim = CaptionModel(student_config(tokenizer.vocab_size, "full", shape="slim"), tokenizer)
+    report = student.prune_into(slim, base)
+    assert report["dropped"] == ["decoder.layers.1"] and report["fresh"] == []
+    assert report["pruned"] == ["decoder.layers.0.ffn.0.weight", "decoder.layers.0.ffn.0.bias",
+                                "decoder.layers.0.ffn.3.weight"]
+    b, s = base.state_dict(), slim.state_dict()
+    for name in s:
+        if "ffn.0" not in name and "ffn.3.weight" not in name:
+            assert torch.equal(s[name], b[name]), name
+    gain = b["decoder.layers.0.ffn.0.weight"].norm(dim=1) * b["decoder.layers.0.ffn.3.weight"].norm(dim=0)
+    kept = [i for i in range(1024) if any(torch.equal(b["decoder.layers.0.ffn.0.weight"][i], row)
+                                          for row in s["decoder.layers.0.ffn.0.weight"])]
+    assert kept == sorted(gain.topk(512).indices.tolist())  # the strongest units, in their order
+    assert torch.equal(s["decoder.layers.0.ffn.3.weight"], b["decoder.layers.0.ffn.3.weight"][:, kept])
+    assert torch.equal(s["decoder.layers.0.ffn.0.bias"], b["decoder.layers.0.ffn.0.bias"][kept])
+    lite = CaptionModel(student_config(tokenizer.vocab_size, "full", shape="lite"), tokenizer)
+    assert "decoder.embed.weight" in student.prune_into(lite, base)["fresh"]  # another width: left fresh
+    other = CaptionModel(student_config(5, "full", shape="slim"), CaptionTokenizer.train(["x"]))
+    with pytest.raises(ValueError, match="tokenizer differs"):
+        student.prune_into(other, base)
+
+
+def test_init_from_a_trained_student_is_recorded_and_reproducible(tiny_run, tmp_path):
+    """`student --shape slim --init-from <run>`: a `_pruned` run that starts from that run's weights, says so in
+    init.json, the model card and the command; resuming it from another source is refused."""
+    from train import export
+    from train.evaluate import load_run_model
+    config, work, _ = tiny_run
+    os.chdir(work)
+    try:
+        run = copy_inputs(config, tmp_path / "init")
+        shutil.copytree(config.run_dir / "students" / "seq_contrastive_audio_seed0",
+                        run.run_dir / "students" / "seq_contrastive_audio_seed0")
+        shipping = replace(run, student_shape="slim", student_init="base")
+        trained = replace(shipping, student=replace(run.student, lr=1e-3))  # as `--lr 0.001` makes it
+        recipe = export.shipped_recipe(shipping)
+        assert (recipe.init_from, recipe.name) == ("seq_contrastive_audio_seed0", "seq_contrastive_audio_slim_pruned")
+        folder = student.student_dir(shipping, recipe)
+        with pytest.raises(ValueError, match="no trained student"):
+            student.run(trained, replace(recipe, init_from="missing_run"), steps=1)
+        assert student.run(trained, recipe, steps=2, stop_after=1)["step"] == 1
+        init = json.loads((folder / student.INIT_FILE).read_text())
+        assert init["run"] == "seq_contrastive_audio_seed0" and init["pruned"] and not init["fresh"]
+        assert init["trained_by"].startswith("python -m train student --preset tiny --kd seq+contrastive --audio-only")
+        with pytest.raises(ValueError, match="started from seq_contrastive_audio_seed0"):
+            student.run(trained, replace(recipe, init_from=str(config.run_dir / "checkpoints" / "teacher")), steps=2)
+        assert student.run(trained, recipe, steps=2)["step"] == 2  # resumed from its checkpoint
+        command = export.command(shipping, "student", folder.name)
+        assert command == ("python -m train student --preset tiny --kd seq+contrastive --audio-only --shape slim "
+                           "--init-from seq_contrastive_audio_seed0 --steps 2 --lr 0.001")
+        export.export(shipping, tmp_path / "out", roles=("student",))
+        card = (tmp_path / "out" / "student" / "README.md").read_text()
+        assert "Started from the trained student `seq_contrastive_audio_seed0`" in card and command in card
+        assert init["trained_by"] in card
+        model = load_run_model(shipping, folder.name)
+        assert model.config.decoder.ffn == load_run_model(run, "seq_contrastive_audio_seed0").config.decoder.ffn // 2
+    finally:
+        os.chdir(REPO)
+
+
 def test_lite_shape_full_size():
     from eacap.models.presets import student_config
     config = student_config(613, "full", shape="lite")

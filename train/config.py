@@ -54,6 +54,7 @@ class PipelineConfig:
     seed: int = 0
     audio_only_scenes: int | None = None   # use only the first N scenes of the audio-only pool (None: all)
     student_shape: str = "base"  # the shipped student's architecture (eacap.models.presets.STUDENT_SHAPES)
+    student_init: str | None = None  # the shape of the shipped-recipe student the shipped one starts from (None: random)
     run_dir: Path = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -95,6 +96,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add_preset_arguments(parser)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast: only for CPUs/GPUs with fast bf16 (on the development CPU it is 5-15x slower, see README)")
     parser.add_argument("--stop-after", type=int, help="stop (with a resumable checkpoint) after this many steps")
+    parser.add_argument("--lr", type=float, help="override the stage's peak learning rate")
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
@@ -103,6 +105,10 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         config = replace(config, seed=args.seed)
     if getattr(args, "audio_only_scenes", None) is not None:
         config = replace(config, audio_only_scenes=args.audio_only_scenes)
+    if getattr(args, "lr", None) is not None:
+        if not 0 < args.lr < 1:
+            raise SystemExit(f"--lr must be between 0 and 1, got {args.lr}")
+        config = replace(config, teacher=replace(config.teacher, lr=args.lr), student=replace(config.student, lr=args.lr))
     if getattr(args, "run_dir", None) is not None:
         config = replace(config, run_dir=Path(args.run_dir))
     return config

@@ -17,10 +17,14 @@ from train.evaluate import load_run_model
 SHIPPED_KD = "seq+contrastive"  # the shipped recipe: seq-KD + contrastive encoder KD + audio-only data
 
 
-def shipped_recipe(config: PipelineConfig):
-    """The recipe of the student the preset ships (its architecture: `config.student_shape`)."""
+def shipped_recipe(config: PipelineConfig, shape: str | None = None):
+    """The recipe of the student the preset ships (its architecture: `config.student_shape`), or of the same recipe
+    in another `shape`. With `config.student_init`, the shipped student starts from that shape's run, pruned."""
     from train.student import Recipe
-    return Recipe(SHIPPED_KD, audio_only=True, shape=config.student_shape)
+    if shape is not None and shape != config.student_shape:
+        return Recipe(SHIPPED_KD, audio_only=True, shape=shape)
+    init = f"{shipped_recipe(config, config.student_init).name}_seed{config.seed}" if config.student_init else None
+    return Recipe(SHIPPED_KD, audio_only=True, shape=config.student_shape, init_from=init)
 
 
 def shipped_student(config: PipelineConfig) -> str:
@@ -41,14 +45,26 @@ def command(config: PipelineConfig, role: str, run_name: str) -> str:
                   if student_config(vocab, config.model_size, width, shape=s).to_dict() == architecture.to_dict()), None)
     if shape not in (None, "base"):
         parts.append(f"--shape {shape}")
+    init = started_from(config, run_name)
+    if init:
+        parts.append(f"--init-from {init['run']}")
     runs = run_path(config, "students", run_name, "runs.jsonl")
     if runs.is_file():
-        steps = json.loads(runs.read_text().splitlines()[-1])["schedule"]["steps"]
-        if steps != config.student.steps:
-            parts.append(f"--steps {steps}")
+        schedule = json.loads(runs.read_text().splitlines()[-1])["schedule"]
+        if schedule["steps"] != config.student.steps:
+            parts.append(f"--steps {schedule['steps']}")
+        if schedule["lr"] != config.student.lr:
+            parts.append(f"--lr {schedule['lr']:g}")
     if config.audio_only_scenes is not None:
         parts.append(f"--audio-only-scenes {config.audio_only_scenes}")
     return " ".join(parts)
+
+
+def started_from(config: PipelineConfig, run_name: str) -> dict | None:
+    """The run's `init.json` (what `--init-from` did), or None for a student trained from random weights."""
+    from train.student import INIT_FILE
+    path = run_path(config, "students", run_name, INIT_FILE)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def default_out(config: PipelineConfig) -> Path:
@@ -93,6 +109,21 @@ def schedule_history(folder: Path, last_step: int) -> str:
     return " Training history: " + "; ".join(parts) + "."
 
 
+def student_origin(config: PipelineConfig, run_name: str) -> str:
+    init = started_from(config, run_name)
+    if not init:
+        return "Trained from scratch by "
+    return (f"Started from the trained student `{init['run']}` (its weights pruned to this shape: the first decoder "
+            f"layer(s) kept, {'a narrower FFN keeping its strongest units, ' if init['pruned'] else ''}"
+            f"{len(init['fresh'])} tensors fresh), then trained by ")
+
+
+def init_commands(config: PipelineConfig, role: str, run_name: str) -> list[str]:
+    """For a student started from another (`--init-from`): the command that trained that one, which runs first."""
+    init = started_from(config, run_name) if role == "student" else None
+    return [f"{init['trained_by']}   # the student this one starts from ({init['run']}), then:"] if init else []
+
+
 def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
     results_path = run_path(config, "results", f"{run_name}.json")
     results = json.loads(results_path.read_text()) if results_path.is_file() else None
@@ -110,7 +141,7 @@ def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
             if config.teacher_trainable_layers else
             "it stays frozen, and its final layer norm and the decoder were trained here.")
          if role == "teacher" else
-         "Trained from scratch by distillation from the eacap teacher: supervised loss + sequence-level KD "
+         student_origin(config, run_name) + "distillation from the eacap teacher: supervised loss + sequence-level KD "
          "(teacher beam-3 captions) + contrastive encoder-level KD (InfoNCE between projected clip embeddings) "
          "+ audio-only scenes (method: Xu et al., Interspeech 2024). The KD heads `student_proj` / `teacher_proj` "
          "are kept in the checkpoint for the embedding-similarity plots."),
@@ -120,7 +151,8 @@ def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
          "licences: `train/DATA.md`."),
         "", "## Reproduce", "", "```bash",
         f"python -m train all --preset {config.name}   # or, for this model alone:",
-        command(config, role, run_name), "```", "", *training_summary(config, role, run_name), "",
+        *init_commands(config, role, run_name), command(config, role, run_name), "```", "",
+        *training_summary(config, role, run_name), "",
     ]
     if results:
         m = results["metrics"]

@@ -1,7 +1,8 @@
 """`python -m train all --preset tiny|full`: every stage in order, skipping what is finished.
 
 scenes -> teacher-init (full) -> cache -> teacher -> pseudo -> student (the shipped recipe: seq-KD + contrastive
-encoder KD + audio-only data) -> evaluate (teacher, student) -> export -> report. Each stage is idempotent and
+encoder KD + audio-only data; with the preset's `student_init`, first that shape's student, then the shipped one
+started from it) -> evaluate (teacher, student) -> export -> report. Each stage is idempotent and
 resumable on its own, so re-running `all` after a kill continues where it stopped.
 """
 from __future__ import annotations
@@ -49,6 +50,8 @@ def run(config: PipelineConfig, teacher_steps: int | None = None, student_steps:
     timings["pseudo"] = time.time() - tic
     tic = stage("student")
     recipe = export.shipped_recipe(config)
+    if config.student_init:  # the shipped student starts from this shape's trained student, pruned
+        student.run(config, export.shipped_recipe(config, config.student_init), steps=student_steps)
     student.run(config, recipe, steps=student_steps)
     timings["student"] = time.time() - tic
     tic = stage("evaluate")

@@ -162,12 +162,14 @@ def targets_section(config: PipelineConfig, results: list[dict], teacher: dict |
     student = next((r for r in results if r["model"] == shipped_student(config)), None)
     if teacher is not None:
         t = teacher["metrics"]
-        for folder, steps, shape in ablation_folders(config):
-            if shape != config.student_shape:  # the shipped student's architecture only
-                continue
+        folders = ablation_folders(config)
+        if any(shape == config.student_shape for _, _, shape in folders):  # the shipped architecture's, if measured
+            folders = [f for f in folders if f[2] == config.student_shape]
+        for folder, steps, shape in folders:
             none = _cider(_groups([json.loads(p.read_text()) for p in folder.glob("none*_seed*.json")], shape), "none")
             if none is not None:
-                rows.append((f"teacher CIDEr-D >= 1.10x the no-KD student's ({steps} steps)",
+                which = f"{steps} steps" + ("" if shape == config.student_shape else f", shape {shape}")
+                rows.append((f"teacher CIDEr-D >= 1.10x the no-KD student's ({which})",
                              f"{t['cider_d']:.3f} vs {none[0]:.3f}: {t['cider_d'] / none[0]:.2f}x",
                              _verdict(t["cider_d"] >= 1.1 * none[0])))
         if not any(r[0].startswith("teacher CIDEr-D") for r in rows) and archive_path(config).is_file():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Recipe:
     w_tok: float = 1.0
     w_enc: float = 1.0
     shape: str = "base"   # the student's architecture (eacap.models.presets.STUDENT_SHAPES)
+    init_from: str | None = None  # a trained student (run name or checkpoint folder) to start from, pruned to `shape`
 
     def __post_init__(self):
         if self.shape not in STUDENT_SHAPES:
@@ -71,6 +73,8 @@ class Recipe:
             name += f"_{round(self.label_fraction * 100)}pct"
         if self.shape != "base":
             name += f"_{self.shape}"
+        if self.init_from:
+            name += "_pruned"
         return name
 
 
@@ -136,6 +140,46 @@ class StudentObjective(nn.Module):
 
 
 MODEL_FILE = "model.json"  # a student run's architecture, written when it starts (read by `load_run_model`)
+INIT_FILE = "init.json"    # the trained student a run started from (`--init-from`), written when it starts
+
+
+def _ffn_keep(source: dict, prefix: str, hidden: int) -> torch.Tensor:
+    """The `hidden` FFN units of a source layer to keep: the largest |W_in row| x |W_out column| (the unit's gain from
+    input to output), in their original order."""
+    score = source[f"{prefix}ffn.0.weight"].norm(dim=1) * source[f"{prefix}ffn.3.weight"].norm(dim=0)
+    return score.topk(hidden).indices.sort().values
+
+
+def prune_into(model: CaptionModel, source: CaptionModel) -> dict:
+    """Start `model` from a trained student of another shape ("prune, then distil", as in DistilBART's shrink and
+    fine-tune or Minitron): every tensor of the same name and shape is copied (CNN, KD heads, embeddings, norms,
+    attention), decoder layers are the source's first ones, and a narrower FFN keeps the source's units with the
+    largest gain (`_ffn_keep`). Whatever does not fit (another width) keeps its fresh initialisation. The front-end
+    is the target's own: a coarser hop shows the copied CNN the same sounds at another time scale, which training
+    then adapts it to. Returns what was done, for the run's `init.json`."""
+    if source.config.role != "student":
+        raise ValueError(f"--init-from needs a student, got a {source.config.role}")
+    if source.tokenizer.tokenizer.get_vocab() != model.tokenizer.tokenizer.get_vocab():
+        raise ValueError("--init-from: that student's tokenizer differs from this corpus's; start from a student "
+                         "trained on the same corpus (same preset)")
+    src, dst = source.state_dict(), model.state_dict()
+    loaded, copied, pruned, fresh = {}, 0, [], []
+    for name, target in dst.items():
+        value = src.get(name)
+        match = re.fullmatch(r"(decoder\.layers\.\d+\.)ffn\.(0\.weight|0\.bias|3\.weight)", name)
+        if value is not None and value.shape != target.shape and match:  # a narrower FFN: keep the strongest units
+            prefix, part = match.groups()
+            keep = _ffn_keep(src, prefix, dst[f"{prefix}ffn.0.weight"].shape[0])
+            value = value.index_select(1 if part == "3.weight" else 0, keep)
+            pruned.append(name)
+        if value is not None and value.shape == target.shape:
+            loaded[name] = value
+            copied += name not in pruned
+        else:
+            fresh.append(name)
+    model.load_state_dict(loaded, strict=False)
+    dropped = sorted({".".join(k.split(".")[:3]) for k in src if k.startswith("decoder.layers.") and k not in dst})
+    return {"copied": copied, "pruned": pruned, "fresh": fresh, "dropped": dropped}
 
 
 def build_student(config: PipelineConfig, shape: str = "base") -> CaptionModel:
@@ -221,12 +265,44 @@ def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: 
                                 {item.audio_id: list(item.captions) for item in val_items})
 
     folder = student_dir(config, recipe, group)
+    init = start_from(config, model, recipe.init_from, folder) if recipe.init_from else None
+    if init and d.main:
+        print(f"{folder.name}: starting from {init['from']} (run {init['run']}): {init['copied']} tensors copied, "
+              f"{len(init['pruned'])} pruned, {len(init['fresh'])} fresh, dropped {', '.join(init['dropped']) or 'nothing'}")
     if d.main:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MODEL_FILE).write_text(json.dumps(model.config.to_dict(), indent=1) + "\n")
+        if init:
+            (folder / INIT_FILE).write_text(json.dumps(init, indent=1) + "\n")
     trainer = Trainer(folder, model, objective, schedule, Prefetcher(make_batch), validate,
                       seed=config.seed, d=d, bf16=bf16, stop_after=stop_after)
     return trainer.fit()
+
+
+def start_from(config: PipelineConfig, model: CaptionModel, init_from: str, folder: Path) -> dict | None:
+    """`prune_into` from a student run name or checkpoint folder, or None when the run resumes from its own
+    checkpoint (a run started from another source is refused)."""
+    from train.evaluate import checkpoint_run, load_run_model
+    recorded = folder / INIT_FILE
+    if recorded.is_file():
+        started = json.loads(recorded.read_text())
+        if init_from not in (started["from"], started["run"]):
+            raise ValueError(f"{folder} started from {started['run']} ({started['from']}), not {init_from}: resume "
+                             f"it with that --init-from, or move the folder away to start anew")
+        if (folder / "state.json").is_file():
+            return None
+    run_name = checkpoint_run(init_from) or init_from
+    try:
+        source = load_run_model(config, init_from)
+    except FileNotFoundError as error:
+        raise ValueError(f"--init-from {init_from}: {error} (or give a checkpoint folder such as checkpoints/student)") from None
+    meta = Path(init_from) / "config.json"
+    if meta.is_file():  # an exported checkpoint says how it was trained
+        trained_by = json.loads(meta.read_text()).get("trained_by")
+    else:
+        from train.export import command
+        trained_by = command(config, "student", run_name)
+    return {"from": init_from, "run": run_name, "trained_by": trained_by, **prune_into(model, source)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,13 +315,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "frames, base CNN, ReLU, 2-layer d128 decoder) or slim (40 ms frames, base CNN, 1-layer "
                              "d256 FFN-512 decoder; "
                              "see `train speed-variants`); a non-base shape is added to the run name")
+    parser.add_argument("--init-from", metavar="RUN_OR_FOLDER",
+                        help="start from a trained student (a run name under students/, or a checkpoint folder), its "
+                             "weights pruned to --shape (fewer decoder layers, a narrower FFN); the run name gets "
+                             "_pruned. Default: random initialisation")
     for name in ("sup", "seq", "tok", "enc"):
         parser.add_argument(f"--w-{name}", type=float, default=1.0, help=f"weight of L_{name} (default 1)")
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
     return Recipe(args.kd, args.audio_only, args.label_fraction, args.w_sup, args.w_seq, args.w_tok, args.w_enc,
-                  args.shape)
+                  args.shape, args.init_from)
 
 
 def main(args: argparse.Namespace) -> int:
