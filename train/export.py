@@ -37,14 +37,11 @@ def command(config: PipelineConfig, role: str, run_name: str) -> str:
     if role == "teacher":
         return f"python -m train teacher --preset {config.name}"
     from train.student import load_student_architecture
-    from eacap.models.presets import STUDENT_SHAPES, student_config
+    from eacap.models.presets import named_shape
     parts = [f"python -m train student --preset {config.name} --kd {SHIPPED_KD} --audio-only"]
-    architecture = load_student_architecture(config, run_path(config, "students", run_name)).config
-    vocab, width = architecture.decoder.vocab_size, architecture.kd.teacher_dim if architecture.kd else 384
-    shape = next((s for s in STUDENT_SHAPES
-                  if student_config(vocab, config.model_size, width, shape=s).to_dict() == architecture.to_dict()), None)
-    if shape not in (None, "base"):
-        parts.append(f"--shape {shape}")
+    named = named_shape(load_student_architecture(config, run_path(config, "students", run_name)).config)
+    if named is not None and named[1] != "base":
+        parts.append(f"--shape {named[1]}")
     init = started_from(config, run_name)
     if init:
         parts.append(f"--init-from {init['run']}")

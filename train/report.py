@@ -35,6 +35,8 @@ SHAPE_LABELS = {
     "seq_contrastive_audio_fast": "shipped recipe, `--shape fast` (20 ms hop, narrow CNN, 1-layer decoder)",
     "seq_contrastive_audio_lite": "shipped recipe, `--shape lite` (40 ms frames, ReLU, 2-layer d128 decoder)",
     "seq_contrastive_audio_slim": "shipped recipe, `--shape slim` (40 ms frames, 1-layer d256 FFN-512 decoder)",
+    "seq_contrastive_audio_slim_pruned": "shipped recipe, `--shape slim`, started from the base student pruned "
+                                         "(`--init-from`)",
 }
 
 

@@ -21,18 +21,19 @@ from eacap.cli import CHECKPOINTS, positive
 from eacap.decoding import DecodingOptions
 from eacap.features import STUDENT_FRONTEND
 from eacap.models import CaptionModel, ModelConfig
-from eacap.models.presets import fast_shape, lite_shape, slim_shape
+from eacap.models.presets import fast_shape, lite_shape, named_shape, slim_shape, student_config
 
 HOP_320 = dataclasses.replace(STUDENT_FRONTEND, hop_length=320)  # 20 ms frames: half the CNN input
 
 
 def variants(base: ModelConfig) -> dict[str, ModelConfig]:
-    """Candidate student shapes, each a change of the shipped student's config."""
+    """Candidate student shapes, each a change of the base-shape student's config (`base`)."""
     def change(frontend=None, encoder=None, **decoder) -> ModelConfig:
         encoder = encoder or base.encoder
         return dataclasses.replace(base, frontend=frontend or base.frontend, encoder=encoder,
                                    decoder=dataclasses.replace(base.decoder, memory_dim=encoder.out_dim, **decoder))
     return {
+        "base shape": base,
         "1-layer decoder": change(layers=1),
         "20 ms hop": change(frontend=HOP_320),
         "20 ms hop + 1-layer decoder": change(frontend=HOP_320, layers=1),
@@ -40,6 +41,15 @@ def variants(base: ModelConfig) -> dict[str, ModelConfig]:
         "shape \"slim\": 40 ms frames + 1-layer FFN-512 decoder": slim_shape(base),
         "shape \"lite\": 40 ms frames + 2-layer d128 FFN-512 decoder": lite_shape(base),
     }
+
+
+def base_of(config: ModelConfig) -> ModelConfig:
+    """The base-shape student of the same size as `config` (itself if it is base, or no named shape): the shapes
+    below are changes of the base shape, whichever shape the shipped student has."""
+    named = named_shape(config)
+    if named is None:
+        return config
+    return student_config(config.decoder.vocab_size, named[0], config.kd.teacher_dim if config.kd else 384)
 
 
 def random_fp16_model(config: ModelConfig, tokenizer) -> CaptionModel:
@@ -55,7 +65,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     teacher, student = load_model(args.teacher), load_model(args.student)
     pipelines = [Pipeline.from_model("teacher", teacher), Pipeline.from_model("student (shipped)", student)]
     pipelines += [Pipeline.from_model(name, random_fp16_model(config, student.tokenizer))
-                  for name, config in variants(student.config).items()]
+                  for name, config in variants(base_of(student.config)).items()]
     options = DecodingOptions(beam_size=3, max_length=20)
     clip = torch.randn(1, 160_000, generator=torch.Generator().manual_seed(0)) * 0.1
     # two warm-up runs: an encoder's TorchScript trace optimises itself on its second run at a new shape

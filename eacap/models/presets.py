@@ -70,6 +70,13 @@ def student_config(vocab_size: int, size: str = "full", teacher_dim: int = 384, 
     return ModelConfig("student", STUDENT_FRONTEND, encoder, decoder, kd)
 
 
+def named_shape(config: ModelConfig) -> tuple[str, str] | None:
+    """(size, shape) of a student config built by `student_config`, or None for any other architecture."""
+    vocab, teacher_dim = config.decoder.vocab_size, config.kd.teacher_dim if config.kd else 384
+    return next(((size, shape) for size in SIZES for shape in STUDENT_SHAPES
+                 if student_config(vocab, size, teacher_dim, shape=shape).to_dict() == config.to_dict()), None)
+
+
 def fast_shape(base: ModelConfig, narrow_encoder: bool = True) -> ModelConfig:
     """`base` with a 20 ms hop, a 1-layer decoder with half the FFN and (for the full size) the narrow CNN."""
     encoder = NARROW_CNN if narrow_encoder else base.encoder
