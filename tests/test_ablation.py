@@ -74,7 +74,7 @@ def test_rows_can_be_chosen_by_name():
 
 def test_targets_section_states_each_target_met_or_not(tmp_path):
     """`train report` opens with the shipped models' targets: quality from the results, speed from the saved bench."""
-    config = dataclasses.replace(PRESETS["full"], run_dir=tmp_path)
+    config = dataclasses.replace(PRESETS["full"], run_dir=tmp_path, student_shape="base", student_init=None)
     results = tmp_path / "results"
     (results / "ablation1600").mkdir(parents=True)
     teacher = {"model": "teacher", "parameters": 18_000_000, "metrics": {"cider_d": 0.90, "sbert_sim": 0.50}}

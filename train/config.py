@@ -55,6 +55,7 @@ class PipelineConfig:
     audio_only_scenes: int | None = None   # use only the first N scenes of the audio-only pool (None: all)
     student_shape: str = "base"  # the shipped student's architecture (eacap.models.presets.STUDENT_SHAPES)
     student_init: str | None = None  # the shape of the shipped-recipe student the shipped one starts from (None: random)
+    student_init_lr: float | None = None  # the peak lr of the shipped student when it starts from `student_init`
     run_dir: Path = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -79,7 +80,10 @@ PRESETS = {
         name="full", scenes="full", model_size="full", teacher_init="whisper", teacher_trainable_layers=0,
         teacher=Schedule(steps=3000, batch_size=32, lr=5e-4, warmup=300, eval_every=500),
         student=Schedule(steps=4000, batch_size=32, lr=1e-3, warmup=400, eval_every=500),
-        tokenizer_min_count=2),
+        tokenizer_min_count=2,
+        # The shipped student is the slim shape (40 ms frames, 1-layer decoder: the speed targets), started from the
+        # base-shape student pruned (the quality target): README "Results so far", session 7.
+        student_shape="slim", student_init="base", student_init_lr=5e-4),
 }
 
 

@@ -110,7 +110,8 @@ def student_origin(config: PipelineConfig, run_name: str) -> str:
     init = started_from(config, run_name)
     if not init:
         return "Trained from scratch by "
-    return (f"Started from the trained student `{init['run']}` (its weights pruned to this shape: the first decoder "
+    source = "" if init["from"] == init["run"] else f", read from the checkpoint folder `{init['from']}` when training started"
+    return (f"Started from the trained student `{init['run']}`{source} (its weights pruned to this shape: the first decoder "
             f"layer(s) kept, {'a narrower FFN keeping its strongest units, ' if init['pruned'] else ''}"
             f"{len(init['fresh'])} tensors fresh), then trained by ")
 

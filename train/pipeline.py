@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 from train.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.data import run_path
@@ -52,6 +53,8 @@ def run(config: PipelineConfig, teacher_steps: int | None = None, student_steps:
     recipe = export.shipped_recipe(config)
     if config.student_init:  # the shipped student starts from this shape's trained student, pruned
         student.run(config, export.shipped_recipe(config, config.student_init), steps=student_steps)
+        if config.student_init_lr:
+            config = replace(config, student=replace(config.student, lr=config.student_init_lr))
     student.run(config, recipe, steps=student_steps)
     timings["student"] = time.time() - tic
     tic = stage("evaluate")

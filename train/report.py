@@ -48,7 +48,8 @@ def _fmt(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
-def table(results: list[dict], shape: str = "base") -> str:
+def table(results: list[dict], shape: str = "base", shipped: str | None = None) -> str:
+    """One row per run name (seeds pooled); the `shipped` run's row (name without the seed) is marked."""
     groups = _groups(results, shape)
     header = ["model", *[c for c, _ in COLUMNS], "event-F1", "params", "latency (ms)", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -63,6 +64,8 @@ def table(results: list[dict], shape: str = "base") -> str:
         cells.append(f"{runs[0]['parameters'] / 1e6:.2f} M")
         cells.append(f"{np.median([r['latency_seconds'] * 1000 for r in runs]):.0f}")
         cells.append(str(len(runs)))
+        if pattern == shipped:
+            label = f"**{label} — shipped**"
         lines.append("| " + " | ".join([label, *cells]) + " |")
     return "\n".join(lines)
 
@@ -280,7 +283,7 @@ def report(config: PipelineConfig, out: Path | None = None) -> Path:
         f"Test split of the scene corpus ({results[0]['clips']} clips), beam {config.eval_beam}; mean ± std over seeds "
         "where several were run. Latency: one 10 s clip, batch 1, timed by `train evaluate` on whatever else the machine was running then (so not comparable across rows run at different times: speed ratios come from `python -m eacap.bench`, which times both models in one run). Regenerate with "
         f"`python -m train report --preset {config.name}`.", "", *targets_section(config, results, teacher),
-        "## Every model trained", "", table(results), "",
+        "## Every model trained", "", table(results, shipped=shipped_student(config).rsplit("_seed", 1)[0]), "",
         *[f"- {note}" for note in notes], "", *ablation_sections(config, teacher), *real_sounds_section(config),
         *archive_section(config)])
     out = out or (Path("train/RESULTS.md") if config.name == "full" else run_path(config, "RESULTS.md"))
