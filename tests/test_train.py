@@ -202,6 +202,9 @@ def test_prune_into_keeps_the_first_layers_and_the_strongest_ffn_units():
     assert torch.equal(s["decoder.layers.0.ffn.0.bias"], b["decoder.layers.0.ffn.0.bias"][kept])
     lite = CaptionModel(student_config(tokenizer.vocab_size, "full", shape="lite"), tokenizer)
     assert "decoder.embed.weight" in student.prune_into(lite, base)["fresh"]  # another width: left fresh
+    wider = student.prune_into(CaptionModel(student_config(tokenizer.vocab_size, "full"), tokenizer), slim)
+    assert wider["pruned"] == [] and "decoder.layers.0.ffn.0.weight" in wider["fresh"]  # grown, not pruned: fresh
+    assert "decoder.layers.1.ffn.0.weight" in wider["fresh"] and wider["dropped"] == []
     other = CaptionModel(student_config(5, "full", shape="slim"), CaptionTokenizer.train(["x"]))
     with pytest.raises(ValueError, match="tokenizer differs"):
         student.prune_into(other, base)

@@ -167,11 +167,13 @@ def prune_into(model: CaptionModel, source: CaptionModel) -> dict:
     for name, target in dst.items():
         value = src.get(name)
         match = re.fullmatch(r"(decoder\.layers\.\d+\.)ffn\.(0\.weight|0\.bias|3\.weight)", name)
-        if value is not None and value.shape != target.shape and match:  # a narrower FFN: keep the strongest units
+        if value is not None and value.shape != target.shape and match:
             prefix, part = match.groups()
-            keep = _ffn_keep(src, prefix, dst[f"{prefix}ffn.0.weight"].shape[0])
-            value = value.index_select(1 if part == "3.weight" else 0, keep)
-            pruned.append(name)
+            (hidden, width), (source_hidden, source_width) = (dst[f"{prefix}ffn.0.weight"].shape,
+                                                              src[f"{prefix}ffn.0.weight"].shape)
+            if hidden < source_hidden and width == source_width:  # a narrower FFN: keep the strongest units
+                value = value.index_select(1 if part == "3.weight" else 0, _ffn_keep(src, prefix, hidden))
+                pruned.append(name)
         if value is not None and value.shape == target.shape:
             loaded[name] = value
             copied += name not in pruned
