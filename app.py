@@ -6,7 +6,8 @@ UI only: every number and plot comes from `eacap.compare` and `eacap.plots`; thi
 calls them, and formats what they return. Models are loaded once at start-up from `checkpoints/` (or the
 folder in `EACAP_CHECKPOINTS`), warmed up, and the example gallery is computed once per model pair.
 
-API (gradio_client): `/caption` (one model, JSON) and `/compare` (both models, JSON); see README.md.
+API (gradio_client): `/caption` (one model, JSON), `/compare` (both models, JSON) and `/timeline` (both models'
+timelines of the whole recording, JSON); see README.md.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from eacap import SAMPLE_RATE, AudioError, CaptionModel, CheckpointError, Decodi
 from eacap import plots  # noqa: E402
 from eacap.checkpoint import CONFIG, read_config  # noqa: E402
 from eacap.compare import Comparison, Gallery, compare, gallery  # noqa: E402
+from eacap.timeline import Timeline, caption_timeline, clock_time  # noqa: E402
 
 log = logging.getLogger("eacap.app")
 
@@ -49,7 +51,7 @@ MODEL_CACHE_SIZE = 4
 # load (and latency is what the app shows), and it bounds memory. More on bigger hardware.
 CONCURRENCY = int(os.environ.get("EACAP_CONCURRENCY", "1"))
 QUEUE_SIZE = int(os.environ.get("EACAP_QUEUE_SIZE", "64"))
-MAX_FILE_SIZE = "100mb"  # an hour of MP3 fits; eacap reads only the first 30 s of anything
+MAX_FILE_SIZE = "200mb"  # an hour of MP3 or 16 kHz FLAC fits (the timeline captions up to an hour)
 BEAM_MAX = 8
 NO_AUDIO = "No audio: upload a file, record with the microphone, or pick one of the examples."
 
@@ -297,6 +299,31 @@ class Captioner:
                 gallery_result = None
             return result, gallery_result
 
+    def timeline(self, audio: str | None, teacher: str | None = None, student: str | None = None,
+                 beam_size: float = 3, max_length: float = 30, progress=gr.Progress()) -> dict:
+        """Both models' timelines of the whole recording (any length up to an hour), as JSON."""
+        timelines = self._timelines(audio, teacher, student, beam_size, max_length, progress)
+        return timeline_result(*timelines)
+
+    def _timelines(self, audio, teacher, student, beam_size, max_length, progress) -> tuple[Timeline, Timeline]:
+        with user_errors():
+            chosen = self.bank.get(teacher, "teacher"), self.bank.get(student, "student")
+            options = decoding_options(beam_size, max_length)
+            source = require_audio(audio)
+            timelines = []
+            for i, model in enumerate(chosen):
+                def report(done, total, i=i, role=model.role):
+                    progress((i * total + done) / (2 * total), desc=f"{role}: window {done} of {total}")
+                timelines.append(caption_timeline(model, source, options, progress=report))
+            for warning in timelines[0].warnings:
+                gr.Warning(warning)
+            return tuple(timelines)
+
+    def timeline_view(self, audio, teacher, student, beam_size, max_length, progress=gr.Progress()) -> tuple:
+        """The timeline section's outputs: the two segment tables, the summary line and the JSON."""
+        timelines = self._timelines(audio, teacher, student, beam_size, max_length, progress)
+        return (*(segment_rows(t) for t in timelines), timeline_summary(*timelines), timeline_result(*timelines))
+
     def compare_view(self, audio, teacher, student, beam_size, max_length) -> tuple:
         """The page's outputs, in `OUTPUT_NAMES` order."""
         result, gallery_result = self._compare(audio, teacher, student, beam_size, max_length)
@@ -386,6 +413,48 @@ def api_result(result: Comparison, gallery_result: Gallery | None) -> dict:
     return data
 
 
+TIMELINE_COLUMNS = ["Start", "End", "Caption"]
+
+
+def segment_rows(timeline: Timeline) -> list[list]:
+    return [[clock_time(s.start), clock_time(s.end), s.text] for s in timeline.segments]
+
+
+def timeline_summary(teacher: Timeline, student: Timeline) -> str:
+    def one(t: Timeline) -> str:
+        return (f"**{t.role.capitalize()}**: {len(t.segments)} segments in {format_seconds(t.seconds)} "
+                f"({t.duration / t.seconds:.0f}x real time)")
+    windows = sum(segment.windows for segment in teacher.segments)
+    return (f"{clock_time(teacher.duration)} of audio, {windows} windows of {teacher.window:g} s. "
+            f"{one(teacher)}; {one(student)}; the student was **{teacher.seconds / student.seconds:.1f}x** faster "
+            "(decoding the file included). Click a row to play from there.")
+
+
+def timeline_result(teacher: Timeline, student: Timeline) -> dict:
+    return {"teacher": teacher.to_dict(), "student": student.to_dict(),
+            "speedup": teacher.seconds / student.seconds}
+
+
+def segment_start(role: str):
+    """A select handler: where the clicked row's segment starts, in seconds (from the JSON, which keeps exact
+    times; the table shows mm:ss)."""
+    def start(timelines: dict | None, event: gr.SelectData) -> float:
+        try:
+            return float(timelines[role]["segments"][event.index[0]]["start"])
+        except (TypeError, KeyError, IndexError):
+            return 0.0
+    return start
+
+
+# The player is the page's only <audio> element inside the Sound box: seek it and play from there.
+SEEK_JS = """(start) => {
+  const root = document.querySelector('#sound');
+  const player = root && (root.querySelector('audio') || root.querySelector('wave, div')?.shadowRoot?.querySelector('audio'));
+  if (player) { player.currentTime = start; player.play().catch(() => {}); }
+  return start;
+}"""
+
+
 def gallery_view(gallery_result: Gallery | None):
     return None if gallery_result is None else plots.gallery_figure(gallery_result)
 
@@ -409,7 +478,8 @@ def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
     models = {"concurrency_id": "models", "concurrency_limit": "default"}
 
     with gr.Blocks(title="eacap: efficient audio captioning") as demo:
-        gr.Markdown(f"# {TITLE}\nUpload or record a sound (up to 30 s are captioned). A large **teacher** "
+        gr.Markdown(f"# {TITLE}\nUpload or record a sound (its first 30 s are captioned here; the timeline below "
+                    "captions a whole recording). A large **teacher** "
                     "(Whisper-tiny encoder) and a small, fast **student** distilled from it (EfficientNet-style CNN) "
                     "each describe it; below, how long each took and how close the student's embeddings are to "
                     "the teacher's.")
@@ -418,7 +488,7 @@ def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
-                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Sound")
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Sound", elem_id="sound")
                 button = gr.Button("Caption with both models", variant="primary")
                 if bank.examples:
                     examples = gr.Examples([[str(p)] for p in bank.examples], inputs=[audio], label="Examples (one click captions it)",
@@ -449,6 +519,21 @@ def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
                         student_stats = gr.Markdown("", elem_classes="how-to-read")
                 result_summary = gr.Markdown("")
 
+        with gr.Accordion("Timeline: the whole recording, window by window (any length up to 1 hour)", open=True,
+                          elem_id="timeline"):
+            timeline_button = gr.Button("Caption the whole recording as a timeline")
+            timeline_info = gr.Markdown("Long recordings are captioned in 10 s windows, 5 s apart; neighbouring "
+                                        "windows that say the same merge into one segment.",
+                                        elem_classes="how-to-read")
+            with gr.Row(equal_height=False):
+                teacher_timeline = gr.Dataframe(headers=TIMELINE_COLUMNS, label="Teacher timeline", interactive=False,
+                                                wrap=True, column_widths=["12%", "12%", "76%"], elem_id="teacher-timeline")
+                student_timeline = gr.Dataframe(headers=TIMELINE_COLUMNS, label="Student timeline", interactive=False,
+                                                wrap=True, column_widths=["12%", "12%", "76%"], elem_id="student-timeline")
+            with gr.Accordion("Timelines as JSON (what the /timeline API returns)", open=False):
+                timeline_raw = gr.JSON(label="Timelines")
+            seek_to = gr.Number(visible=False)
+
         # The figures carry their own titles, so the plots show no label (it would cover the title).
         with gr.Row(equal_height=False):
             with gr.Column():
@@ -476,6 +561,11 @@ def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
         if examples is not None:  # one click on an example captions it
             examples.load_input_event.then(captioner.compare_view, inputs, outputs, api_visibility="private",
                                            **models)
+        timeline_button.click(captioner.timeline_view, inputs,
+                              [teacher_timeline, student_timeline, timeline_info, timeline_raw],
+                              api_visibility="private", **models)
+        for role, table in (("teacher", teacher_timeline), ("student", student_timeline)):
+            table.select(segment_start(role), [timeline_raw], seek_to, api_visibility="private").then(None, seek_to, None, js=SEEK_JS)
         demo.load(captioner.page_load, [teacher, student, beam, length], [audio, *outputs], api_visibility="private",
                   **models)
 
@@ -486,6 +576,7 @@ def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
         gr.Button(visible=False).click(captioner.caption, [audio, api_model, beam, length], api_out,
                                        api_name="caption", **models)
         gr.Button(visible=False).click(captioner.compare, inputs, api_out, api_name="compare", **models)
+        gr.Button(visible=False).click(captioner.timeline, inputs, api_out, api_name="timeline", **models)
 
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return demo

@@ -39,6 +39,7 @@ MAX_CHANNELS = 32
 # file, and captioning only its first 30 s would quietly misrepresent it.
 MAX_SOURCE_SECONDS = 3600.0
 SILENCE_DBFS = -80.0
+SILENCE_CAPTION = "silence: no sound can be heard"
 
 FORMATS_HINT = "convert it to WAV, FLAC, OGG or MP3"
 
@@ -81,21 +82,113 @@ def load_audio(
         path = Path(source).expanduser()
         name = name or path.name or str(path)
         _check_path(path, name)
-        samples, rate, source_frames = _read(path, name, max_seconds)
+        samples, rate, source_frames, warnings = _read(path, name, max_seconds)
         _check_given_rate(sample_rate, rate, name)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         name = name or "<bytes>"
         if len(source) == 0:
             raise AudioError(f"{name}: the data is empty (0 bytes); upload the audio file again")
-        samples, rate, source_frames = _read(io.BytesIO(source), name, max_seconds)
+        samples, rate, source_frames, warnings = _read(io.BytesIO(source), name, max_seconds)
         _check_given_rate(sample_rate, rate, name)
     else:
         name = name or "<array>"
         if isinstance(source, tuple):
             source, sample_rate = _untuple(source, sample_rate, name)
         samples, rate, source_frames = _from_array(source, sample_rate, name, max_seconds)
+        warnings = []
 
-    return _finish(samples, rate, source_frames, name)
+    return _finish(samples, rate, source_frames, name, warnings)
+
+
+class AudioStream:
+    """A recording read a stretch at a time, for captioning files longer than the model's window.
+
+    `open_stream(source)` checks what `load_audio` checks of the whole file (format, rate, channels, the 1-hour
+    limit) without decoding it; `read(start, seconds)` then decodes, downmixes and resamples just that stretch, so
+    memory does not grow with the length of the file. Arrays and bytes already in memory are loaded whole.
+    Use it as a context manager: it holds the file open.
+    """
+
+    def __init__(self, source, sample_rate: int | None = None, *, name: str | None = None):
+        self._file = self._audio = None
+        self.warnings: list[str] = []
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source).expanduser()
+            self.name = name or path.name or str(path)
+            _check_path(path, self.name)
+            _check_given_rate(sample_rate, self._open(path), self.name)
+        else:
+            self._audio = load_audio(source, sample_rate, max_seconds=MAX_SOURCE_SECONDS, name=name)
+            self.name, self.duration = self._audio.name, self._audio.duration
+            self.source_rate = self._audio.source_rate
+            self.warnings = [w for w in self._audio.warnings if not w.startswith("the audio is silent")]
+
+    def _open(self, path: Path) -> int:
+        try:
+            self._file = sf.SoundFile(path)
+        except sf.LibsndfileError as err:
+            raise AudioError(f"{self.name}: not readable as audio ({err.error_string.rstrip('.')}); "
+                             f"{FORMATS_HINT}") from err
+        except (sf.SoundFileError, OSError) as err:
+            raise AudioError(f"{self.name}: cannot read the file ({err}); {FORMATS_HINT}") from err
+        rate, frames = self._file.samplerate, self._file.frames
+        try:
+            _check_rate(rate, self.name)
+            _check_channels(self._file.channels, self.name)
+            _check_not_too_long(frames, rate, self.name)
+            if frames / rate < MIN_SECONDS:
+                raise AudioError(f"{self.name}: only {frames / rate:.3g} s of audio; record at least {MIN_SECONDS:g} s")
+        except AudioError:
+            self.close()
+            raise
+        self.source_rate, self.duration = rate, frames / rate
+        warning = truncation_warning(promised_frames(path, frames, self._file.format == "MPEG"), frames, rate)
+        self.warnings += [warning] if warning else []
+        return rate
+
+    def read(self, start: float, seconds: float) -> np.ndarray:
+        """float32 mono SAMPLE_RATE audio of [start, start + seconds) (shorter at the end of the file)."""
+        if self._audio is not None:
+            wave = self._audio.waveform
+            return wave[round(start * SAMPLE_RATE): round((start + seconds) * SAMPLE_RATE)]
+        rate = self.source_rate
+        if not 0 <= start < self.duration:
+            raise ValueError(f"start {start:g} s is outside the {self.duration:.1f} s of {self.name}")
+        try:
+            self._file.seek(round(start * rate))
+            samples = self._file.read(round(seconds * rate), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, sf.SoundFileError, OSError, RuntimeError) as err:
+            raise AudioError(f"{self.name}: decoding failed at {start:.1f} s ({err}); the file may be damaged, "
+                             f"{FORMATS_HINT} again") from err
+        if len(samples) < round(seconds * rate) - max(1, rate // 100) and not any("shorter" in w for w in self.warnings):
+            self.warnings.append(f"the file ended early: nothing could be read after {start + len(samples) / rate:.1f} s "
+                                 f"of the {self.duration:.1f} s its header gives; it may be cut off")
+        if len(samples) == 0:
+            return np.zeros(round(MIN_SECONDS * SAMPLE_RATE), dtype=np.float32)  # heard (and captioned) as silence
+        if not np.isfinite(samples).all():
+            raise AudioError(f"{self.name}: it contains NaN or infinite samples near {start:.1f} s; re-export it")
+        mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)
+        if rate != SAMPLE_RATE:
+            mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+        return np.ascontiguousarray(mono, dtype=np.float32)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "AudioStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_stream(source, sample_rate: int | None = None, *, name: str | None = None) -> AudioStream:
+    """An `AudioStream` over anything `load_audio` takes (files are streamed, the rest is loaded whole)."""
+    if source is None:
+        raise AudioError(f"{name or 'input'}: no audio was given; upload or record a sound")
+    return AudioStream(source, sample_rate, name=name)
 
 
 def _check_path(path: Path, name: str) -> None:
@@ -108,7 +201,7 @@ def _check_path(path: Path, name: str) -> None:
         raise AudioError(f"{name}: the file is empty (0 bytes); record or export it again")
 
 
-def _read(file, name: str, max_seconds: float) -> tuple[np.ndarray, int, int]:
+def _read(file, name: str, max_seconds: float) -> tuple[np.ndarray, int, int, list[str]]:
     """Decode at most the first window of a file, after checking its header.
 
     The header is checked first so that an hour-long or 400 kHz file is refused before a byte of
@@ -116,12 +209,12 @@ def _read(file, name: str, max_seconds: float) -> tuple[np.ndarray, int, int]:
     """
     try:
         with sf.SoundFile(file) as f:
-            rate, channels, frames = f.samplerate, f.channels, f.frames
+            rate, channels, frames, mp3 = f.samplerate, f.channels, f.frames, f.format == "MPEG"
             _check_rate(rate, name)
             _check_channels(channels, name)
             _check_not_too_long(frames, rate, name)
             window = round(max_seconds * rate)
-            samples = f.read(min(frames, window), dtype="float32", always_2d=True)
+            samples = _read_what_decodes(f, min(frames, window))
     except sf.LibsndfileError as err:
         raise AudioError(f"{name}: not readable as audio ({err.error_string.rstrip('.')}); {FORMATS_HINT}") from err
     except (sf.SoundFileError, OSError) as err:
@@ -129,7 +222,72 @@ def _read(file, name: str, max_seconds: float) -> tuple[np.ndarray, int, int]:
     # Headers can overstate the length (truncated files, MP3 estimates): trust what was decoded,
     # unless the read stopped at the window, in which case the rest was never looked at.
     source_frames = frames if len(samples) == window else len(samples)
-    return samples, rate, source_frames
+    warning = truncation_warning(promised_frames(file, frames, mp3), source_frames, rate)
+    return samples, rate, source_frames, [warning] if warning else []
+
+
+def promised_frames(file, frames: int, mp3: bool) -> int:
+    """The length a file's header promises. libsndfile quietly shortens a WAV's length to the bytes that are there,
+    so the WAV header's own data size is read; a FLAC or OGG whose stream ends early decodes fewer frames than the
+    `frames` its header gives. MP3 lengths are estimates, so an MP3 is taken at its decoded length."""
+    declared = _wav_header_frames(file)
+    if declared is not None:
+        return declared
+    return 0 if mp3 else frames
+
+
+def _read_what_decodes(f: sf.SoundFile, frames: int) -> np.ndarray:
+    """Up to `frames` frames, a second at a time: a stream that breaks off (a FLAC cut in half loses sync) gives
+    what was decoded before the break, and the length check then warns; nothing decodable raises as before."""
+    blocks, left = [], frames
+    while left > 0:
+        try:
+            block = f.read(min(left, f.samplerate), dtype="float32", always_2d=True)
+        except sf.LibsndfileError:
+            if not blocks:
+                raise
+            break
+        if len(block) == 0:
+            break
+        blocks.append(block)
+        left -= len(block)
+    return np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
+
+
+def truncation_warning(promised: int, decoded_frames: int, rate: int) -> str | None:
+    """A warning when a file holds less audio than its header promises (a file cut off in a copy or a download)."""
+    if promised <= decoded_frames + max(1, rate // 100):  # within 10 ms: rounding, not loss
+        return None
+    return (f"the file is shorter than its header says: {decoded_frames / rate:.1f} s of {promised / rate:.1f} s "
+            f"could be read ({100 * decoded_frames / promised:.0f}%); it may be cut off, so only that part is heard")
+
+
+def _wav_header_frames(file) -> int | None:
+    """Frames a RIFF/WAVE header's data chunk declares, or None (not a WAV, or no declared length)."""
+    try:
+        if isinstance(file, (str, os.PathLike)):
+            with open(file, "rb") as handle:
+                head = handle.read(1 << 16)
+        else:
+            position = file.tell()
+            file.seek(0)
+            head = file.read(1 << 16)
+            file.seek(position)
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    offset, block_align = 12, 0
+    while offset + 8 <= len(head):
+        chunk, size = head[offset: offset + 4], int.from_bytes(head[offset + 4: offset + 8], "little")
+        if chunk == b"fmt " and offset + 22 <= len(head):
+            block_align = int.from_bytes(head[offset + 20: offset + 22], "little")
+        elif chunk == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):
+                return None
+            return size // block_align
+        offset += 8 + size + (size & 1)
+    return None
 
 
 def _check_given_rate(given, actual: int, name: str) -> None:
@@ -226,7 +384,25 @@ def _check_not_too_long(frames: int, rate: int, name: str) -> None:
         )
 
 
-def _finish(samples: np.ndarray, rate: int, source_frames: int, name: str) -> Audio:
+def silence_level(waveform: np.ndarray) -> str | None:
+    """None when there is sound; otherwise how the silence reads ("digital silence", "-95 dBFS", "a constant ...").
+
+    Sound is change: a constant offset (DC) carries none however large it is, so the level is the peak of the
+    waveform around its mean. This is the one rule for silence: `CaptionModel.caption_batch` captions such a
+    clip as `SILENCE_CAPTION` instead of letting a model invent a sound, and `load_audio` warns about it.
+    """
+    waveform = np.asarray(waveform, dtype=np.float32)
+    offset = float(waveform.mean(dtype=np.float64)) if waveform.size else 0.0
+    peak = float(np.abs(waveform - offset).max()) if waveform.size else 0.0
+    if peak >= 10 ** (SILENCE_DBFS / 20):
+        return None
+    level = f"{20 * math.log10(peak):.0f} dBFS" if peak > 0 else "digital silence"
+    if abs(offset) >= 10 ** (SILENCE_DBFS / 20):
+        level = f"a constant offset of {offset:+.3g} with no sound on it, {level}"
+    return level
+
+
+def _finish(samples: np.ndarray, rate: int, source_frames: int, name: str, warnings: list[str]) -> Audio:
     """Validate, downmix and resample the decoded window (frames, channels) at `rate`."""
     frames, channels = samples.shape
     if frames == 0:
@@ -246,20 +422,17 @@ def _finish(samples: np.ndarray, rate: int, source_frames: int, name: str) -> Au
     waveform = np.ascontiguousarray(mono, dtype=np.float32)
 
     source_duration = source_frames / rate
-    warnings = []
+    warnings = list(warnings)
     if source_frames > frames:
         warnings.append(
             f"cut to the first {frames / rate:.1f} s of {source_duration:.1f} s (the model's window); "
-            "caption longer recordings in parts"
+            "caption the whole recording as a timeline (CLI `caption --timeline`, the app's Timeline)"
         )
     # Checked after downmixing: out-of-phase channels can cancel, and the model hears the mix.
-    peak = float(np.abs(waveform).max())
-    if peak < 10 ** (SILENCE_DBFS / 20):
-        level = f"{20 * math.log10(peak):.0f} dBFS" if peak > 0 else "digital silence"
-        warnings.append(
-            f"the audio is silent ({level}, below {SILENCE_DBFS:.0f} dBFS); it is still captioned, "
-            "but check the microphone or the recording level"
-        )
+    silence = silence_level(waveform)
+    if silence is not None:
+        warnings.append(f"the audio is silent ({silence}, below {SILENCE_DBFS:.0f} dBFS); it is captioned as "
+                        "silence: check the microphone or the recording level")
     return Audio(
         waveform=waveform,
         sample_rate=SAMPLE_RATE,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -262,6 +263,93 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+# -- long recordings ------------------------------------------------------------------------------------------
+
+def write_long_recording(path: Path, minutes: float) -> None:
+    """A generated recording of `minutes`, written a minute at a time (its own memory stays flat too): stretches
+    of noise, tones, clicks and silence, so windows differ and segments form."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    t = np.arange(SAMPLE_RATE * 60) / SAMPLE_RATE
+    with sf.SoundFile(path, "w", SAMPLE_RATE, 1, format="FLAC") as out:
+        left = round(minutes * 60 * SAMPLE_RATE)
+        for minute in range(math.ceil(minutes)):
+            kind = minute % 4
+            if kind == 0:
+                chunk = 0.1 * rng.standard_normal(len(t))
+            elif kind == 1:
+                chunk = 0.2 * np.sin(2 * np.pi * (220 + 110 * minute % 660) * t)
+            elif kind == 2:
+                chunk = np.where(rng.random(len(t)) < 0.002, 0.5, 0.0) * rng.standard_normal(len(t))
+            else:
+                chunk = np.zeros(len(t))
+            chunk = chunk[: min(len(chunk), left)]
+            left -= len(chunk)
+            out.write(chunk.astype(np.float32))
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def long_worker(model_path: str, audio: str, beam_size: int, threads: int) -> dict:
+    """One model over the whole recording, in its own process (so its peak RSS is its own)."""
+    from .timeline import caption_timeline
+
+    torch.set_num_threads(threads)
+    model = load_model(model_path)
+    loaded = _rss_mib()
+    samples: list[tuple[int, float]] = []
+    timeline = caption_timeline(model, audio, DecodingOptions(beam_size=beam_size),
+                                progress=lambda done, total: samples.append((done, _rss_mib())))
+    total = samples[-1][0]
+    early = next(rss for done, rss in samples if done >= total / 10)
+    return {"seconds": timeline.seconds, "duration": timeline.duration, "windows": total,
+            "segments": len(timeline.segments), "rss_after_load_mib": loaded, "rss_at_10pct_mib": early,
+            "rss_at_end_mib": samples[-1][1],
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_long(args) -> dict:
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        audio = Path(folder) / "long.flac"
+        write_long_recording(audio, args.long)
+        models = {}
+        for role, path in (("teacher", args.teacher), ("student", args.student)):
+            done = subprocess.run([sys.executable, "-m", "eacap.bench", "--long-worker", path, str(audio),
+                                   "--beam-size", str(args.beam_size), "--threads", str(args.threads)],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise BenchError(f"{role} ({path}): the long-recording run failed: {done.stderr.strip()[-500:]}")
+            m = json.loads(done.stdout)
+            m["seconds_per_audio_hour"] = m["seconds"] * 3600 / m["duration"]
+            m["x_real_time"] = m["duration"] / m["seconds"]
+            models[role] = m
+    t, s = models["teacher"], models["student"]
+    return {"long_minutes": args.long, "beam_size": args.beam_size, "threads": args.threads, "torch": torch.__version__,
+            "models": models, "speedup": {"long": t["seconds"] / s["seconds"]}}
+
+
+def report_long(result: dict) -> str:
+    lines = [f"eacap bench --long: a {result['long_minutes']:g} min generated recording as a timeline (10 s windows, "
+             f"5 s hop, beam {result['beam_size']}, natural captions); {result['threads']} threads, "
+             "one process per model", "",
+             f"{'model':<8} {'windows':>7} {'wall':>9} {'per audio hour':>15} {'x real time':>12} | "
+             f"{'RSS loaded':>11} {'at 10%':>8} {'at end':>8} {'peak':>8}"]
+    for name, m in result["models"].items():
+        lines.append(f"{name:<8} {m['windows']:>7} {m['seconds']:>8.1f}s {m['seconds_per_audio_hour']:>14.0f}s "
+                     f"{m['x_real_time']:>11.0f}x | {m['rss_after_load_mib']:>9.0f}MiB {m['rss_at_10pct_mib']:>5.0f}MiB "
+                     f"{m['rss_at_end_mib']:>5.0f}MiB {m['peak_rss_mib']:>5.0f}MiB")
+    lines += ["", f"speed-up: long {result['speedup']['long']:.1f}x"]
+    return "\n".join(lines)
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -286,11 +374,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-reference", action="store_true", help=f"skip the {REFERENCE_NAME} reference")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--save", type=Path, help="also write the JSON result to this file (read by `train report`)")
+    parser.add_argument("--long", type=float, metavar="MINUTES",
+                        help="instead: caption a generated recording of MINUTES as a timeline with each model and "
+                             "report time per audio hour and peak memory (e.g. --long 60)")
+    parser.add_argument("--long-worker", nargs=2, metavar=("MODEL", "AUDIO"), help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.long_worker:
+        print(json.dumps(long_worker(*args.long_worker, args.beam_size, args.threads)))
+        return 0
+    if args.long is not None:
+        if not 0.1 <= args.long <= 60:
+            print(f"error: --long must be within 0.1-60 minutes (the 1-hour limit), got {args.long:g}", file=sys.stderr)
+            return 2
+        try:
+            result = run_long(args)
+        except (CheckpointError, BenchError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if args.save:
+            args.save.parent.mkdir(parents=True, exist_ok=True)
+            args.save.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result) if args.json else report_long(result))
+        return 0
     if not 0.1 <= args.seconds <= 30:
         print(f"error: --seconds must be within 0.1-30 (the models' window), got {args.seconds:g}", file=sys.stderr)
         return 2

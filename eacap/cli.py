@@ -15,6 +15,7 @@ from pathlib import Path
 from .audio import AudioError, load_audio
 from .checkpoint import CheckpointError, load_model
 from .decoding import DecodingOptions
+from .timeline import FORMATS, WINDOW_SECONDS, caption_timeline, render
 
 # The shipped checkpoints live next to the package (the repository root), not in the working directory, so the
 # CLI finds them wherever it is run from; EACAP_CHECKPOINTS points elsewhere, as it does for the app.
@@ -53,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--batch-size", type=positive, default=8, help="files captioned together (default 8)")
     add_decoding_options(caption)
     caption.add_argument("--json", action="store_true", help="one JSON object per line instead of FILE<TAB>CAPTION")
+    timeline = caption.add_argument_group(
+        "timeline", "caption the whole recording (up to 1 hour) window by window, as segments with start/end times")
+    timeline.add_argument("--timeline", action="store_true", help="caption every window, not only the first 30 s")
+    timeline.add_argument("--format", choices=FORMATS, default=None,
+                          help="timeline output: text (START-END<TAB>caption), json (a line per segment), srt or vtt "
+                               "(default text; --json means json)")
+    timeline.add_argument("--window", type=float, default=WINDOW_SECONDS,
+                          help=f"seconds each caption hears (default {WINDOW_SECONDS:g})")
+    timeline.add_argument("--hop", type=float, default=None, help="seconds between windows (default half the window)")
+    timeline.add_argument("--out", metavar="DIR", help="write one timeline file per input into DIR (FILE.srt, ...)")
     caption.set_defaults(run=run_caption)
 
     compare = commands.add_parser("compare", help="caption one file with the teacher and the student and compare them",
@@ -89,6 +100,10 @@ def positive(text: str) -> int:
 # -- caption ------------------------------------------------------------------------------------------------
 
 def run_caption(args) -> int:
+    if args.timeline:
+        return run_timeline(args)
+    if args.format or args.out or args.hop is not None or args.window != WINDOW_SECONDS:
+        raise UsageError("--format, --window, --hop and --out describe a timeline: add --timeline")
     model = load(args.model, "student", "--model")
     options = decoding_options(args, model)
     failed = False
@@ -121,7 +136,7 @@ def caption_files(model, files: list[str], options: DecodingOptions) -> list[dic
             audio = result.pop("audio")
             result.update(caption=caption.text, score=round(caption.score, 4), duration=round(audio.duration, 3),
                           seconds=round(result.pop("load_seconds") + share, 4), model=model.source,
-                          warnings=audio.warnings)
+                          silent=caption.silent, warnings=audio.warnings)
     return results
 
 
@@ -135,6 +150,67 @@ def print_result(result: dict, as_json: bool) -> None:
     for warning in result["warnings"]:
         print(f"warning: {result['file']}: {warning}", file=sys.stderr)
     print(f"{result['file']}\t{result['caption']}", flush=True)
+
+
+TIMELINE_SUFFIX = {"text": ".txt", "json": ".jsonl", "srt": ".srt", "vtt": ".vtt"}
+
+
+def run_timeline(args) -> int:
+    fmt = args.format or ("json" if args.json else "text")
+    if fmt in ("srt", "vtt") and len(args.files) > 1 and not args.out:
+        raise UsageError(f"{fmt.upper()} holds one recording: caption one file, or pass --out DIR for a file each")
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"cannot create {out} ({error.strerror}): pass another --out DIR") from None
+    model = load(args.model, "student", "--model")
+    options = decoding_options(args, model)
+    failed = False
+    for file in args.files:
+        try:
+            timeline = caption_with_progress(model, file, options, args)
+        except AudioError as error:
+            failed = True
+            print(json.dumps({"file": file, "error": str(error)}) if fmt == "json" else f"error: {error}",
+                  file=sys.stdout if fmt == "json" else sys.stderr, flush=True)
+            continue
+        except ValueError as error:  # window/hop
+            raise UsageError(f"{error}: change --window/--hop") from None
+        for warning in timeline.warnings:
+            print(f"warning: {file}: {warning}", file=sys.stderr)
+        text = render(timeline, fmt)
+        if out is not None:
+            path = out / (Path(file).name + TIMELINE_SUFFIX[fmt])
+            path.write_text(text, encoding="utf-8")
+            print(f"{file}\t{path}\t{len(timeline.segments)} segments, {timeline.duration:.1f} s", flush=True)
+        elif fmt == "text" and len(args.files) > 1:
+            print("".join(f"{file}\t{line}\n" for line in text.splitlines()), end="", flush=True)
+        else:
+            print(text, end="", flush=True)
+    return EXIT_INPUT if failed else 0
+
+
+def caption_with_progress(model, file: str, options: DecodingOptions, args):
+    """caption_timeline with a progress bar on stderr once a file needs more than one batch (a terminal only)."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None and total > args.batch_size:
+            bar = tqdm(total=total, unit="window", desc=Path(file).name, file=sys.stderr, leave=False, disable=None)
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    try:
+        return caption_timeline(model, file, options, window=args.window, hop=args.hop, batch_size=args.batch_size,
+                                progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 # -- compare ------------------------------------------------------------------------------------------------

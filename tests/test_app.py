@@ -215,13 +215,36 @@ def test_page_load_runs_an_example_from_the_address(captioner):
 
 def test_api_endpoints(client, clip):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/caption", "/compare"}  # UI-only events stay out of the API
+    assert set(endpoints) == {"/caption", "/compare", "/timeline"}  # UI-only events stay out of the API
     compared = client.predict(handle_file(clip), "teacher", "student", 3, 20, api_name="/compare")
     assert compared["name"] == "birdsong.wav" and compared["speedup"] > 0
     assert compared["teacher"]["caption"] and compared["student"]["caption"]
     captioned = client.predict(handle_file(clip), "teacher", 1, 10, api_name="/caption")
     assert captioned["role"] == "teacher" and captioned["caption"]
     assert client.predict(handle_file(clip), api_name="/caption")["role"] == "student"  # defaults
+
+
+def test_timeline_api_and_view(app, client, captioner, tmp_path):
+    """A 40 s recording: both models' timelines over the API, and the page's tables from the same handler."""
+    path = tmp_path / "walk.flac"
+    sf.write(path, np.concatenate([tone(20.0, freq=300), np.zeros(16000 * 12), tone(8.0, freq=2000)]), 16000)
+    result = client.predict(handle_file(str(path)), "teacher", "student", 1, 8, api_name="/timeline")
+    assert result["speedup"] > 0
+    for role in ("teacher", "student"):
+        timeline = result[role]
+        assert timeline["role"] == role and timeline["duration"] == pytest.approx(40.0)
+        segments = timeline["segments"]
+        assert segments[0]["start"] == 0.0 and segments[-1]["end"] == pytest.approx(40.0)
+        assert sum(s["windows"] for s in segments) == 7 and any(s["silent"] for s in segments)
+    teacher_rows, student_rows, summary, raw = captioner.timeline_view(str(path), None, None, 1, 8,
+                                                                        progress=lambda *a, **k: None)
+    assert [row[2] for row in student_rows] == [s["text"] for s in raw["student"]["segments"]]
+    assert teacher_rows[0][:2] == ["00:00", app.clock_time(raw["teacher"]["segments"][0]["end"])]
+    assert "00:40 of audio, 7 windows" in summary and "faster" in summary
+    start = app.segment_start("student")
+    event = type("Event", (), {"index": [len(student_rows) - 1, 0]})()
+    assert start(raw, event) == raw["student"]["segments"][-1]["start"]
+    assert start(None, event) == 0.0
 
 
 def bad_inputs(folder: Path) -> list[tuple[str | None, str]]:

@@ -136,3 +136,28 @@ def test_click_example_then_bad_upload(served, browser, tmp_path):
         browser.find_element(By.XPATH, "//button[contains(., 'Caption with both models')]").click()
         wait_for(browser, lambda b: message in b.page_source)
         assert "Traceback" not in browser.page_source
+
+
+def test_timeline_tables_and_click_to_seek(served, browser, tmp_path):
+    """A 40 s upload: the timeline button fills both segment tables, and clicking a row plays from its start."""
+    from selenium.webdriver.common.by import By
+
+    url, captioner = served
+    path = tmp_path / "walk.flac"
+    sf.write(path, np.concatenate([0.3 * np.sin(2 * np.pi * 300 * np.arange(16000 * 20) / 16000),
+                                   np.zeros(16000 * 20)]).astype(np.float32), 16000)
+    browser.get(url)
+    upload = wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "input[type=file]"))
+    upload[0].send_keys(str(path))
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#sound audio"))
+    browser.find_element(By.XPATH, "//button[contains(., 'whole recording as a timeline')]").click()
+    wait_for(browser, lambda b: "segments in" in b.page_source)
+    expected = captioner.timeline(str(path), progress=lambda *a, **k: None)["student"]["segments"]
+    cell = "#student-timeline [role=gridcell]"
+    cells = wait_for(browser, lambda b: [c for c in b.find_elements(By.CSS_SELECTOR, cell) if c.text][:3 * len(expected)])
+    assert [c.text for c in cells[2::3]] == [s["text"] for s in expected]
+    cells[3 * (len(expected) - 1)].click()  # the last segment's start
+    wait_for(browser, lambda b: b.execute_script("return document.querySelector('#sound audio').currentTime") > 0,
+             seconds=20)
+    position = browser.execute_script("return document.querySelector('#sound audio').currentTime")
+    assert position == pytest.approx(expected[-1]["start"], abs=1.0)

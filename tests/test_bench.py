@@ -113,3 +113,24 @@ def test_speed_variants_are_changes_of_the_base_shape_whatever_shape_is_shipped(
     assert variants.variants(base)['shape "slim": 40 ms frames + 1-layer FFN-512 decoder'] == student_config(613, "full", shape="slim")
     custom = dataclasses.replace(base, decoder=dataclasses.replace(base.decoder, layers=3))
     assert named_shape(custom) is None and variants.base_of(custom) is custom
+
+
+def test_bench_long_recording(tiny_checkpoints, capsys, tmp_path):
+    """--long: each model captions a generated recording as a timeline in its own process; the report gives time
+    per audio hour, RSS along the way and the ratio."""
+    teacher, student = tiny_checkpoints
+    saved = tmp_path / "long.json"
+    assert bench.main(["--teacher", teacher, "--student", student, "--long", "0.75", "--beam-size", "1",
+                       "--save", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert "speed-up: long" in out and "per audio hour" in out
+    result = json.loads(saved.read_text())
+    for role in ("teacher", "student"):
+        m = result["models"][role]
+        assert m["duration"] == pytest.approx(45.0) and m["windows"] == 8
+        assert m["seconds_per_audio_hour"] == pytest.approx(m["seconds"] * 80)
+        assert m["peak_rss_mib"] >= m["rss_at_end_mib"] > 0
+    assert result["speedup"]["long"] == pytest.approx(result["models"]["teacher"]["seconds"]
+                                                      / result["models"]["student"]["seconds"])
+    assert bench.main(["--teacher", teacher, "--student", student, "--long", "90"]) == 2
+    assert "within 0.1-60 minutes" in capsys.readouterr().err

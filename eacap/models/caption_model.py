@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..audio import SILENCE_CAPTION, silence_level
 from ..decoding import DecodingOptions, decode
 from ..features import FrontendConfig, build_frontend
 from ..tokenizer import CaptionTokenizer
@@ -65,6 +66,7 @@ class Caption:
     score: float                 # length-normalised log-probability
     duration: float              # seconds of audio captioned
     seconds: dict[str, float] = field(default_factory=dict)   # per stage, for the whole batch
+    silent: bool = False         # the clip is silent: `text` is SILENCE_CAPTION, not the model's words
 
 
 class CaptionModel(nn.Module):
@@ -143,6 +145,11 @@ class CaptionModel(nn.Module):
         clock.lap("decoder")
         captions = [Caption(self.tokenizer.decode(tokens), tokens, score, float(n) / 16000, dict(clock.seconds))
                     for tokens, score, n in zip(hyps.tokens, hyps.scores, lengths.tolist())]
+        # Silence is stated, not described: a model trained on sounds names one even in digital silence.
+        for row, waveform in enumerate(waveforms):
+            if silence_level(waveform.detach().cpu().numpy() if torch.is_tensor(waveform) else waveform):
+                caption = captions[row]
+                captions[row] = Caption(SILENCE_CAPTION, [], 0.0, caption.duration, caption.seconds, silent=True)
         return BatchRun(captions, feats, feat_lengths, frames, frame_lengths)
 
 
