@@ -354,9 +354,14 @@ def _keyword_patterns(keywords: Mapping[str, Sequence[str]]) -> tuple[list[tuple
 
 
 def _named_classes(caption: str, patterns: list[tuple[re.Pattern, str | None]]) -> set[str]:
+    return {cls for cls, _ in _mentions(caption, patterns)}
+
+
+def _mentions(caption: str, patterns: list[tuple[re.Pattern, str | None]]) -> list[tuple[str, int]]:
+    """(class, word index) of every keyword match, longest first, in caption order; ambiguous ones left out."""
     text = caption.lower()
     taken = [False] * len(text)
-    named = set()
+    found = []
     for pattern, cls in patterns:
         for match in pattern.finditer(text):
             start, end = match.span()
@@ -364,8 +369,53 @@ def _named_classes(caption: str, patterns: list[tuple[re.Pattern, str | None]]) 
                 continue
             taken[start:end] = [True] * (end - start)
             if cls is not None:
-                named.add(cls)
-    return named
+                found.append((cls, len(text[:start].split())))
+    return sorted(found, key=lambda item: item[1])
+
+
+# Keywords of one class this many words apart or closer are one mention ("a gust of wind", "dog barking").
+MENTION_GAP_WORDS = 3
+
+
+def repeated_classes(caption: str, keywords: Mapping[str, Sequence[str]]) -> set[str]:
+    """The classes a caption names twice: keywords of the class at two places more than MENTION_GAP_WORDS words
+    apart ("a rain shower pours down while a rain shower patters" names rain twice; "a gust of wind" once)."""
+    return _repeats(_mentions(caption, _keyword_patterns(keywords)[0]))
+
+
+def _repeats(mentions: list[tuple[str, int]]) -> set[str]:
+    last: dict[str, int] = {}
+    repeated = set()
+    for cls, word in mentions:
+        if cls in last and word - last[cls] > MENTION_GAP_WORDS:
+            repeated.add(cls)
+        last[cls] = word
+    return repeated
+
+
+def sound_naming(
+    predictions: Mapping[str, str],
+    events: Mapping[str, set[str]],
+    keywords: Mapping[str, Sequence[str]],
+) -> dict[str, Any]:
+    """What a listener notices first: does a caption name every sound in the clip, and does it name one twice?
+
+    ``names_all``: the fraction of clips whose caption names every class in the clip (any of the class's keywords,
+    as in `event_f1`); ``names_any``: at least one of them; ``repeats``: the fraction of captions that name some
+    class twice (`repeated_classes`); plus `event_f1`'s micro precision/recall/f1 and per-class counts.
+    """
+    scores = event_f1(predictions, events, keywords)
+    patterns, _ = _keyword_patterns(keywords)
+    all_named = any_named = repeats = 0
+    for clip, caption in predictions.items():
+        mentions = _mentions(caption, patterns)
+        named = {cls for cls, _ in mentions}
+        all_named += set(events[clip]) <= named
+        any_named += bool(set(events[clip]) & named)
+        repeats += bool(_repeats(mentions))
+    n = max(1, len(predictions))
+    return {"names_all": all_named / n, "names_any": any_named / n, "repeats": repeats / n,
+            "names_all_count": all_named, "repeat_count": repeats, **scores}
 
 
 def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:

@@ -21,6 +21,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "student": ("train.student", "distil the student: supervised + seq/token KD + encoder KD (+ audio-only data)"),
     "ablation": ("train.ablation", "every student row of the results table at one step budget, trained and scored"),
     "evaluate": ("train.evaluate", "caption the test split and score it (BLEU, METEOR, ROUGE-L, CIDEr-D, SBERT, event-F1)"),
+    "encoder-probe": ("train.encoder_probe", "which pretrained audio encoder hears held-out real sounds (linear/kNN probe)"),
+    "realworld": ("train.realworld", "the cross-source test: caption and score recordings of held-out packages"),
     "export": ("train.export", "write checkpoint folders with model cards"),
     "real-sounds": ("train.real_sounds", "teacher vs student captions of real recordings not used in training"),
     "speed-variants": ("train.variants", "time candidate student shapes against the teacher (random weights) before training one"),

@@ -38,6 +38,7 @@ SAMPLE_RATE = 16_000
 MAX_CLIP_S = 10.0       # longer recordings are cut into equal pieces no longer than this
 MIN_CLIP_S = 0.1
 TRIM_DB = 40.0          # frames this far below the loudest frame count as silence at either end
+HELD_OUT_ROOT = "data/soundbank_heldout"
 TARGET_DBFS = -20.0     # RMS of the non-silent frames after normalisation (the scene mixer's ref_db)
 PEAK_DBFS = -1.0        # ...unless that would push a peak past this
 LABELS_PATH = Path(__file__).with_name("soundbank_labels.tsv")
@@ -92,6 +93,15 @@ def default_sources() -> list[Source]:
         # Last: it tops up classes only to a minority of the real clips the sources above produced.
         Source("synth", "generate", "CC0", generate=gen.synthesise_gaps),
     ]
+
+
+def held_out_sources() -> list[Source]:
+    """Whole packages kept out of training: the cross-source `realworld` split is built from them alone
+    (`python -m train soundbank --held-out` into data/soundbank_heldout). 0ad-data and supertuxkart-data are not
+    among them: they are reserved for evaluation by others, and never used here."""
+    return [Source(name, "apt", licence, tools=("apt-get", "dpkg-deb"))
+            for name, licence in (("scorched3d-data", "GPL-2+"), ("redeclipse-data", "CC-BY-SA-3.0"),
+                                  ("freedink-data", "GPL-3+"))]
 
 
 TOOL_HINTS = {
@@ -633,10 +643,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-downloads", action="store_true",
                         help="keep .deb/wheel files in ROOT/.downloads (a rebuild then skips the download)")
     parser.add_argument("--list", action="store_true", help="list the sources and exit")
+    parser.add_argument("--held-out", action="store_true",
+                        help="build the held-out sources of the realworld split instead (default root "
+                             f"{HELD_OUT_ROOT}); they never enter the training bank")
 
 
 def main(args: argparse.Namespace) -> int:
-    sources = default_sources()
+    sources = held_out_sources() if args.held_out else default_sources()
+    if args.held_out and args.root == "data/soundbank":
+        args.root = HELD_OUT_ROOT
     if args.list:
         for source in sources:
             print(f"{source.name:<28} {source.registry:<9} {source.licence}")

@@ -1,0 +1,71 @@
+"""The cross-source split: items from a held-out bank, their audio, references and scores (tiny model, tiny bank)."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import tone
+from eacap import load_model
+from eacap.decoding import DecodingOptions
+from eacap.metrics import repeated_classes, sound_naming
+from train import realworld
+from train.manifest import Clip, load_classes, write_manifest
+
+
+@pytest.fixture
+def bank(tmp_path):
+    clips = []
+    for i, (label, freq) in enumerate([("dog", 500), ("rain", 0), ("birds", 3000), ("dog", 700)]):
+        audio = tone(2.0 + i, freq=freq) if freq else 0.05 * np.random.default_rng(i).standard_normal(16000 * 4)
+        file = f"clips/{label}/{i:012x}.flac"
+        (tmp_path / "clips" / label).mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / file, audio.astype(np.float32), 16000)
+        clips.append(Clip(f"{i:012x}", label, file, "some-package", f"sounds/{label}{i}.ogg", "CC0", len(audio) / 16000))
+    write_manifest(tmp_path, clips)
+    return tmp_path
+
+
+def test_items_are_singles_and_mixes_of_different_classes(bank):
+    items = realworld.build_items(bank, mixes=4)
+    singles = [i for i in items if i["kind"] == "single"]
+    mixes = [i for i in items if i["kind"] == "mix"]
+    assert len(singles) == 4 and len(mixes) == 4
+    assert all(len(set(m["events"])) == 2 for m in mixes)
+    assert items == realworld.build_items(bank, mixes=4)  # the same split on every machine
+    audio = realworld.render(mixes[0], bank)
+    assert audio.dtype == np.float32 and 0 < len(audio) <= 10 * 16000 and np.abs(audio).max() <= 0.99
+
+
+def test_missing_bank_says_how_to_build_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="soundbank --held-out"):
+        realworld.build_items(tmp_path / "none")
+
+
+def test_references_come_from_the_class_table():
+    classes = load_classes()
+    assert realworld.reference(["dog"], classes) == "a dog barks"
+    assert realworld.reference(["dog", "rain"], classes) == "a dog barks while rain falls"
+
+
+def test_evaluate_scores_every_item(bank, tiny_checkpoints):
+    model = load_model(tiny_checkpoints[1])
+    items = realworld.build_items(bank, mixes=2)
+    result = realworld.evaluate(model, items, DecodingOptions(beam_size=1, max_length=8), bank)
+    assert result["all"]["n"] == 6 and result["single"]["n"] == 4 and result["mix"]["n"] == 2
+    assert [c["id"] for c in result["captions"]] == [i["id"] for i in items]
+    for key in ("names_all", "repeats", "event_precision", "event_recall"):
+        assert 0.0 <= result["all"][key] <= 1.0
+    json.dumps(result)  # written as the results file
+
+
+def test_sound_naming_and_repeats():
+    keywords = {name: entry["keywords"] for name, entry in load_classes().items() if not name.startswith("_")}
+    assert repeated_classes("a rain shower pours down over the sound of a rain shower pattering", keywords) == {"rain"}
+    assert repeated_classes("a gust of wind howls", keywords) == set()  # two keywords, one mention
+    assert repeated_classes("a dog barks while rain falls", keywords) == set()
+    scores = sound_naming({"a": "a dog barks while rain falls", "b": "rain falls and later rain pours down",
+                           "c": "a cow moos"},
+                          {"a": {"dog", "rain"}, "b": {"rain", "thunder"}, "c": {"cow"}}, keywords)
+    assert scores["names_all"] == pytest.approx(2 / 3) and scores["names_any"] == 1.0
+    assert scores["repeats"] == pytest.approx(1 / 3) and scores["repeat_count"] == 1
