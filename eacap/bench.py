@@ -184,7 +184,8 @@ def run(args) -> dict:
     student = Pipeline.from_model("student", load_model(args.student))
     pipelines = [teacher, student] + ([] if args.no_reference else [reference_pipeline()])
     fixed = not args.natural
-    options = DecodingOptions(beam_size=args.beam_size, max_length=args.tokens if fixed else args.max_length)
+    options = DecodingOptions(beam_size=args.beam_size, max_length=args.tokens if fixed else args.max_length,
+                              no_repeat_ngram_size=args.no_repeat_ngram)
     for p in pipelines:
         try:
             options.validate(p.decoder.config.max_length)
@@ -367,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--beam-size", type=positive, default=3, help="beam width for every model (default 3)")
     parser.add_argument("--tokens", type=positive, default=DEFAULT_TOKENS,
                         help=f"forced caption length, </s> included (default {DEFAULT_TOKENS})")
+    parser.add_argument("--no-repeat-ngram", type=int, default=DecodingOptions().no_repeat_ngram_size,
+                        help="block repeated n-grams of this size, 0 off (default: eacap's, "
+                             f"{DecodingOptions().no_repeat_ngram_size})")
     parser.add_argument("--natural", action="store_true", help="let models stop on their own (trained models only)")
     parser.add_argument("--max-length", type=positive, default=30, help="longest caption with --natural (default 30)")
     parser.add_argument("--threads", type=positive, default=len(os.sched_getaffinity(0)),
@@ -390,30 +394,25 @@ def main(argv: list[str] | None = None) -> int:
         if not 0.1 <= args.long <= 60:
             print(f"error: --long must be within 0.1-60 minutes (the 1-hour limit), got {args.long:g}", file=sys.stderr)
             return 2
-        try:
-            result = run_long(args)
-        except (CheckpointError, BenchError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        if args.save:
-            args.save.parent.mkdir(parents=True, exist_ok=True)
-            args.save.write_text(json.dumps(result, indent=1) + "\n")
-        print(json.dumps(result) if args.json else report_long(result))
-        return 0
+        return finish(args, run_long, report_long)
     if not 0.1 <= args.seconds <= 30:
         print(f"error: --seconds must be within 0.1-30 (the models' window), got {args.seconds:g}", file=sys.stderr)
         return 2
+    return finish(args, run, report)
+
+
+def finish(args, measure, describe) -> int:
+    """Run one benchmark mode, save its JSON if asked, print it; an error names the option to change (exit 2)."""
     try:
-        result = run(args)
+        result = measure(args)
     except (CheckpointError, AudioError, ImportError, BenchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result) if args.json else report(result))
+    print(json.dumps(result) if args.json else describe(result))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -112,7 +112,7 @@ def caption_metrics(
         notes.append("CIDEr-D is 0 for a single clip: its IDF weights come from the references of all scored clips.")
 
     if sbert:
-        scores["sbert_sim"] = _sbert_sim([predictions[clip] for clip in ids], [list(references[clip]) for clip in ids])
+        scores["sbert_sim"] = sbert_sim([predictions[clip] for clip in ids], [list(references[clip]) for clip in ids])
     else:
         notes.append("SBERT-sim skipped: switched off (sbert=False).")
 
@@ -231,7 +231,7 @@ def _import_pycocoevalcap(module: str):
         ) from error
 
 
-def _sbert_sim(candidates: list[str], mult_references: list[list[str]]) -> float:
+def sbert_sim(candidates: list[str], mult_references: list[list[str]]) -> float:
     model = _sbert_model()
     flat_references = [ref for refs in mult_references for ref in refs]
     # Normalised embeddings make the dot product the cosine.
@@ -357,8 +357,8 @@ def _named_classes(caption: str, patterns: list[tuple[re.Pattern, str | None]]) 
     return {cls for cls, _ in _mentions(caption, patterns)}
 
 
-def _mentions(caption: str, patterns: list[tuple[re.Pattern, str | None]]) -> list[tuple[str, int]]:
-    """(class, word index) of every keyword match, longest first, in caption order; ambiguous ones left out."""
+def _mentions(caption: str, patterns: list[tuple[re.Pattern, str | None]]) -> list[tuple[str, str]]:
+    """(class, keyword as written) of every keyword match, longest first; ambiguous keywords left out."""
     text = caption.lower()
     taken = [False] * len(text)
     found = []
@@ -369,27 +369,23 @@ def _mentions(caption: str, patterns: list[tuple[re.Pattern, str | None]]) -> li
                 continue
             taken[start:end] = [True] * (end - start)
             if cls is not None:
-                found.append((cls, len(text[:start].split())))
-    return sorted(found, key=lambda item: item[1])
-
-
-# Keywords of one class this many words apart or closer are one mention ("a gust of wind", "dog barking").
-MENTION_GAP_WORDS = 3
+                found.append((cls, " ".join(match.group(0).split())))
+    return found
 
 
 def repeated_classes(caption: str, keywords: Mapping[str, Sequence[str]]) -> set[str]:
-    """The classes a caption names twice: keywords of the class at two places more than MENTION_GAP_WORDS words
-    apart ("a rain shower pours down while a rain shower patters" names rain twice; "a gust of wind" once)."""
+    """The classes a caption names twice: one of the class's keywords at two places ("a rain shower pours down
+    while a rain shower patters", "a dog barks as a dog growls"). Two different keywords of a class are one
+    description, not a repeat ("the sea breaks on the shore", "a gust of wind")."""
     return _repeats(_mentions(caption, _keyword_patterns(keywords)[0]))
 
 
-def _repeats(mentions: list[tuple[str, int]]) -> set[str]:
-    last: dict[str, int] = {}
-    repeated = set()
-    for cls, word in mentions:
-        if cls in last and word - last[cls] > MENTION_GAP_WORDS:
-            repeated.add(cls)
-        last[cls] = word
+def _repeats(mentions: list[tuple[str, str]]) -> set[str]:
+    seen, repeated = set(), set()
+    for mention in mentions:
+        if mention in seen:
+            repeated.add(mention[0])
+        seen.add(mention)
     return repeated
 
 

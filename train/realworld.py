@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from eacap.decoding import DecodingOptions
-from eacap.metrics import sound_naming
+from eacap.metrics import sbert_sim, sound_naming
 from train.config import add_preset_arguments, config_from_args
 from train.data import run_path
 from train.manifest import load_classes, read_manifest
@@ -93,8 +93,6 @@ def reference(events: list[str], classes: dict[str, dict]) -> str:
 def evaluate(model, items: list[dict], options: DecodingOptions, bank: Path = HELD_OUT_BANK,
              batch_size: int = 16) -> dict:
     """Caption every item and score it; returns the metrics, per-kind breakdown and every caption."""
-    from eacap.metrics import _sbert_sim  # the one SBERT-sim implementation (aac-metrics' definition)
-
     classes = {k: v for k, v in load_classes().items() if not k.startswith("_")}
     keywords = {name: entry["keywords"] for name, entry in classes.items()}
     captions = {}
@@ -110,7 +108,7 @@ def evaluate(model, items: list[dict], options: DecodingOptions, bank: Path = HE
         if not ids:
             return {}
         naming = sound_naming({i: captions[i] for i in ids}, {i: events[i] for i in ids}, keywords)
-        sbert = _sbert_sim([captions[i] for i in ids], [[reference(sorted(events[i]), classes)] for i in ids])
+        sbert = sbert_sim([captions[i] for i in ids], [[reference(sorted(events[i]), classes)] for i in ids])
         return {"n": len(ids), "names_all": naming["names_all"], "names_any": naming["names_any"],
                 "repeats": naming["repeats"], "event_precision": naming["precision"],
                 "event_recall": naming["recall"], "event_f1": naming["f1"], "sbert_sim": sbert}
