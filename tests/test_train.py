@@ -398,3 +398,31 @@ def test_sigterm_stops_with_a_checkpoint_and_the_same_command_resumes(tmp_path, 
     model = _Regression()
     result = Trainer(tmp_path, model, model, schedule, make_batch).fit()
     assert result["resumed"] and result["step"] == 8
+
+
+def test_report_leads_with_the_cross_source_test(tiny_run, tmp_path):
+    """realworld_*.json and encoder_probe.json become the report's first tables, and are never read as model rows."""
+    from train import report
+    from train.data import run_path
+
+    config, work, _ = tiny_run
+    os.chdir(work)
+    results = run_path(config, "results")
+    written = [results / "realworld_teacher.json", results / "encoder_probe.json"]
+    try:
+        score = {"n": 3, "names_all": 1 / 3, "names_any": 2 / 3, "repeats": 0.0, "event_precision": 0.5,
+                 "event_recall": 0.25, "event_f1": 0.33, "sbert_sim": 0.4}
+        written[0].write_text(json.dumps({"model": "teacher", "all": score, "single": score, "mix": {},
+                                          "sources": ["pkg-a"], "options": {"no_repeat_ngram_size": 2}}))
+        probe = {"linear": {"accuracy": 0.5, "balanced_accuracy": 0.4}, "knn": {"accuracy": 0.3, "balanced_accuracy": 0.2},
+                 "dim": 8, "seconds_per_clip": 0.01}
+        written[1].write_text(json.dumps({"train_clips": 10, "test_clips": 4, "classes": ["dog", "rain"],
+                                          "encoders": {"Whisper base, frozen": probe}}))
+        text = report.report(config).read_text()
+        assert text.index("## Cross-source test") < text.index("## Every model trained")
+        assert "| teacher | 2 | 33.3% | 33.3% | 0.0% | 0.50 / 0.25 | 0.0% | 0.400 |" in text
+        assert "| Whisper base, frozen | 8 | 50.0% | 40.0% | 30.0% | 20.0% | 10 ms |" in text
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
+        os.chdir(REPO)

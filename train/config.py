@@ -51,6 +51,7 @@ class PipelineConfig:
     eval_max_length: int = 30
     token_kd_topk: int = 16          # teacher distribution kept per token for token-level KD
     spec_augment: tuple[int, int, int, int] = (64, 2, 8, 2)   # time width, time stripes, freq width, freq stripes
+    augment: float = 0.0         # share of training clips re-recorded by train.augment (EQ, reverb, noise, speed, gain)
     seed: int = 0
     audio_only_scenes: int | None = None   # use only the first N scenes of the audio-only pool (None: all)
     student_shape: str = "base"  # the shipped student's architecture (eacap.models.presets.STUDENT_SHAPES)
@@ -82,7 +83,7 @@ PRESETS = {
         student=Schedule(steps=4000, batch_size=32, lr=1e-3, warmup=400, eval_every=500),
         tokenizer_min_count=2,
         # The shipped student is the slim shape (40 ms frames, 1-layer decoder: the speed targets), started from the
-        # base-shape student pruned (the quality target): README "Results so far", session 7.
+        # base-shape student pruned (the quality target): CHANGELOG.md, commit 7f93cab.
         student_shape="slim", student_init="base", student_init_lr=5e-4),
 }
 
@@ -93,6 +94,8 @@ def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="override the stage's step budget")
     parser.add_argument("--seed", type=int, help="override the preset's seed")
     parser.add_argument("--audio-only-scenes", type=int, help="use only the first N audio-only scenes (saves cache time)")
+    parser.add_argument("--augment", type=float, help="share (0-1) of training clips re-recorded with another EQ, "
+                        "room, noise, speed and gain (train/augment.py; default: the preset's)")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +110,10 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     config = PRESETS[args.preset]
     if getattr(args, "seed", None) is not None:
         config = replace(config, seed=args.seed)
+    if getattr(args, "augment", None) is not None:
+        if not 0.0 <= args.augment <= 1.0:
+            raise ValueError(f"--augment is a share of clips, 0-1; got {args.augment}")
+        config = replace(config, augment=args.augment)
     if getattr(args, "audio_only_scenes", None) is not None:
         config = replace(config, audio_only_scenes=args.audio_only_scenes)
     if getattr(args, "lr", None) is not None:

@@ -16,7 +16,7 @@ from train.config import RUNS_ROOT, PipelineConfig
 from train.datasets import CaptionItem, item_waveform, load_caption_set
 from train.trainer import Dist, batch_indices, rank_slice, sample_rng
 
-SPEC_AUGMENT_PURPOSE, CAPTION_PURPOSE = 1, 2
+SPEC_AUGMENT_PURPOSE, CAPTION_PURPOSE, AUGMENT_PURPOSE = 1, 2, 3
 
 
 def load_split(config: PipelineConfig, split: str, label_fraction: float | None = None) -> list[CaptionItem]:
@@ -82,6 +82,11 @@ SPEC_AUGMENT_HOP = 160  # samples per frame that PipelineConfig.spec_augment's t
 def audio_batch(items: list[CaptionItem], indices: np.ndarray, config: PipelineConfig, step: int,
                 n_mels: int, hop: int) -> dict:
     waves = [item_waveform(items[i]) for i in indices]
+    if config.augment > 0:
+        from train.augment import augment
+
+        rngs = [sample_rng(config.seed, step, int(i), AUGMENT_PURPOSE) for i in indices]
+        waves = [augment(w, rng) if rng.random() < config.augment else w for w, rng in zip(waves, rngs)]
     w, lengths = pad_waveforms(waves)
     # The time stripes' width is set in frames of the shipped 10 ms hop: a coarser front-end masks the same
     # duration with fewer frames (64 frames at a 40 ms hop would hide 2.6 s per stripe instead of 0.64 s).

@@ -285,6 +285,24 @@ def realworld_section(config: PipelineConfig) -> list[str]:
             "|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
+def encoder_probe_section(config: PipelineConfig) -> list[str]:
+    """Which pretrained encoder hears held-out sounds (`train encoder-probe`)."""
+    path = run_path(config, "results", "encoder_probe.json")
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    rows = [f"| {name} | {e['dim']} | {e['linear']['accuracy']:.1%} | {e['linear']['balanced_accuracy']:.1%} | "
+            f"{e['knn']['accuracy']:.1%} | {e['knn']['balanced_accuracy']:.1%} | {e['seconds_per_clip'] * 1000:.0f} ms |"
+            for name, e in data["encoders"].items()]
+    return ["## Encoder probe: which encoder hears held-out sounds", "",
+            f"Clip embeddings (the mean of the encoder's frames) of {data['train_clips']} training-bank clips of the "
+            f"{len(data['classes'])} classes the held-out packages have, a linear probe (logistic regression) and a "
+            f"kNN probe (cosine, k=5) fitted on them, scored on the {data['test_clips']} held-out single clips. "
+            "Balanced: the mean over classes. `python -m train encoder-probe` writes these rows.", "",
+            "| encoder | dim | linear | linear, balanced | kNN | kNN, balanced | time per clip |",
+            "|---|---|---|---|---|---|---|", *rows, ""]
+
+
 def archive_path(config: PipelineConfig) -> Path:
     return run_path(config, "results", "archive.md")
 
@@ -296,7 +314,8 @@ def archive_section(config: PipelineConfig) -> list[str]:
 
 
 def report(config: PipelineConfig, out: Path | None = None) -> Path:
-    paths = sorted(p for p in run_path(config, "results").glob("*.json") if p.name not in NOT_MODELS and not p.name.startswith(("realworld_", "bench")))
+    paths = sorted(p for p in run_path(config, "results").glob("*.json") if p.name not in NOT_MODELS
+                   and not p.name.startswith(("realworld_", "bench", "encoder_probe")))
     if not paths:
         raise FileNotFoundError(f"no results in {run_path(config, 'results')}: run `python -m train evaluate` first")
     results = [json.loads(p.read_text()) for p in paths]
@@ -307,6 +326,7 @@ def report(config: PipelineConfig, out: Path | None = None) -> Path:
         f"Test split of the scene corpus ({results[0]['clips']} clips), beam {config.eval_beam}; mean ± std over seeds "
         "where several were run. Latency: one 10 s clip, batch 1, timed by `train evaluate` on whatever else the machine was running then (so not comparable across rows run at different times: speed ratios come from `python -m eacap.bench`, which times both models in one run). Regenerate with "
         f"`python -m train report --preset {config.name}`.", "", *realworld_section(config),
+        *encoder_probe_section(config),
         *targets_section(config, results, teacher),
         "## Every model trained", "", table(results, shipped=shipped_student(config).rsplit("_seed", 1)[0]), "",
         *[f"- {note}" for note in notes], "", *ablation_sections(config, teacher), *real_sounds_section(config),

