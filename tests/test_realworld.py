@@ -69,3 +69,26 @@ def test_sound_naming_and_repeats():
                           {"a": {"dog", "rain"}, "b": {"rain", "thunder"}, "c": {"cow"}}, keywords)
     assert scores["names_all"] == pytest.approx(2 / 3) and scores["names_any"] == 1.0
     assert scores["repeats"] == pytest.approx(1 / 3) and scores["repeat_count"] == 1
+
+
+def test_fine_tune_probe_trains_only_what_it_should(bank, monkeypatch):
+    """Frozen vs fine-tuned top layer on cached lower-layer outputs (a tiny random Whisper encoder, tiny bank)."""
+    import torch
+
+    from eacap.features import TEACHER_FRONTEND, build_frontend
+    from eacap.models.teacher import WhisperEncoder, WhisperEncoderConfig
+    from train import encoder_probe
+
+    monkeypatch.setattr(encoder_probe, "FINE_TUNE_STEPS", 5)
+    monkeypatch.setattr(encoder_probe, "AUGMENTED_COPIES", 1)
+    torch.manual_seed(0)
+    encoder = WhisperEncoder(WhisperEncoderConfig(width=32, layers=2, heads=2, ffn=64)).eval()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    clips = encoder_probe.clips_of(bank)
+    result = encoder_probe.fine_tune_probe(encoder, build_frontend(TEACHER_FRONTEND), clips, clips, augmented=True)
+    assert set(result) == {"frozen", "fine-tuned"}
+    for scores in result.values():
+        assert 0.0 <= scores["accuracy"] <= 1.0 and 0.0 <= scores["balanced_accuracy"] <= 1.0
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())  # the source is never trained
+    outputs, labels = encoder_probe.lower_outputs(encoder, build_frontend(TEACHER_FRONTEND), clips[:2], 1, top=1)
+    assert len(outputs) == 4 and labels == [clips[0][1]] * 2 + [clips[1][1]] * 2 and outputs[0].shape[1] == 32

@@ -416,12 +416,16 @@ def test_report_leads_with_the_cross_source_test(tiny_run, tmp_path):
                                           "sources": ["pkg-a"], "options": {"no_repeat_ngram_size": 2}}))
         probe = {"linear": {"accuracy": 0.5, "balanced_accuracy": 0.4}, "knn": {"accuracy": 0.3, "balanced_accuracy": 0.2},
                  "dim": 8, "seconds_per_clip": 0.01}
+        top = {"frozen": {"accuracy": 0.25, "balanced_accuracy": 0.5}, "fine-tuned": {"accuracy": 0.75,
+                                                                                      "balanced_accuracy": 1.0}}
         written[1].write_text(json.dumps({"train_clips": 10, "test_clips": 4, "classes": ["dog", "rain"],
-                                          "encoders": {"Whisper base, frozen": probe}}))
+                                          "encoders": {"Whisper base, frozen": probe},
+                                          "top_layer": {"Whisper base, augmented": top}}))
         text = report.report(config).read_text()
         assert text.index("## Cross-source test") < text.index("## Every model trained")
         assert "| teacher | 2 | 33.3% | 33.3% | 0.0% | 0.50 / 0.25 | 0.0% | 0.400 |" in text
         assert "| Whisper base, frozen | 8 | 50.0% | 40.0% | 30.0% | 20.0% | 10 ms |" in text
+        assert "| Whisper base, augmented | 25.0% (50.0%) | 75.0% (100.0%) |" in text
     finally:
         for path in written:
             path.unlink(missing_ok=True)

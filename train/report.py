@@ -300,7 +300,21 @@ def encoder_probe_section(config: PipelineConfig) -> list[str]:
             f"kNN probe (cosine, k=5) fitted on them, scored on the {data['test_clips']} held-out single clips. "
             "Balanced: the mean over classes. `python -m train encoder-probe` writes these rows.", "",
             "| encoder | dim | linear | linear, balanced | kNN | kNN, balanced | time per clip |",
-            "|---|---|---|---|---|---|---|", *rows, ""]
+            "|---|---|---|---|---|---|---|", *rows, "", *_top_layer_rows(data)]
+
+
+def _top_layer_rows(data: dict) -> list[str]:
+    """`encoder-probe --fine-tune`: the top layer frozen vs trained, on clean or augmented training clips."""
+    if not data.get("top_layer"):
+        return []
+    rows = [f"| {name} | {r['frozen']['accuracy']:.1%} ({r['frozen']['balanced_accuracy']:.1%}) | "
+            f"{r['fine-tuned']['accuracy']:.1%} ({r['fine-tuned']['balanced_accuracy']:.1%}) |"
+            for name, r in data["top_layer"].items()]
+    return ["Fine-tuning vs freezing the top layer (`--fine-tune`): the lower layers frozen and cached, the top layer "
+            "and final norm trained with a linear head for the same number of steps, on the training clips alone "
+            "(clean) or with four re-recorded copies of each (augmented, `train/augment.py`). Accuracy on the held-out "
+            "singles (balanced in brackets):", "",
+            "| encoder, training clips | frozen top layer | fine-tuned top layer |", "|---|---|---|", *rows, ""]
 
 
 def archive_path(config: PipelineConfig) -> Path:
