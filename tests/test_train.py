@@ -317,6 +317,50 @@ def test_full_preset_results_are_committed_files():
     assert run_path(PRESETS["full"], "cache") == Path("data/runs/full/cache")
     custom = replace(PRESETS["full"], run_dir=Path("/tmp/elsewhere"))
     assert run_path(custom, "results") == Path("/tmp/elsewhere/results")
+    base = PRESETS["whisper_base"]
+    assert run_path(base, "results", "teacher.json") == RESULTS_ROOT / "whisper_base" / "teacher.json"
+    assert run_path(base, "cache") == Path("data/runs/whisper_base/cache")
+
+
+def test_whisper_base_preset_builds_a_wider_teacher_and_student_heads():
+    """The whisper_base preset: Whisper base's encoder shape, the decoder reading 512-d frames, and the student's
+    teacher projection sized for them; the full preset keeps tiny.en."""
+    from eacap.models.presets import student_config
+    base, full = PRESETS["whisper_base"], PRESETS["full"]
+    teacher_arch = base.teacher_model(100)
+    assert (teacher_arch.encoder.width, teacher_arch.encoder.layers, teacher_arch.decoder.memory_dim) == (512, 6, 512)
+    assert full.teacher_model(100).encoder.width == 384
+    assert student_config(100, teacher_dim=teacher_arch.encoder.out_dim).kd.teacher_dim == 512
+    assert (base.teacher_augment, base.augment, base.scenes) == (0.5, 0.5, "full")
+    with pytest.raises(ValueError, match="unknown teacher encoder 'large'"):
+        replace(full, teacher_encoder="large").teacher_model(100)
+
+
+def test_teacher_cache_rerecords_its_share_of_train_scenes(tiny_run, tmp_path):
+    """teacher_augment: that share of train scenes is cached as a re-recorded copy (the same ones on every run);
+    validation stays as recorded."""
+    from train import cache
+    config, work, _ = tiny_run
+    os.chdir(work)
+    try:
+        shutil.copytree(config.run_dir, tmp_path / "aug", ignore=shutil.ignore_patterns("cache", "teacher", "students",
+                                                                                          "pseudo", "checkpoints"))
+        augmented = replace(config, run_dir=tmp_path / "aug", teacher_augment=0.5)
+        cache.run(augmented, ("train", "val"))
+        clean_train, aug_train = cache.HiddenCache(config, "train"), cache.HiddenCache(augmented, "train")
+        # A re-recorded neighbour changes a batch's padded length, which can move an output by a float16 rounding
+        # step; a re-recorded scene differs by far more.
+        differs = [np.abs(clean_train.data[i].astype(np.float32) - aug_train.data[i]).max() > 0.05
+                   for i in range(len(clean_train.ids))]
+        assert 0.25 < np.mean(differs) < 0.8, f"{np.mean(differs):.0%} of train scenes re-recorded, expected ~50%"
+        assert aug_train.meta["rerecorded_share"] == 0.5
+        assert np.array_equal(cache.HiddenCache(config, "val").data, cache.HiddenCache(augmented, "val").data)
+        again = replace(augmented, run_dir=tmp_path / "again")
+        shutil.copytree(tmp_path / "aug", tmp_path / "again", ignore=shutil.ignore_patterns("cache"))
+        cache.run(again, ("train",))
+        assert np.array_equal(cache.HiddenCache(again, "train").data, aug_train.data)
+    finally:
+        os.chdir(REPO)
 
 
 def test_bad_recipe_is_a_clear_error():

@@ -4,7 +4,9 @@
 - the teacher's initial encoder: Whisper tiny.en converted (`teacher-init`), or random weights in the tiny preset;
 - the outputs of the teacher encoder's frozen lower layers for every scene of every split, as float16 memmaps
   (`cache/<split>.f16` + `cache/<split>.json`). Training the teacher's top layers and decoder then costs a
-  fraction of running the whole encoder each step.
+  fraction of running the whole encoder each step. With the preset's `teacher_augment` share, that share of the
+  train scenes is cached as a re-recorded copy (`train.augment`: another EQ, room, noise, speed and gain, drawn
+  per scene), so a teacher trained on cached outputs still hears more than the corpus's recording chains.
 """
 from __future__ import annotations
 
@@ -18,10 +20,9 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from eacap.models import WhisperEncoder
-from eacap.models.presets import teacher_config
 from eacap.tokenizer import CaptionTokenizer
 from train.config import PipelineConfig, add_preset_arguments, config_from_args
-from train.data import load_split, pad_waveforms, run_path
+from train.data import CACHE_AUGMENT_PURPOSE, load_split, pad_waveforms, rerecorded, run_path
 from train.datasets import item_waveform
 
 SPLITS = ("train", "val", "test", "audio_only")
@@ -42,23 +43,26 @@ def build_tokenizer(config: PipelineConfig) -> CaptionTokenizer:
 def initial_teacher_encoder(config: PipelineConfig) -> WhisperEncoder:
     """The same starting encoder for every stage: saved once, so a random tiny init is reproducible too."""
     path = run_path(config, "teacher_encoder_init.safetensors")
-    encoder = WhisperEncoder(teacher_config(8, config.model_size).encoder)
+    encoder = WhisperEncoder(config.teacher_model(8).encoder)
     if path.is_file():
         encoder.load_state_dict(load_file(path))
         return encoder
-    if config.teacher_init == "whisper":
+    if config.teacher_init == "whisper" and config.teacher_encoder == "tiny.en":  # the `teacher-init` stage's file
         from train.teacher_init import load_whisper_encoder
         encoder = load_whisper_encoder()
+    elif config.teacher_init == "whisper":
+        from train.teacher_init import pretrained_whisper_encoder
+        encoder = pretrained_whisper_encoder(config.teacher_encoder)
     else:
         torch.manual_seed(config.seed)
-        encoder = WhisperEncoder(teacher_config(8, config.model_size).encoder)
+        encoder = WhisperEncoder(config.teacher_model(8).encoder)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, path)
     return encoder
 
 
 def frozen_layers(config: PipelineConfig) -> int:
-    return teacher_config(8, config.model_size).encoder.layers - config.teacher_trainable_layers
+    return config.teacher_model(8).encoder.layers - config.teacher_trainable_layers
 
 
 class HiddenCache:
@@ -88,6 +92,7 @@ def cache_split(config: PipelineConfig, encoder: WhisperEncoder, split: str, bat
     from eacap.features import WhisperLogMel
 
     items = load_split(config, split)
+    share = config.teacher_augment if split == "train" else 0.0  # validation and test stay as recorded
     frontend, k = WhisperLogMel(), frozen_layers(config)
     max_frames = encoder.config.max_positions
     width = encoder.config.width
@@ -105,35 +110,41 @@ def cache_split(config: PipelineConfig, encoder: WhisperEncoder, split: str, bat
     for start in tqdm(range(done, len(items), batch_size), desc=f"cache {split}", initial=done // batch_size,
                       total=(len(items) + batch_size - 1) // batch_size, mininterval=2.0):
         chunk = items[start: start + batch_size]
-        w, n = pad_waveforms([item_waveform(item) for item in chunk])
+        w, n = pad_waveforms(rerecorded([item_waveform(item) for item in chunk], range(start, start + len(chunk)),
+                                        share, config.seed, 0, CACHE_AUGMENT_PURPOSE))
         feats, frames = frontend(w, n)
         out_lengths = encoder.output_lengths(frames)
         hidden = encoder.run_layers(encoder.embed(feats, frames), out_lengths, end=k)
         t = min(hidden.shape[1], t_max)
+        # Frames past a clip's end hold whatever the padding became: store zeros, so a clip's rows never depend on
+        # which clips shared its batch.
+        hidden = hidden.masked_fill(torch.arange(hidden.shape[1])[None, :, None] >= out_lengths[:, None, None], 0.0)
         data[start: start + len(chunk)] = 0
         data[start: start + len(chunk), :t] = hidden[:, :t].numpy().astype(np.float16)
         lengths += [min(int(x), t_max) for x in out_lengths]
         data.flush()
         partial.write_text(json.dumps({"done": start + len(chunk), "lengths": lengths}))
     meta = {"ids": [item.audio_id for item in items], "lengths": lengths, "shape": [len(items), t_max, width],
-            "frozen_layers": k, "seconds": time.time() - tic}
+            "frozen_layers": k, "rerecorded_share": share, "seconds": time.time() - tic}
     meta_path.write_text(json.dumps(meta))
     partial.unlink(missing_ok=True)
     print(f"cache {split}: {len(items)} clips, {data_path.stat().st_size / 1e6:.0f} MB, {meta['seconds']:.0f} s")
 
 
-def run(config: PipelineConfig) -> None:
+def run(config: PipelineConfig, splits: tuple[str, ...] = SPLITS) -> None:
     build_tokenizer(config)
     encoder = initial_teacher_encoder(config).eval()
-    for split in SPLITS:
+    for split in splits:
         cache_split(config, encoder, split)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_preset_arguments(parser)
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS),
+                        help="cache only these splits (the teacher stage needs train and val; pseudo adds audio_only)")
 
 
 def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    run(config_from_args(args))
+    run(config_from_args(args), tuple(args.splits))
     return 0

