@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from train import ablation, report
-from train.config import PRESETS
-from train.export import shipped_student
+from train.stages import ablation, report
+from train.core.config import PRESETS
+from train.stages.runs import shipped_student
 
 
 def test_rescaled_schedule_keeps_its_shape():

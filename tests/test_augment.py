@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import tone
-from train import augment as aug
+from train.core import augment as aug
 
 
 def test_augment_is_deterministic_and_bounded():
@@ -38,9 +38,9 @@ def test_room_impulse_and_noise():
 
 
 def test_audio_batch_augments_the_configured_share(monkeypatch):
-    from train import data
-    from train.config import PRESETS
-    from train.datasets import CaptionItem
+    from train.core import data
+    from train.core.config import PRESETS
+    from train.corpus.datasets import CaptionItem
 
     waves = {f"c{i}": tone(1.0, freq=300 + 100 * i) for i in range(8)}
     monkeypatch.setattr(data, "item_waveform", lambda item: waves[item.audio_id])

@@ -85,7 +85,7 @@ def test_bench_option_errors(tiny_checkpoints, capsys, tmp_path):
 
 
 def test_speed_variants_time_every_candidate_against_the_teacher(tiny_checkpoints, capsys, tmp_path):
-    from train import variants
+    from train.stages import variants
     teacher, student = tiny_checkpoints
     parser = argparse.ArgumentParser()
     variants.add_arguments(parser)
@@ -104,7 +104,7 @@ def test_speed_variants_time_every_candidate_against_the_teacher(tiny_checkpoint
 def test_speed_variants_are_changes_of_the_base_shape_whatever_shape_is_shipped():
     """A shipped slim student must not be slimmed again (a 160 ms hop): the candidates start from the base shape."""
     from eacap.models.presets import named_shape, student_config
-    from train import variants
+    from train.stages import variants
     base = student_config(613, "full")
     for shape in ("base", "fast", "lite", "slim"):
         config = student_config(613, "full", shape=shape)

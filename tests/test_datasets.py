@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from train.datasets import DatasetError, item_waveform, label_subset, load_caption_set
-from train.scenes import Preset, build_scenes, make_fixture_bank
+from train.corpus.datasets import DatasetError, item_waveform, label_subset, load_caption_set
+from train.corpus.scenes import Preset, build_scenes, make_fixture_bank
 
 
 def tone(path, seconds=1.0, rate=44100, channels=2):

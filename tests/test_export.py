@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from train.config import PRESETS
-from train.export import schedule_history
+from train.core.config import PRESETS
+from train.stages.export import schedule_history
 
 
 def write_runs(folder, *starts):

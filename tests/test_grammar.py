@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from train.grammar import (CaptionError, caption_problems, mentioned_labels, write_captions)
-from train.scenes import FIXTURE_CLASSES, Preset, build_scenes, make_fixture_bank
+from train.corpus.grammar import (CaptionError, caption_problems, mentioned_labels, write_captions)
+from train.corpus.scenes import FIXTURE_CLASSES, Preset, build_scenes, make_fixture_bank
 
 ARTICLES_OK = {"a", "an", "the", "and", "of", "in", "on", "at", "to", "is", "it", "by"}
 
@@ -111,7 +111,7 @@ def _spec(events, background=None, lead=0.0, tail=0.0, duration=10.0):
     for label, onsets, length, loudness, distant, count in events:
         full.append({"label": label, "onsets": onsets, "length": length, "offset": onsets[-1] + length,
                      "loudness": loudness, "distant": distant, "count": count, "audible": True})
-    from train.scenes import temporal_order
+    from train.corpus.scenes import temporal_order
     return {"scene_id": "t", "duration": duration, "events": full, "order": temporal_order(full),
             "background": background, "silence": {"lead": lead, "tail": tail}}
 

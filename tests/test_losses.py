@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from train.losses import caption_ce, clip_embedding, contrastive_kd, mse_kd, token_kd
+from train.core.losses import caption_ce, clip_embedding, contrastive_kd, mse_kd, token_kd
 
 
 def test_caption_ce_ignores_padding():

@@ -9,8 +9,8 @@ from conftest import tone
 from eacap import load_model
 from eacap.decoding import DecodingOptions
 from eacap.metrics import repeated_classes, sound_naming
-from train import realworld
-from train.manifest import Clip, load_classes, write_manifest
+from train.stages import realworld
+from train.corpus.manifest import Clip, load_classes, write_manifest
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_fine_tune_probe_trains_only_what_it_should(bank, monkeypatch):
 
     from eacap.features import TEACHER_FRONTEND, build_frontend
     from eacap.models.teacher import WhisperEncoder, WhisperEncoderConfig
-    from train import encoder_probe
+    from train.stages import encoder_probe
 
     monkeypatch.setattr(encoder_probe, "FINE_TUNE_STEPS", 5)
     monkeypatch.setattr(encoder_probe, "AUGMENTED_COPIES", 1)

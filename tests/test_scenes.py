@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from train import scenes
-from train.grammar import mentioned_labels
-from train.manifest import read_manifest
-from train.scenes import (FIXTURE_CLASSES, SAMPLE_RATE, Preset, SceneError, build_scenes, db, frame_energy,
+from train.corpus import mixing, scenes
+from train.corpus.grammar import mentioned_labels
+from train.corpus.manifest import read_manifest
+from train.corpus.scenes import (FIXTURE_CLASSES, SAMPLE_RATE, Preset, SceneError, build_scenes, db, frame_energy,
                           make_fixture_bank, render_component, render_scene)
 
 SMALL = Preset(train=24, val=10, test=10, audio_only=12)
@@ -86,12 +86,12 @@ def test_scene_audio_matches_metadata(bank, corpus):
     for spec in specs:
         audio = render_scene(spec, bank)
         assert audio.dtype == np.float32 and len(audio) == round(spec["duration"] * SAMPLE_RATE)
-        assert np.abs(audio).max() <= scenes.PEAK_LIMIT + 1e-4
+        assert np.abs(audio).max() <= mixing.PEAK_LIMIT + 1e-4
         n, gain = len(audio), 10 ** (spec["mix_gain_db"] / 20)
         for event in spec["events"]:
             # The stored level is what the event measures in the final mix.
             alone = render_component(event, n, bank) * gain
-            assert scenes.active_level_db(frame_energy(alone)) == pytest.approx(event["level_db"], abs=0.05)
+            assert mixing.active_level_db(frame_energy(alone)) == pytest.approx(event["level_db"], abs=0.05)
             assert event["onsets"] == sorted(event["onsets"]) and event["offset"] <= spec["duration"] + 1e-6
         assert [e["onsets"][0] for e in spec["events"]] == sorted(e["onsets"][0] for e in spec["events"])
         if spec["background"] is None:
@@ -104,7 +104,7 @@ def test_scene_audio_matches_metadata(bank, corpus):
             if (~inside).sum() > SAMPLE_RATE:
                 outside_db = db(np.mean(audio[~inside].astype(np.float64) ** 2))
                 inside_db = db(np.mean(audio[inside].astype(np.float64) ** 2))
-                assert outside_db < scenes.SILENCE_DB and inside_db > outside_db + 30
+                assert outside_db < mixing.SILENCE_DB and inside_db > outside_db + 30
                 checked_quiet += 1
             lead = spec["silence"]["lead"]
             first = spec["events"][0]["onsets"][0]
@@ -150,7 +150,7 @@ def test_quiet_background_between_events_is_audible(bank):
 
 
 def scenes_captions(spec):
-    from train.grammar import write_captions
+    from train.corpus.grammar import write_captions
     return write_captions(spec, FIXTURE_CLASSES, np.random.default_rng(0))
 
 
@@ -172,7 +172,7 @@ def test_cli_fixture_bank_render_and_errors(tmp_path, capsys, monkeypatch):
     args = parser.parse_args(["--preset", "tiny", "--fixture-bank", "--out", str(out), "--render",
                               "--label-fraction", "0.5"])
     assert scenes.main(args) == 0
-    from train.datasets import item_waveform, load_caption_set
+    from train.corpus.datasets import item_waveform, load_caption_set
     items = load_caption_set(out, "test")
     assert len(items) == 2 and all(item.audio_path is not None for item in items)
     rendered = item_waveform(items[0])
@@ -194,7 +194,7 @@ def test_unknown_label_is_a_clear_error(bank, tmp_path):
 
 
 def test_dataset_card_counts_the_corpus(corpus, tmp_path):
-    from train.datacard import write_card
+    from train.corpus.datacard import write_card
     text = write_card(corpus, tmp_path / "DATA.md").read_text()
     assert "| train | 24 |" in text and "| audio_only | 12 |" in text and "withheld" in text
     for label in FIXTURE_CLASSES:

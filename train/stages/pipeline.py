@@ -11,9 +11,9 @@ import argparse
 import time
 from dataclasses import replace
 
-from train.config import PipelineConfig, add_preset_arguments, config_from_args
-from train.data import run_path
-from train.datasets import SCENES_ROOT
+from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.core.data import run_path
+from train.corpus.datasets import SCENES_ROOT
 
 
 def stage(name: str):
@@ -22,7 +22,8 @@ def stage(name: str):
 
 
 def run(config: PipelineConfig, teacher_steps: int | None = None, student_steps: int | None = None) -> dict:
-    from train import cache, evaluate, export, pseudo, report, scenes, student, teacher
+    from train.stages import cache, evaluate, export, pseudo, report, runs, student, teacher
+    from train.corpus import scenes
 
     timings = {}
     tic = stage("scenes")
@@ -34,7 +35,7 @@ def run(config: PipelineConfig, teacher_steps: int | None = None, student_steps:
     timings["scenes"] = time.time() - tic
     if config.teacher_init == "whisper":
         tic = stage("teacher-init")
-        from train import teacher_init
+        from train.stages import teacher_init
         parser = argparse.ArgumentParser()
         teacher_init.add_arguments(parser)
         if teacher_init.main(parser.parse_args([])) != 0:
@@ -50,15 +51,15 @@ def run(config: PipelineConfig, teacher_steps: int | None = None, student_steps:
     pseudo.run(config)
     timings["pseudo"] = time.time() - tic
     tic = stage("student")
-    recipe = export.shipped_recipe(config)
+    recipe = runs.shipped_recipe(config)
     if config.student_init:  # the shipped student starts from this shape's trained student, pruned
-        student.run(config, export.shipped_recipe(config, config.student_init), steps=student_steps)
+        student.run(config, runs.shipped_recipe(config, config.student_init), steps=student_steps)
         if config.student_init_lr:
             config = replace(config, student=replace(config.student, lr=config.student_init_lr))
     student.run(config, recipe, steps=student_steps)
     timings["student"] = time.time() - tic
     tic = stage("evaluate")
-    for name in ("teacher", student.student_dir(config, recipe).name):
+    for name in ("teacher", runs.student_dir(config, recipe).name):
         if not run_path(config, "results", f"{name}.json").is_file():
             evaluate.evaluate(config, name)
     timings["evaluate"] = time.time() - tic

@@ -19,11 +19,11 @@ import numpy as np
 
 from eacap import load_model
 from eacap.compare import compare
-from train.config import PipelineConfig, add_preset_arguments, config_from_args
-from train.data import run_path
-from train.export import default_out
+from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.core.data import run_path
+from train.stages.export import default_out
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # (engine, voice, text): sentences unlike the IVR prompts and TTS lines of the sound bank
 RECORDINGS = [
     ("espeak-ng", "en+m3", "The train to the coast leaves in ten minutes from platform four."),
@@ -42,7 +42,7 @@ def play(folder: Path) -> list[tuple[Path, str]]:
     """Music rendered by fluidsynth from generated MIDI; skipped with a note when fluidsynth or a soundfont is missing."""
     import soundfile as sf
 
-    from train.soundbank_generate import drum_pattern, melody, render_midi, write_midi
+    from train.corpus.soundbank_generate import drum_pattern, melody, render_midi, write_midi
 
     soundfont = next((path for path in SOUNDFONTS if path.is_file()), None)
     if shutil.which("fluidsynth") is None or soundfont is None:

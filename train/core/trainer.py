@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from train.config import Schedule
+from train.core.config import Schedule
 
 
 @dataclass(frozen=True)

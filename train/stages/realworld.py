@@ -3,7 +3,7 @@
 The scene corpus's own test split shares packages, recording chains and caption grammar with training, so it
 cannot tell whether a model hears a *sound* or a *source*. This split is made only of the held-out packages
 (`soundbank.held_out_sources()`, built by `python -m train soundbank --held-out` into data/soundbank_heldout), whose
-labels come from the reviewed table `train/soundbank_labels.tsv`:
+labels come from the reviewed table `train/corpus/soundbank_labels.tsv`:
 
 - **singles**: every held-out clip alone (its first 10 s), at the bank's level;
 - **mixes**: pairs of clips of different classes, the second 0-6 dB under the first and starting 0-3 s in, cut to
@@ -26,9 +26,9 @@ import soundfile as sf
 
 from eacap.decoding import DecodingOptions
 from eacap.metrics import sbert_sim, sound_naming
-from train.config import add_preset_arguments, config_from_args
-from train.data import run_path
-from train.manifest import load_classes, read_manifest
+from train.core.config import add_preset_arguments, config_from_args
+from train.core.data import run_path
+from train.corpus.manifest import load_classes, read_manifest
 
 HELD_OUT_BANK = Path("data/soundbank_heldout")
 SAMPLE_RATE = 16000
@@ -133,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from train.evaluate import checkpoint_run, load_run_model
+    from train.stages.runs import checkpoint_run, load_run_model
 
     config = config_from_args(args)
     items = build_items(args.bank)

@@ -10,58 +10,9 @@ import json
 from pathlib import Path
 
 from eacap.checkpoint import save_checkpoint
-from train.config import PipelineConfig, add_preset_arguments, config_from_args
-from train.data import run_path
-from train.evaluate import load_run_model
-
-SHIPPED_KD = "seq+contrastive"  # the shipped recipe: seq-KD + contrastive encoder KD + audio-only data
-
-
-def shipped_recipe(config: PipelineConfig, shape: str | None = None):
-    """The recipe of the student the preset ships (its architecture: `config.student_shape`), or of the same recipe
-    in another `shape`. With `config.student_init`, the shipped student starts from that shape's run, pruned."""
-    from train.student import Recipe
-    if shape is not None and shape != config.student_shape:
-        return Recipe(SHIPPED_KD, audio_only=True, shape=shape)
-    init = f"{shipped_recipe(config, config.student_init).name}_seed{config.seed}" if config.student_init else None
-    return Recipe(SHIPPED_KD, audio_only=True, shape=config.student_shape, init_from=init)
-
-
-def shipped_student(config: PipelineConfig) -> str:
-    """The run name of the shipped student, e.g. seq_contrastive_audio_lite_seed0."""
-    return f"{shipped_recipe(config).name}_seed{config.seed}"
-
-
-def command(config: PipelineConfig, role: str, run_name: str) -> str:
-    """The command that trains this run, with the options it was trained with beyond the preset's defaults."""
-    if role == "teacher":
-        return f"python -m train teacher --preset {config.name}"
-    from train.student import load_student_architecture
-    from eacap.models.presets import named_shape
-    parts = [f"python -m train student --preset {config.name} --kd {SHIPPED_KD} --audio-only"]
-    named = named_shape(load_student_architecture(config, run_path(config, "students", run_name)).config)
-    if named is not None and named[1] != "base":
-        parts.append(f"--shape {named[1]}")
-    init = started_from(config, run_name)
-    if init:
-        parts.append(f"--init-from {init['run']}")
-    runs = run_path(config, "students", run_name, "runs.jsonl")
-    if runs.is_file():
-        schedule = json.loads(runs.read_text().splitlines()[-1])["schedule"]
-        if schedule["steps"] != config.student.steps:
-            parts.append(f"--steps {schedule['steps']}")
-        if schedule["lr"] != config.student.lr:
-            parts.append(f"--lr {schedule['lr']:g}")
-    if config.audio_only_scenes is not None:
-        parts.append(f"--audio-only-scenes {config.audio_only_scenes}")
-    return " ".join(parts)
-
-
-def started_from(config: PipelineConfig, run_name: str) -> dict | None:
-    """The run's `init.json` (what `--init-from` did), or None for a student trained from random weights."""
-    from train.student import INIT_FILE
-    path = run_path(config, "students", run_name, INIT_FILE)
-    return json.loads(path.read_text()) if path.is_file() else None
+from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.core.data import run_path
+from train.stages.runs import command, load_run_model, shipped_student, started_from
 
 
 def default_out(config: PipelineConfig) -> Path:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from train.ablation import parse_group, row_name
-from train.config import PipelineConfig, add_preset_arguments, config_from_args
-from train.data import run_path
-from train.export import shipped_student
+from train.stages.ablation import parse_group, row_name
+from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.core.data import run_path
+from train.stages.runs import shipped_student
 
 COLUMNS = [("BLEU-4", "bleu_4"), ("METEOR", "meteor"), ("ROUGE-L", "rouge_l"), ("CIDEr-D", "cider_d"),
            ("SBERT-sim", "sbert_sim")]
@@ -278,7 +278,7 @@ def realworld_section(config: PipelineConfig) -> list[str]:
     return ["## Cross-source test (the measure that matters)", "",
             f"Real recordings from whole packages never used in training ({sources}): "
             f"{json.loads(files[0].read_text())['all']['n']} clips, single sounds and two-sound mixes, labelled by "
-            "the reviewed table `train/soundbank_labels.tsv`; beam 3. *Names every sound*: the caption names each "
+            "the reviewed table `train/corpus/soundbank_labels.tsv`; beam 3. *Names every sound*: the caption names each "
             "class in the clip (any of its keywords); *names one twice*: some class named at two places. "
             "`python -m train realworld --model ...` writes these rows.", "",
             "| model | no-repeat n-gram | names every sound | singles | mixes | event P / R | names one twice | SBERT |",
@@ -312,7 +312,7 @@ def _top_layer_rows(data: dict) -> list[str]:
             for name, r in data["top_layer"].items()]
     return ["Fine-tuning vs freezing the top layer (`--fine-tune`): the lower layers frozen and cached, the top layer "
             "and final norm trained with a linear head for the same number of steps, on the training clips alone "
-            "(clean) or with four re-recorded copies of each (augmented, `train/augment.py`). Accuracy on the held-out "
+            "(clean) or with four re-recorded copies of each (augmented, `train/core/augment.py`). Accuracy on the held-out "
             "singles (balanced in brackets):", "",
             "| encoder, training clips | frozen top layer | fine-tuned top layer |", "|---|---|---|", *rows, ""]
 

@@ -23,11 +23,11 @@ from torch import nn
 from eacap.decoding import DecodingOptions, decode
 from eacap.metrics import caption_metrics
 from eacap.models import CaptionModel
-from train.cache import HiddenCache, build_tokenizer, frozen_layers, initial_teacher_encoder
-from train.config import PipelineConfig, add_training_arguments, config_from_args
-from train.data import Prefetcher, load_split, pad_tokens, pick_caption, run_path, step_indices, token_normaliser, tokenize
-from train.losses import caption_ce
-from train.trainer import Dist, Trainer, device_for, init_distributed
+from train.stages.cache import HiddenCache, build_tokenizer, frozen_layers, initial_teacher_encoder
+from train.core.config import PipelineConfig, add_training_arguments, config_from_args
+from train.core.data import Prefetcher, load_split, pad_tokens, pick_caption, run_path, step_indices, token_normaliser, tokenize
+from train.core.losses import caption_ce
+from train.core.trainer import Dist, Trainer, device_for, init_distributed
 
 
 def build_teacher(config: PipelineConfig) -> CaptionModel:

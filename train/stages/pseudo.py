@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from eacap.decoding import DecodingOptions
-from train.cache import HiddenCache, frozen_layers
-from train.config import PipelineConfig, add_preset_arguments, config_from_args
-from train.data import load_split, pad_tokens, run_path, tokenize
-from train.teacher import TeacherTop, cached_captions, load_trained_teacher
+from train.stages.cache import HiddenCache, frozen_layers
+from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.core.data import load_split, pad_tokens, run_path, tokenize
+from train.stages.teacher import TeacherTop, cached_captions, load_trained_teacher
 
 SPLITS = ("train", "audio_only")
 

@@ -110,7 +110,7 @@ def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="override the preset's seed")
     parser.add_argument("--audio-only-scenes", type=int, help="use only the first N audio-only scenes (saves cache time)")
     parser.add_argument("--augment", type=float, help="share (0-1) of training clips re-recorded with another EQ, "
-                        "room, noise, speed and gain (train/augment.py; default: the preset's)")
+                        "room, noise, speed and gain (train/core/augment.py; default: the preset's)")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,16 +1,19 @@
-"""The sound bank's manifest: one row per kept clip, and the class vocabulary table.
+"""The sound bank's records: one manifest row per kept clip, the class vocabulary table, and what the bank's
+builders hand each other (a `Task`: one file to decode and label; the build `Context`).
 
-The sound bank (`train/soundbank.py`) writes `data/soundbank/manifest.csv`; the scene builder (`train/scenes.py`)
-reads it. Keeping the schema here means both sides agree on it without importing each other.
+The sound bank (`train/corpus/soundbank.py`, with its generators in `soundbank_generate.py`) writes
+`data/soundbank/manifest.csv`; the scene builder (`train/corpus/scenes.py`) reads it. Keeping the schema here means
+every side agrees on it without importing each other.
 """
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 MANIFEST_NAME = "manifest.csv"
+SAMPLE_RATE = 16_000       # every clip in the bank
 CLASSES_PATH = Path(__file__).with_name("classes.json")
 
 
@@ -67,3 +70,27 @@ def load_classes(path: str | Path = CLASSES_PATH) -> dict[str, dict]:
     with open(path, encoding="utf-8") as handle:
         table = json.load(handle)
     return {name: entry for name, entry in table.items() if not name.startswith("_")}
+
+
+class SoundBankError(RuntimeError):
+    """A source, tool or input the sound bank cannot use; the message names it and the fix."""
+
+
+@dataclass
+class Task:
+    path: str               # file on disk
+    source_path: str        # path inside the package (manifest)
+    label: str
+    licence: str
+    package: str
+    synthetic: bool = False
+    voice: str = ""
+    transcript: str = ""
+    recording: str = ""
+
+
+@dataclass
+class Context:
+    """What generators may read: the real clips built so far (for the synthetic minority rule)."""
+    root: Path
+    real_counts: dict[str, int] = field(default_factory=dict)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,61 +21,18 @@ import torch
 from torch import nn
 
 from eacap.decoding import DecodingOptions
-from eacap.models import CaptionModel, ModelConfig
-from eacap.models.presets import STUDENT_SHAPES, student_config
-from train.cache import build_tokenizer
-from train.config import PipelineConfig, add_training_arguments, config_from_args
-from train.data import (Prefetcher, apply_spec_augment, audio_batch, load_split, pad_tokens, pick_caption, run_path,
+from eacap.models import CaptionModel
+from eacap.models.presets import STUDENT_SHAPES
+from train.core.config import PipelineConfig, add_training_arguments, config_from_args
+from train.core.data import (Prefetcher, apply_spec_augment, audio_batch, load_split, pad_tokens, pick_caption, run_path,
                         step_indices, token_normaliser, tokenize)
-from train.datasets import item_waveform
-from train.losses import caption_ce, clip_embedding, contrastive_kd, mse_kd, token_kd
-from train.pseudo import read_pseudo
-from train.teacher import validation_score
-from train.trainer import Dist, Trainer, device_for, init_distributed
-
-KD_CHOICES = ("none", "seq", "token", "seq+mse", "seq+contrastive")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    kd: str = "seq+contrastive"
-    audio_only: bool = False
-    label_fraction: float | None = None
-    w_sup: float = 1.0
-    w_seq: float = 1.0
-    w_tok: float = 1.0
-    w_enc: float = 1.0
-    shape: str = "base"   # the student's architecture (eacap.models.presets.STUDENT_SHAPES)
-    init_from: str | None = None  # a trained student (run name or checkpoint folder) to start from, pruned to `shape`
-
-    def __post_init__(self):
-        if self.shape not in STUDENT_SHAPES:
-            raise ValueError(f"--shape must be one of {', '.join(STUDENT_SHAPES)}, got {self.shape!r}")
-        if self.kd not in KD_CHOICES:
-            raise ValueError(f"--kd must be one of {', '.join(KD_CHOICES)}, got {self.kd!r}")
-        if self.audio_only and self.kd in ("none", "token"):
-            raise ValueError("--audio-only needs a KD target for unlabelled clips: use --kd seq, seq+mse or seq+contrastive")
-
-    @property
-    def uses_seq(self) -> bool:
-        return self.kd.startswith("seq")
-
-    @property
-    def encoder_kd(self) -> str | None:
-        return self.kd.split("+")[1] if "+" in self.kd else None
-
-    @property
-    def name(self) -> str:
-        name = self.kd.replace("+", "_")
-        if self.audio_only:
-            name += "_audio"
-        if self.label_fraction is not None:
-            name += f"_{round(self.label_fraction * 100)}pct"
-        if self.shape != "base":
-            name += f"_{self.shape}"
-        if self.init_from:
-            name += "_pruned"
-        return name
+from train.corpus.datasets import item_waveform
+from train.core.losses import caption_ce, clip_embedding, contrastive_kd, mse_kd, token_kd
+from train.stages.pseudo import read_pseudo
+from train.stages.teacher import validation_score
+from train.stages.runs import (INIT_FILE, KD_CHOICES, MODEL_FILE, Recipe, build_student, checkpoint_run,
+                               load_run_model, student_dir)
+from train.core.trainer import Dist, Trainer, device_for, init_distributed
 
 
 class StudentObjective(nn.Module):
@@ -139,10 +96,6 @@ class StudentObjective(nn.Module):
         return loss, logs
 
 
-MODEL_FILE = "model.json"  # a student run's architecture, written when it starts (read by `load_run_model`)
-INIT_FILE = "init.json"    # the trained student a run started from (`--init-from`), written when it starts
-
-
 def _ffn_keep(source: dict, prefix: str, hidden: int) -> torch.Tensor:
     """The `hidden` FFN units of a source layer to keep: the largest |W_in row| x |W_out column| (the unit's gain from
     input to output), in their original order."""
@@ -182,27 +135,6 @@ def prune_into(model: CaptionModel, source: CaptionModel) -> dict:
     model.load_state_dict(loaded, strict=False)
     dropped = sorted({".".join(k.split(".")[:3]) for k in src if k.startswith("decoder.layers.") and k not in dst})
     return {"copied": copied, "pruned": pruned, "fresh": fresh, "dropped": dropped}
-
-
-def build_student(config: PipelineConfig, shape: str = "base") -> CaptionModel:
-    tokenizer = build_tokenizer(config)
-    teacher_width = config.teacher_model(tokenizer.vocab_size).encoder.out_dim
-    return CaptionModel(student_config(tokenizer.vocab_size, config.model_size, teacher_dim=teacher_width, shape=shape),
-                        tokenizer)
-
-
-def load_student_architecture(config: PipelineConfig, folder: Path) -> CaptionModel:
-    """An untrained student with the architecture the run in `folder` trained (older runs: the base shape)."""
-    path = folder / MODEL_FILE
-    if not path.is_file():
-        return build_student(config)
-    return CaptionModel(ModelConfig.from_dict(json.loads(path.read_text())), build_tokenizer(config))
-
-
-def student_dir(config: PipelineConfig, recipe: Recipe, group: str = ""):
-    """students/[<group>/]<recipe>_seed<seed>: a group keeps runs of another budget (the ablation) apart."""
-    augmented = f"_aug{round(config.augment * 100)}" if config.augment > 0 else ""  # another recipe: its own run
-    return run_path(config, "students", group, f"{recipe.name}{augmented}_seed{config.seed}")
 
 
 def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: bool = False,
@@ -285,7 +217,6 @@ def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: 
 def start_from(config: PipelineConfig, model: CaptionModel, init_from: str, folder: Path) -> dict | None:
     """`prune_into` from a student run name or checkpoint folder, or None when the run resumes from its own
     checkpoint (a run started from another source is refused)."""
-    from train.evaluate import checkpoint_run, load_run_model
     recorded = folder / INIT_FILE
     if recorded.is_file():
         started = json.loads(recorded.read_text())
@@ -303,7 +234,7 @@ def start_from(config: PipelineConfig, model: CaptionModel, init_from: str, fold
     if meta.is_file():  # an exported checkpoint says how it was trained
         trained_by = json.loads(meta.read_text()).get("trained_by")
     else:
-        from train.export import command
+        from train.stages.runs import command
         trained_by = command(config, "student", run_name)
     return {"from": init_from, "run": run_name, "trained_by": trained_by, **prune_into(model, source)}
 

@@ -29,8 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from train.corpus.mixing import render_scene
+
 SCENES_ROOT = Path("data/scenes")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+SPLITS = ("train", "val", "test", "audio_only")   # the scene corpus's splits
+CAPTIONED_SPLITS = ("train", "val", "test")
 CLOTHO_SPLITS = {"train": "development", "val": "validation", "test": "evaluation"}
 
 
@@ -60,7 +64,6 @@ def item_waveform(item: CaptionItem) -> np.ndarray:
         return load_audio(item.audio_path).waveform
     if item.scene is None:
         raise DatasetError(f"item {item.audio_id} has neither an audio file nor a scene spec")
-    from train.scenes import render_scene
     return render_scene(item.scene, item.bank_root)
 
 

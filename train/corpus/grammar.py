@@ -1,6 +1,6 @@
 """Captions from scene metadata: five different, correct English sentences that say only what can be heard.
 
-The input is a finished scene spec (`train/scenes.py`): audible events in onset order with their measured
+The input is a finished scene spec (`train/corpus/scenes.py`): audible events in onset order with their measured
 loudness, count of bursts, whether they are far away, how they group in time (`order`: runs of overlapping
 events), an audible or masked background, and leading/trailing silence. The words come from the class table
 (`classes.json`: noun phrases with their article, 3rd-person verbs, gerunds), so agreement and a/an are right by
@@ -251,7 +251,7 @@ def _compose(spec: dict, classes: dict, groups: list[list[Mention]], rng: np.ran
     # No background: the rest of the scene is silence, which is part of what is heard.
     silence = spec.get("silence", {})
     lead, tail = silence.get("lead", 0.0), silence.get("tail", 0.0)
-    from train.scenes import SILENCE_MIN_SECONDS
+    from train.corpus.mixing import SILENCE_MIN_SECONDS
     if lead >= SILENCE_MIN_SECONDS and not is_nominal and not body.startswith("after ") and rng.random() < 0.5:
         body = _pick(rng, LEAD_SILENCE) + body
     elif tail >= SILENCE_MIN_SECONDS and rng.random() < 0.6:

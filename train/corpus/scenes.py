@@ -8,7 +8,7 @@ training data loader instead of being stored (17.5k scenes of 10 s would be ~3 G
 
 The spec also carries what was *measured* on the rendered components: each event's level, whether it is
 audible (not masked by the rest of the mix), how many bursts its crop holds, leading/trailing silence. The
-captions (`train/grammar.py`) are written from those measurements only, so they never mention a masked event
+captions (`train/corpus/grammar.py`) are written from those measurements only, so they never mention a masked event
 or a background drowned by the foreground, and loudness words match the levels in the audio.
 
 Splits are disjoint by source recording (`Clip.group`: the voice for speech), assigned per class so that every
@@ -27,21 +27,22 @@ import json
 import math
 import os
 import sys
-import threading
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from train.manifest import CLASSES_PATH, MANIFEST_NAME, Clip, load_classes, read_manifest, write_manifest
+from train.corpus.datasets import CAPTIONED_SPLITS, SPLITS, label_subset
+from train.corpus.manifest import CLASSES_PATH, MANIFEST_NAME, Clip, load_classes, read_manifest, write_manifest
+from train.corpus.mixing import (AUDIBILITY_FLOOR_DB, AUDIBLE_FRACTION, AUDIBLE_LOCAL_SNR_DB, AUDIBLE_SECONDS,
+                                 BACKGROUND_AUDIBLE_SECONDS, FAINT_MARGIN_DB, FAINT_MAX_DB, FRAME, LOUD_MARGIN_DB,
+                                 LOUD_MIN_DB, PEAK_LIMIT, SAMPLE_RATE, SceneError, active_level_db, audibility,
+                                 count_bursts, db, event_segment, frame_energy, render_component, render_scene,
+                                 silence_runs)
 
-SAMPLE_RATE = 16000
-FRAME = 320                     # 20 ms analysis frames for levels, masking and silence
-SPLITS = ("train", "val", "test", "audio_only")
-CAPTIONED_SPLITS = ("train", "val", "test")
 SPEC_VERSION = 1
 DEFAULT_BANK = Path("data/soundbank")
 DEFAULT_OUT = Path("data/scenes")
@@ -90,218 +91,6 @@ class MixConfig:
 
 
 MIX = MixConfig()
-
-# Measurement thresholds: shared by the builder and the tests, which re-measure rendered audio with them.
-ACTIVE_RANGE_DB = 30.0      # a frame counts toward a clip's level when within this of its loudest frame
-AUDIBLE_LOCAL_SNR_DB = 0.0  # an event frame is unmasked when the event is at least as strong as the rest
-AUDIBLE_FRACTION = 0.5      # ... in this fraction of its active frames,
-AUDIBLE_SECONDS = 0.3       # ... or for at least this long
-BACKGROUND_AUDIBLE_SECONDS = 2.0
-AUDIBILITY_FLOOR_DB = -55.0  # quieter than this (dBFS active level) is not mentioned at all
-SILENCE_DB = -60.0           # a frame quieter than this (dBFS) is silent
-SILENCE_MIN_SECONDS = 2.0    # leading/trailing silence worth describing
-LOUD_MIN_DB = -22.0          # "loudly": at least this loud, and LOUD_MARGIN_DB above everything else
-LOUD_MARGIN_DB = 6.0
-FAINT_MAX_DB = -38.0         # "faintly": at most this loud, or FAINT_MARGIN_DB under something else
-FAINT_MARGIN_DB = 10.0
-PEAK_LIMIT = 0.891           # -1 dBFS: the mix is scaled down (never up) to stay below it
-FADE_SECONDS = 0.01          # fades on crops, so cutting a long clip never clicks
-LOOP_CROSSFADE = 0.1
-
-
-class SceneError(ValueError):
-    """The inputs cannot make a scene corpus; the message names the problem and the fix."""
-
-
-# ---------------------------------------------------------------------------------------------- clips
-
-
-class _ClipCache:
-    """Decoded clips, least recently used dropped first, bounded in bytes (the bank is ~1 GB as float32)."""
-
-    def __init__(self, max_bytes: int = 768 << 20):
-        self.max_bytes = max_bytes
-        self.items: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.bytes = 0
-        self.lock = threading.Lock()   # the trainer renders batches in a background thread
-
-    def get(self, path: Path) -> np.ndarray:
-        key = str(path)
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        audio = _read_clip(path)
-        with self.lock:
-            if key not in self.items:
-                self.items[key] = audio
-                self.bytes += audio.nbytes
-            while self.bytes > self.max_bytes and len(self.items) > 1:
-                _, old = self.items.popitem(last=False)
-                self.bytes -= old.nbytes
-        return audio
-
-
-def _read_clip(path: Path) -> np.ndarray:
-    try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise SceneError(f"cannot read sound-bank clip {path}: {err}; rebuild the bank with "
-                         "`python -m train soundbank`") from None
-    audio = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:  # the bank is 16 kHz by contract; a hand-added clip may not be
-        import librosa
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=SAMPLE_RATE)
-    return np.ascontiguousarray(audio, dtype=np.float32)
-
-
-_CACHE = _ClipCache()
-
-
-def load_clip(bank_root: str | Path, file: str) -> np.ndarray:
-    path = Path(bank_root) / file
-    if not path.is_file():
-        raise SceneError(f"sound-bank clip {path} is missing: the scene specs were built from a different bank; "
-                         "rebuild the bank or the scenes (`python -m train scenes`)")
-    return _CACHE.get(path)
-
-
-# --------------------------------------------------------------------------------------------- render
-
-
-def _fade(segment: np.ndarray) -> np.ndarray:
-    n = min(int(FADE_SECONDS * SAMPLE_RATE), len(segment) // 2)
-    if n > 0:
-        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
-        segment[:n] *= ramp
-        segment[-n:] *= ramp[::-1]
-    return segment
-
-
-def _lowpass(segment: np.ndarray, cutoff_hz: float) -> np.ndarray:
-    from scipy.signal import butter, sosfilt
-    sos = butter(2, cutoff_hz, fs=SAMPLE_RATE, output="sos")
-    return sosfilt(sos, segment).astype(np.float32)
-
-
-def _loop(clip: np.ndarray, start: int, n: int) -> np.ndarray:
-    """`n` samples of `clip` from `start`, wrapping around with a crossfade so the seam does not click."""
-    if len(clip) - start >= n:
-        return clip[start:start + n].copy()
-    xf = min(int(LOOP_CROSSFADE * SAMPLE_RATE), len(clip) // 4)
-    out = clip[start:].copy()
-    while len(out) < n:
-        nxt = clip.copy()
-        k = min(xf, len(out))   # the first piece may be shorter than the crossfade when `start` is near the end
-        if k:
-            ramp = np.linspace(0.0, 1.0, k, dtype=np.float32)
-            out[-k:] = out[-k:] * ramp[::-1] + nxt[:k] * ramp
-            nxt = nxt[k:]
-        out = np.concatenate([out, nxt])
-    return out[:n]
-
-
-def event_segment(component: dict, bank_root: str | Path) -> np.ndarray:
-    """One occurrence of a foreground event at unit gain: the crop, distance filter and fades."""
-    clip = load_clip(bank_root, component["file"])
-    start = int(round(component["start"] * SAMPLE_RATE))
-    length = int(round(component["length"] * SAMPLE_RATE))
-    segment = clip[start:start + length].copy()
-    if component.get("lowpass_hz"):
-        segment = _lowpass(segment, component["lowpass_hz"])
-    return _fade(segment)
-
-
-def render_component(component: dict, n: int, bank_root: str | Path, background: bool = False) -> np.ndarray:
-    """One component of a scene at its gain (before the scene's peak guard), `n` samples long."""
-    gain = np.float32(10.0 ** (component["gain_db"] / 20.0))
-    if background:
-        clip = load_clip(bank_root, component["file"])
-        start = int(round(component["start"] * SAMPLE_RATE)) % max(len(clip), 1)
-        return _fade(_loop(clip, start, n)) * gain
-    out = np.zeros(n, dtype=np.float32)
-    segment = event_segment(component, bank_root) * gain
-    for onset in component["onsets"]:
-        at = int(round(onset * SAMPLE_RATE))
-        take = min(len(segment), n - at)
-        if take > 0:
-            out[at:at + take] += segment[:take]
-    return out
-
-
-def render_scene(spec: dict, bank_root: str | Path) -> np.ndarray:
-    """The scene's audio, float32 mono 16 kHz: a pure function of `spec` and the bank (no randomness)."""
-    n = int(round(spec["duration"] * SAMPLE_RATE))
-    mix = np.zeros(n, dtype=np.float32)
-    if spec.get("background"):
-        mix += render_component(spec["background"], n, bank_root, background=True)
-    for event in spec["events"]:
-        mix += render_component(event, n, bank_root)
-    mix *= np.float32(10.0 ** (spec["mix_gain_db"] / 20.0))
-    return mix
-
-
-# ------------------------------------------------------------------------------------------ measuring
-
-
-def frame_energy(signal: np.ndarray) -> np.ndarray:
-    """Mean square per 20 ms frame (the last partial frame is padded with zeros)."""
-    n = -(-len(signal) // FRAME) * FRAME
-    padded = np.zeros(n, dtype=np.float32)
-    padded[:len(signal)] = signal
-    frames = padded.reshape(-1, FRAME)
-    # einsum squares and sums in one pass (a float64 copy of every scene component was the build's hot spot).
-    return np.einsum("ij,ij->i", frames, frames).astype(np.float64) / FRAME
-
-
-def db(power: np.ndarray | float) -> np.ndarray | float:
-    return 10.0 * np.log10(np.maximum(power, 1e-12))
-
-
-def active_level_db(energy: np.ndarray) -> float:
-    """Level of the frames that carry the sound (within ACTIVE_RANGE_DB of the loudest), so silence padding
-    in a clip does not make it look quieter than it sounds."""
-    if energy.max() <= 1e-12:
-        return -120.0
-    active = energy[db(energy) >= db(energy.max()) - ACTIVE_RANGE_DB]
-    return float(db(active.mean()))
-
-
-def count_bursts(energy: np.ndarray) -> int:
-    """Separate bursts in a crop: runs above (peak - 20 dB) split by >= 120 ms below it. A clip of three barks
-    counts 3, so a scene that places it once is not captioned "barks once"."""
-    above = db(energy) >= db(energy.max()) - 20.0
-    bursts, gap, inside = 0, 0, False
-    for flag in above:
-        if flag:
-            if not inside:
-                bursts += 1
-            inside, gap = True, 0
-        else:
-            gap += 1
-            if gap * FRAME / SAMPLE_RATE >= 0.12:
-                inside = False
-    return bursts
-
-
-def silence_runs(mix: np.ndarray) -> tuple[float, float]:
-    """Seconds of silence at the start and at the end of the mix."""
-    quiet = db(frame_energy(mix)) < SILENCE_DB
-    if quiet.all():
-        return len(quiet) * FRAME / SAMPLE_RATE, 0.0
-    lead = int(np.argmin(quiet))
-    tail = int(np.argmin(quiet[::-1]))
-    return lead * FRAME / SAMPLE_RATE, tail * FRAME / SAMPLE_RATE
-
-
-def audibility(target: np.ndarray, others: np.ndarray) -> tuple[float, float]:
-    """(fraction, seconds) of the target's active frames where it is not masked by `others` (frame energies)."""
-    if target.max() <= 1e-12:
-        return 0.0, 0.0
-    active = db(target) >= db(target.max()) - 20.0
-    unmasked = db(target[active]) - db(others[active] + 1e-12) >= AUDIBLE_LOCAL_SNR_DB
-    return float(unmasked.mean()), float(unmasked.sum() * FRAME / SAMPLE_RATE)
-
 
 # --------------------------------------------------------------------------------------------- splits
 
@@ -526,7 +315,7 @@ def make_scene(scene_id: str, split: str, index: int, seed: int, pool: _Pool, cl
                cfg: MixConfig = MIX, with_captions: bool = True) -> dict:
     """One scene spec, deterministic in (seed, split, index): draws again until every mentioned event is
     audible and the grammar can write five valid captions."""
-    from train.grammar import CaptionError, write_captions
+    from train.corpus.grammar import CaptionError, write_captions
     for attempt in range(cfg.max_attempts):
         rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), index, attempt]))
         spec = _measure(_draw_layout(rng, pool, classes, cfg), bank_root)
@@ -671,7 +460,7 @@ def check_bank(clips: list[Clip], classes: dict, classes_path: Path) -> None:
 
 def resolve_classes_path(bank: Path, explicit: str | None) -> Path:
     """The class table that names the bank's labels: explicit, else the bank's own (fixture banks carry one),
-    else the project's `train/classes.json`."""
+    else the project's `train/corpus/classes.json`."""
     if explicit:
         return Path(explicit)
     own = bank / "classes.json"
@@ -682,7 +471,6 @@ def build_scenes(bank: Path, out: Path, preset: str | Preset, seed: int = 0, cla
                  classes_path: Path | None = None, render: bool = False, label_fractions=(0.1, 0.25, 0.5),
                  cfg: MixConfig = MIX, progress: bool = True) -> dict:
     """Build every split's specs (and captions) into `out`; returns the summary written to dataset.json."""
-    from train.datasets import label_subset
     counts = (PRESETS[preset] if isinstance(preset, str) else preset).counts()
     classes_path = classes_path or resolve_classes_path(bank, None)
     classes = classes if classes is not None else load_classes(classes_path)
@@ -774,7 +562,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fixture-bank", action="store_true",
                         help="build from a generated synthetic fixture bank (tones, noise) instead of the real one")
     parser.add_argument("--classes", default=None,
-                        help="class table JSON (default: the bank's classes.json, else train/classes.json)")
+                        help="class table JSON (default: the bank's classes.json, else train/corpus/classes.json)")
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {DEFAULT_OUT}/<preset>)")
     parser.add_argument("--seed", type=int, default=0, help="everything random derives from this (default 0)")
     parser.add_argument("--render", action="store_true",
@@ -816,9 +604,9 @@ def main(args: argparse.Namespace) -> int:
     except SceneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    card = args.card or (Path(__file__).with_name("DATA.md") if args.preset == "full" else None)
+    card = args.card or (Path(__file__).resolve().parents[1] / "DATA.md" if args.preset == "full" else None)
     if card:
-        from train.datacard import write_card
+        from train.corpus.datacard import write_card
         write_card(out, card)
         print(f"dataset card: {card}", file=sys.stderr)
     splits = ", ".join(f"{k} {v['scenes']}" for k, v in summary["splits"].items())

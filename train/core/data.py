@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from eacap.tokenizer import CaptionTokenizer
-from train.config import COMMITTED_RESULTS, RUNS_ROOT, PipelineConfig
-from train.datasets import CaptionItem, item_waveform, load_caption_set
-from train.trainer import Dist, batch_indices, rank_slice, sample_rng
+from train.core.config import COMMITTED_RESULTS, RUNS_ROOT, PipelineConfig
+from train.corpus.datasets import CaptionItem, item_waveform, load_caption_set
+from train.core.trainer import Dist, batch_indices, rank_slice, sample_rng
 
 SPEC_AUGMENT_PURPOSE, CAPTION_PURPOSE, AUGMENT_PURPOSE, CACHE_AUGMENT_PURPOSE = 1, 2, 3, 4
 
@@ -83,7 +83,7 @@ def rerecorded(waves: list[np.ndarray], indices, share: float, seed: int, step: 
     """`waves` with a `share` of them re-recorded by train.augment, each choice drawn from (seed, step, index)."""
     if share <= 0:
         return waves
-    from train.augment import augment
+    from train.core.augment import augment
 
     rngs = [sample_rng(seed, step, int(i), purpose) for i in indices]
     return [augment(w, rng) if rng.random() < share else w for w, rng in zip(waves, rngs)]

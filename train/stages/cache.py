@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from eacap.models import WhisperEncoder
 from eacap.tokenizer import CaptionTokenizer
-from train.config import PipelineConfig, add_preset_arguments, config_from_args
-from train.data import CACHE_AUGMENT_PURPOSE, load_split, pad_waveforms, rerecorded, run_path
-from train.datasets import item_waveform
+from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.core.data import CACHE_AUGMENT_PURPOSE, load_split, pad_waveforms, rerecorded, run_path
+from train.corpus.datasets import item_waveform
 
 SPLITS = ("train", "val", "test", "audio_only")
 
@@ -48,10 +48,10 @@ def initial_teacher_encoder(config: PipelineConfig) -> WhisperEncoder:
         encoder.load_state_dict(load_file(path))
         return encoder
     if config.teacher_init == "whisper" and config.teacher_encoder == "tiny.en":  # the `teacher-init` stage's file
-        from train.teacher_init import load_whisper_encoder
+        from train.stages.teacher_init import load_whisper_encoder
         encoder = load_whisper_encoder()
     elif config.teacher_init == "whisper":
-        from train.teacher_init import pretrained_whisper_encoder
+        from train.stages.teacher_init import pretrained_whisper_encoder
         encoder = pretrained_whisper_encoder(config.teacher_encoder)
     else:
         torch.manual_seed(config.seed)
