@@ -92,3 +92,26 @@ def test_fine_tune_probe_trains_only_what_it_should(bank, monkeypatch):
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())  # the source is never trained
     outputs, labels = encoder_probe.lower_outputs(encoder, build_frontend(TEACHER_FRONTEND), clips[:2], 1, top=1)
     assert len(outputs) == 4 and labels == [clips[0][1]] * 2 + [clips[1][1]] * 2 and outputs[0].shape[1] == 32
+
+
+def test_external_encoder_rows_join_the_probe_table(bank, tmp_path):
+    """`encoder-probe --external`: an encoder module run by another Python (here this one) embeds the same clips in a
+    subprocess; its row is scored by the same probes, marked external, and the existing rows are kept."""
+    import sys
+
+    from train.stages import encoder_probe
+
+    module = tmp_path / "loudness.py"
+    module.write_text("import numpy as np\n\ndef load():\n    return lambda wave: np.array([np.abs(wave).mean(), "
+                      "np.abs(np.diff(wave)).mean(), wave.std()], dtype=np.float32)\n")
+    out = tmp_path / "encoder_probe.json"
+    with pytest.raises(FileNotFoundError, match="run `python -m train encoder-probe` first"):
+        encoder_probe.external_main([str(module)], sys.executable, [], [], out)
+    out.write_text(json.dumps({"train_clips": 0, "test_clips": 0, "classes": [], "encoders": {"kept": {}}}))
+    clips = encoder_probe.clips_of(bank)
+    assert encoder_probe.external_main([str(module)], sys.executable, clips, clips, out) == 0
+    rows = json.loads(out.read_text())["encoders"]
+    assert set(rows) == {"kept", "loudness"} and rows["loudness"]["external"] and rows["loudness"]["dim"] == 3
+    assert 0.0 <= rows["loudness"]["linear"]["accuracy"] <= 1.0 and rows["loudness"]["seconds_per_clip"] > 0
+    with pytest.raises(ValueError, match="external encoder 'no_such_encoder' failed"):
+        encoder_probe.external_main(["no_such_encoder"], sys.executable, clips, clips, out)

