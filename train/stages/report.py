@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from train.stages.ablation import parse_group, row_name
-from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
+from train.core.config import COMMITTED_RESULTS, PRESETS, PipelineConfig, add_preset_arguments, config_from_args
 from train.core.data import run_path
 from train.stages.runs import shipped_student
 
@@ -266,12 +266,17 @@ def realworld_section(config: PipelineConfig) -> list[str]:
     files = sorted(run_path(config, "results").glob("realworld_*.json"))
     if not files:
         return []
+    # Candidate models of the other committed presets (e.g. a new teacher) are scored on the same split: their rows
+    # follow, labelled with the preset.
+    others = [(name, path) for name in COMMITTED_RESULTS if name != config.name
+              for path in sorted(run_path(PRESETS[name], "results").glob("realworld_*.json"))]
     rows = []
-    for path in files:
+    for preset, path in [(None, path) for path in files] + others:
         data = json.loads(path.read_text())
         a, single, mix = data["all"], data["single"], data.get("mix") or {}
         n = data["options"].get("no_repeat_ngram_size", 0)
-        rows.append(f"| {path.stem.removeprefix('realworld_')} | {n or 'off'} | {a['names_all']:.1%} | "
+        label = path.stem.removeprefix("realworld_") + (f" (`--preset {preset}`)" if preset else "")
+        rows.append(f"| {label} | {n or 'off'} | {a['names_all']:.1%} | "
                     f"{single['names_all']:.1%} | {mix.get('names_all', 0):.1%} | {a['event_precision']:.2f} / "
                     f"{a['event_recall']:.2f} | {a['repeats']:.1%} | {a['sbert_sim']:.3f} |")
     sources = ", ".join(json.loads(files[0].read_text())["sources"])
