@@ -452,8 +452,10 @@ def test_report_leads_with_the_cross_source_test(tiny_run, tmp_path):
     config, work, _ = tiny_run
     os.chdir(work)
     results = run_path(config, "results")
-    written = [results / "realworld_teacher.json", results / "encoder_probe.json"]
+    candidate = run_path(PRESETS["whisper_base"], "results", "realworld_teacher.json")  # relative: under `work`
+    written = [results / "realworld_teacher.json", results / "encoder_probe.json", candidate]
     try:
+        candidate.parent.mkdir(parents=True, exist_ok=True)
         score = {"n": 3, "names_all": 1 / 3, "names_any": 2 / 3, "repeats": 0.0, "event_precision": 0.5,
                  "event_recall": 0.25, "event_f1": 0.33, "sbert_sim": 0.4}
         written[0].write_text(json.dumps({"model": "teacher", "all": score, "single": score, "mix": {},
@@ -463,12 +465,16 @@ def test_report_leads_with_the_cross_source_test(tiny_run, tmp_path):
         top = {"frozen": {"accuracy": 0.25, "balanced_accuracy": 0.5}, "fine-tuned": {"accuracy": 0.75,
                                                                                       "balanced_accuracy": 1.0}}
         written[1].write_text(json.dumps({"train_clips": 10, "test_clips": 4, "classes": ["dog", "rain"],
-                                          "encoders": {"Whisper base, frozen": probe},
+                                          "encoders": {"Whisper base, frozen": probe,
+                                                       "YAMNet": {**probe, "external": True}},
                                           "top_layer": {"Whisper base, augmented": top}}))
+        candidate.write_text(written[0].read_text())
         text = report.report(config).read_text()
         assert text.index("## Cross-source test") < text.index("## Every model trained")
         assert "| teacher | 2 | 33.3% | 33.3% | 0.0% | 0.50 / 0.25 | 0.0% | 0.400 |" in text
+        assert "| teacher (`--preset whisper_base`) | 2 | 33.3% |" in text  # a candidate of another preset follows
         assert "| Whisper base, frozen | 8 | 50.0% | 40.0% | 30.0% | 20.0% | 10 ms |" in text
+        assert "| YAMNet * | 8 | 50.0% |" in text  # an encoder from a package the project does not install
         assert "| Whisper base, augmented | 25.0% (50.0%) | 75.0% (100.0%) |" in text
     finally:
         for path in written:
