@@ -115,3 +115,18 @@ def test_external_encoder_rows_join_the_probe_table(bank, tmp_path):
     assert 0.0 <= rows["loudness"]["linear"]["accuracy"] <= 1.0 and rows["loudness"]["seconds_per_clip"] > 0
     with pytest.raises(ValueError, match="external encoder 'no_such_encoder' failed"):
         encoder_probe.external_main(["no_such_encoder"], sys.executable, clips, clips, out)
+
+
+def test_score_writes_the_results_file_and_prints_the_line(bank, tiny_checkpoints, tmp_path, capsys):
+    """`realworld.score` (used by `train realworld` and, after the test split, by `train evaluate`)."""
+    from dataclasses import replace
+
+    from train.core.config import PRESETS
+
+    config = replace(PRESETS["tiny"], run_dir=tmp_path / "run")
+    model = load_model(tiny_checkpoints[1])
+    result = realworld.score(config, tiny_checkpoints[1], model, DecodingOptions(beam_size=1, max_length=8), bank,
+                             tag="_x", items=realworld.build_items(bank, mixes=2))
+    written = list((tmp_path / "run" / "results").glob("realworld_*_x.json"))
+    assert len(written) == 1 and json.loads(written[0].read_text())["all"] == result["all"]
+    assert "cross-source: names every sound" in capsys.readouterr().out

@@ -22,6 +22,7 @@ from train.core.config import PipelineConfig, add_preset_arguments, config_from_
 from train.core.data import load_split, run_path
 from train.corpus.datasets import SCENES_ROOT, item_waveform
 from train.corpus.manifest import CLASSES_PATH, load_classes
+from train.stages import realworld
 from train.stages.runs import checkpoint_run, load_run_model
 
 
@@ -47,7 +48,7 @@ def latency(model: CaptionModel, wave: np.ndarray, options: DecodingOptions, rep
 
 
 def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size: int = 16, meteor: bool = True,
-             sbert: bool = True) -> dict:
+             sbert: bool = True, cross_source: bool = False) -> dict:
     model = load_run_model(config, name)
     source, name = name, checkpoint_run(name) or name
     items = load_split(config, split)
@@ -80,6 +81,12 @@ def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size:
     m = result["metrics"]
     print(f"{name}: CIDEr-D {m['cider_d']:.3f}  BLEU-4 {m['bleu_4']:.3f}  ROUGE-L {m['rouge_l']:.3f}  "
           f"SBERT {m.get('sbert_sim', float('nan')):.3f}  event-F1 {result['event_f1']['f1']:.3f}  -> {out}")
+    if cross_source and (realworld.HELD_OUT_BANK / "manifest.csv").is_file() and sbert:
+        # The measure that matters, beside the in-corpus one: the same model on the held-out packages.
+        realworld.score(config, source, model, options)
+    elif cross_source:
+        print(f"{name}: cross-source test skipped: no held-out bank at {realworld.HELD_OUT_BANK} "
+              f"(`python -m train soundbank --held-out` builds it)")
     return result
 
 
@@ -89,8 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split to score (default: test)")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves the ~10 s JVM start)")
     parser.add_argument("--no-sbert", action="store_true", help="skip SBERT-sim")
+    parser.add_argument("--no-cross-source", action="store_true",
+                        help="skip the cross-source test (`train realworld`), run after the split when the held-out "
+                             "bank exists")
 
 
 def main(args: argparse.Namespace) -> int:
-    evaluate(config_from_args(args), args.model, args.split, meteor=not args.no_meteor, sbert=not args.no_sbert)
+    evaluate(config_from_args(args), args.model, args.split, meteor=not args.no_meteor, sbert=not args.no_sbert,
+             cross_source=not args.no_cross_source)
     return 0

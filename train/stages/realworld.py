@@ -132,8 +132,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", default="", help="suffix of the results file, e.g. the decoding setting")
 
 
+def score(config, name: str, model, options: DecodingOptions, bank: Path = HELD_OUT_BANK, tag: str = "",
+          items: list[dict] | None = None) -> dict:
+    """Caption and score the split with `model`, write results/realworld_<run><tag>.json and print the line."""
+    from train.stages.runs import checkpoint_run
+
+    result = evaluate(model, items if items is not None else build_items(bank), options, bank)
+    label = checkpoint_run(name) or name
+    out = run_path(config, "results", f"realworld_{Path(label).name}{tag}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": name, **result}, indent=1) + "\n")
+    a = result["all"]
+    print(f"{name}: cross-source: names every sound {a['names_all']:.1%} of {a['n']} clips (singles "
+          f"{result['single']['names_all']:.1%}, mixes {result['mix'].get('names_all', 0):.1%}), event P/R "
+          f"{a['event_precision']:.2f}/{a['event_recall']:.2f}, names one twice {a['repeats']:.1%}, "
+          f"SBERT {a['sbert_sim']:.3f} -> {out}")
+    return result
+
+
 def main(args: argparse.Namespace) -> int:
-    from train.stages.runs import checkpoint_run, load_run_model
+    from train.stages.runs import load_run_model
 
     config = config_from_args(args)
     items = build_items(args.bank)
@@ -141,15 +159,5 @@ def main(args: argparse.Namespace) -> int:
     if args.no_repeat_ngram is not None:
         options = DecodingOptions(beam_size=args.beam_size, no_repeat_ngram_size=args.no_repeat_ngram)
     for name in args.model:
-        model = load_run_model(config, name)
-        result = evaluate(model, items, options, args.bank)
-        label = checkpoint_run(name) or name
-        out = run_path(config, "results", f"realworld_{Path(label).name}{args.tag}.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"model": name, **result}, indent=1) + "\n")
-        a = result["all"]
-        print(f"{name}: names every sound {a['names_all']:.1%} of {a['n']} clips (singles "
-              f"{result['single']['names_all']:.1%}, mixes {result['mix'].get('names_all', 0):.1%}), event P/R "
-              f"{a['event_precision']:.2f}/{a['event_recall']:.2f}, names one twice {a['repeats']:.1%}, "
-              f"SBERT {a['sbert_sim']:.3f} -> {out}")
+        score(config, name, load_run_model(config, name), options, args.bank, args.tag, items)
     return 0
