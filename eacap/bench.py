@@ -48,6 +48,7 @@ from .cli import CHECKPOINTS, positive
 from .decoding import DecodingOptions, decode
 from .features import STUDENT_FRONTEND, LogMel
 from .models.decoder import CaptionDecoder, DecoderConfig
+from .sounds import SoundWords
 
 DEFAULT_TOKENS = 20
 REFERENCE_NAME = "EffB2-Trm (paper)"
@@ -68,10 +69,12 @@ class Pipeline:
     decoder: CaptionDecoder
     special: dict[str, int]
     parameters: int
+    sounds: SoundWords | None = None  # the model's sound keywords, for `no_repeat_sounds` (None: the rule is off)
 
     @classmethod
     def from_model(cls, name: str, model) -> "Pipeline":
-        return cls(name, model.frontend, model.encoder, model.decoder, model.tokenizer.special, model.num_parameters())
+        return cls(name, model.frontend, model.encoder, model.decoder, model.tokenizer.special, model.num_parameters(),
+                   model.sound_words)
 
 
 class EffB2Encoder(nn.Module):
@@ -146,7 +149,7 @@ def run_once(pipeline: Pipeline, waveforms: torch.Tensor, options: DecodingOptio
     t_frontend = time.perf_counter()
     frames, frame_lengths = pipeline.encoder(features, frame_lengths)
     t_encoder = time.perf_counter()
-    hyps = decode(decoder, frames, frame_lengths, pipeline.special, options)
+    hyps = decode(decoder, frames, frame_lengths, pipeline.special, options, pipeline.sounds)
     end = time.perf_counter()
     if timing is not None:
         for stage, seconds in (("frontend", t_frontend - start), ("encoder", t_encoder - t_frontend),
@@ -185,7 +188,7 @@ def run(args) -> dict:
     pipelines = [teacher, student] + ([] if args.no_reference else [reference_pipeline()])
     fixed = not args.natural
     options = DecodingOptions(beam_size=args.beam_size, max_length=args.tokens if fixed else args.max_length,
-                              no_repeat_ngram_size=args.no_repeat_ngram)
+                              no_repeat_ngram_size=args.no_repeat_ngram, no_repeat_sounds=not args.repeat_sounds)
     for p in pipelines:
         try:
             options.validate(p.decoder.config.max_length)
@@ -371,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-repeat-ngram", type=int, default=DecodingOptions().no_repeat_ngram_size,
                         help="block repeated n-grams of this size, 0 off (default: eacap's, "
                              f"{DecodingOptions().no_repeat_ngram_size})")
+    parser.add_argument("--repeat-sounds", action="store_true",
+                        help="let captions name a sound twice (turns off no_repeat_sounds, on by default)")
     parser.add_argument("--natural", action="store_true", help="let models stop on their own (trained models only)")
     parser.add_argument("--max-length", type=positive, default=30, help="longest caption with --natural (default 30)")
     parser.add_argument("--threads", type=positive, default=len(os.sched_getaffinity(0)),

@@ -1,7 +1,8 @@
 """Checkpoint folders: save and load a `CaptionModel` with its tokenizer, locally or from the Hugging Face Hub.
 
 A checkpoint is a folder (Hugging Face style, so the same folder can be pushed to the Hub as a model repo):
-- `config.json`: `{"format": "eacap", "format_version": 1, "model": {...architecture...}, ...}`
+- `config.json`: `{"format": "eacap", "format_version": 1, "model": {...architecture...}, ...}`, and the keywords of
+  the sounds the model was trained to name (`"sound_keywords"`: {class: [word, ...]}, used by decoding)
 - `model.safetensors`: the weights (safetensors only: nothing is ever unpickled)
 - `tokenizer.json`: the word-level tokenizer (Hugging Face `tokenizers` format)
 - `README.md`: the model card
@@ -18,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .models import CaptionModel, ModelConfig
+from .sounds import check_keywords
 from .tokenizer import CaptionTokenizer
 
 FORMAT = "eacap"
@@ -40,6 +42,8 @@ def save_checkpoint(model: CaptionModel, folder: str | Path, card: str | None = 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config.to_dict(), **(extra or {})}
+    if model.sound_keywords is not None:
+        config["sound_keywords"] = model.sound_keywords
     # Write to temporary names first, then rename: an interrupted save never leaves a mixed checkpoint.
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if half:
@@ -111,11 +115,12 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
     model = CaptionModel(config, tokenizer)
     check_state(model, state, folder / WEIGHTS)
     model.load_state_dict(state)  # copies into the model's float32 parameters, also from float16 weights
+    model.sound_keywords = read_sound_keywords(folder / CONFIG)
     model.source = str(name_or_path)
     return model.to(device).eval()
 
 
-def read_config(path: Path) -> ModelConfig:
+def _config_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -125,10 +130,24 @@ def read_config(path: Path) -> ModelConfig:
     if data.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {data.get('format_version')!r}; this eacap reads version "
                               f"{FORMAT_VERSION}: upgrade eacap or re-export the checkpoint")
+    return data
+
+
+def read_config(path: Path) -> ModelConfig:
+    data = _config_json(path)
     try:
         return ModelConfig.from_dict(data["model"])
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} has an invalid model description ({type(error).__name__}: {error})") from error
+
+
+def read_sound_keywords(path: Path) -> dict[str, list[str]] | None:
+    """The sound keywords in a checkpoint's config.json, or None when it has none (an older export)."""
+    keywords = _config_json(path).get("sound_keywords")
+    try:
+        return None if keywords is None else check_keywords(keywords)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}; fix or remove \"sound_keywords\" (re-export the checkpoint)") from error
 
 
 def check_state(model: CaptionModel, state: dict[str, torch.Tensor], path: Path) -> None:

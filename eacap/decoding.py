@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .models.decoder import CaptionDecoder, DecodeState
+from .sounds import SoundWords
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class DecodingOptions:
     # 2 by default: on the cross-source split it cuts the captions that name a sound twice from 19.9% to 0.5%
     # (teacher) and 41.9% to 1.0% (student), naming every sound as often within a clip (train/RESULTS.md).
     no_repeat_ngram_size: int = 2
+    # No sound is named again in a later clause, by the same word or a synonym ("a songbird chirps steadily as a
+    # bird is chirping", "a frog croaks as a toad croaks"), nor by the same keyword twice. Needs the model's sound
+    # keywords (`SoundWords`, carried by the checkpoint); without them it does nothing.
+    no_repeat_sounds: bool = True
 
     def validate(self, decoder_max: int) -> None:
         if not 1 <= self.beam_size <= 16:
@@ -137,18 +142,35 @@ class StepThreads:
 
 @torch.inference_mode()
 def decode(decoder: CaptionDecoder, frames: torch.Tensor, lengths: torch.Tensor, special: dict[str, int],
-           options: DecodingOptions = DecodingOptions()) -> Hypotheses:
+           options: DecodingOptions = DecodingOptions(), sounds: SoundWords | None = None) -> Hypotheses:
+    """Captions for a batch of encoder frames. `sounds` (the model's `SoundWords`) enables
+    `options.no_repeat_sounds`."""
     options.validate(decoder.config.max_length)
+    rules = _Rules(options, sounds if options.no_repeat_sounds else None)
     if options.beam_size == 1:
-        return _greedy(decoder, frames, lengths, special, options)
-    return _beam(decoder, frames, lengths, special, options)
+        return _greedy(decoder, frames, lengths, special, options, rules)
+    return _beam(decoder, frames, lengths, special, options, rules)
+
+
+@dataclass
+class _Rules:
+    """What a caption may not say next, given what it said so far."""
+    options: DecodingOptions
+    sounds: SoundWords | None
+
+    def apply(self, logp: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        if self.options.no_repeat_ngram_size:
+            logp = block_repeats(logp, history, self.options.no_repeat_ngram_size)
+        if self.sounds is not None:
+            logp = self.sounds.block_named(logp, history)
+        return logp
 
 
 def _normalise(score: torch.Tensor, length: int | torch.Tensor, penalty: float) -> torch.Tensor:
     return score / (length ** penalty if penalty else 1.0)
 
 
-def _greedy(decoder, frames, lengths, special, options) -> Hypotheses:
+def _greedy(decoder, frames, lengths, special, options, rules: _Rules) -> Hypotheses:
     batch, device = frames.shape[0], frames.device
     state = decoder.start(frames, lengths)
     blocked = _blocked(decoder.config.vocab_size, special, device)
@@ -161,8 +183,7 @@ def _greedy(decoder, frames, lengths, special, options) -> Hypotheses:
         for position in steps.range(options.max_length):
             logp = decoder.step(tokens, position, state).float().log_softmax(-1)
             logp = logp + blocked
-            if options.no_repeat_ngram_size:
-                logp = block_repeats(logp, out[:, :position], options.no_repeat_ngram_size)
+            logp = rules.apply(logp, out[:, :position])
             if position == options.max_length - 1:
                 next_token = torch.full_like(done, special["eos"], dtype=torch.long)  # the caption must end here
             else:
@@ -179,7 +200,7 @@ def _greedy(decoder, frames, lengths, special, options) -> Hypotheses:
                       _normalise(score, n_tokens, options.length_penalty).tolist())
 
 
-def _beam(decoder, frames, lengths, special, options) -> Hypotheses:
+def _beam(decoder, frames, lengths, special, options, rules: _Rules) -> Hypotheses:
     batch, beam, device = frames.shape[0], options.beam_size, frames.device
     vocab = decoder.config.vocab_size
     eos = special["eos"]
@@ -203,8 +224,7 @@ def _beam(decoder, frames, lengths, special, options) -> Hypotheses:
         for position in steps.range(options.max_length):
             logp = decoder.step(tokens, position, state).float().log_softmax(-1)
             logp = logp + blocked
-            if options.no_repeat_ngram_size:
-                logp = block_repeats(logp, history, options.no_repeat_ngram_size)
+            logp = rules.apply(logp, history)
             if position == options.max_length - 1:  # last slot: only </s> may follow
                 only_eos = torch.full_like(logp, float("-inf"))
                 only_eos[:, eos] = logp[:, eos]

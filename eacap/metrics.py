@@ -21,6 +21,8 @@ import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .sounds import CLAUSE_WORDS
+
 __all__ = ["caption_metrics", "event_f1", "simple_tokenize", "UNAVAILABLE_NOTE"]
 
 UNAVAILABLE_NOTE = (
@@ -354,11 +356,12 @@ def _keyword_patterns(keywords: Mapping[str, Sequence[str]]) -> tuple[list[tuple
 
 
 def _named_classes(caption: str, patterns: list[tuple[re.Pattern, str | None]]) -> set[str]:
-    return {cls for cls, _ in _mentions(caption, patterns)}
+    return {mention[0] for mention in _mentions(caption, patterns)}
 
 
-def _mentions(caption: str, patterns: list[tuple[re.Pattern, str | None]]) -> list[tuple[str, str]]:
-    """(class, keyword as written) of every keyword match, longest first; ambiguous keywords left out."""
+def _mentions(caption: str, patterns: list[tuple[re.Pattern, str | None]]) -> list[tuple[str, str, int]]:
+    """(class, keyword as written, clause) of every keyword match, longest first; ambiguous keywords left out.
+    `clause` counts the CLAUSE_WORDS before the match."""
     text = caption.lower()
     taken = [False] * len(text)
     found = []
@@ -369,23 +372,26 @@ def _mentions(caption: str, patterns: list[tuple[re.Pattern, str | None]]) -> li
                 continue
             taken[start:end] = [True] * (end - start)
             if cls is not None:
-                found.append((cls, " ".join(match.group(0).split())))
+                clause = sum(word in CLAUSE_WORDS for word in re.findall(r"[\w'-]+", text[:start]))
+                found.append((cls, " ".join(match.group(0).split()), clause))
     return found
 
 
 def repeated_classes(caption: str, keywords: Mapping[str, Sequence[str]]) -> set[str]:
-    """The classes a caption names twice: one of the class's keywords at two places ("a rain shower pours down
-    while a rain shower patters", "a dog barks as a dog growls"). Two different keywords of a class are one
-    description, not a repeat ("the sea breaks on the shore", "a gust of wind")."""
+    """The classes a caption names twice: the same keyword at two places ("a dog barks and barks"), or the class
+    named again in a later clause, by any of its keywords ("a rain shower pours down while rain patters", "a frog
+    croaks as a toad croaks", "a crowd cheers while a group of people cheers"). Two keywords of a class in one
+    clause are one description, not a repeat ("the sea breaks on the shore", "a gust of wind")."""
     return _repeats(_mentions(caption, _keyword_patterns(keywords)[0]))
 
 
-def _repeats(mentions: list[tuple[str, str]]) -> set[str]:
-    seen, repeated = set(), set()
-    for mention in mentions:
-        if mention in seen:
-            repeated.add(mention[0])
-        seen.add(mention)
+def _repeats(mentions: list[tuple[str, str, int]]) -> set[str]:
+    words, clauses, repeated = set(), {}, set()
+    for cls, word, clause in mentions:
+        if (cls, word) in words or clauses.get(cls, clause) != clause:
+            repeated.add(cls)
+        words.add((cls, word))
+        clauses.setdefault(cls, clause)
     return repeated
 
 
@@ -405,7 +411,7 @@ def sound_naming(
     all_named = any_named = repeats = 0
     for clip, caption in predictions.items():
         mentions = _mentions(caption, patterns)
-        named = {cls for cls, _ in mentions}
+        named = {mention[0] for mention in mentions}
         all_named += set(events[clip]) <= named
         any_named += bool(set(events[clip]) & named)
         repeats += bool(_repeats(mentions))

@@ -459,7 +459,8 @@ def test_report_leads_with_the_cross_source_test(tiny_run, tmp_path):
         score = {"n": 3, "names_all": 1 / 3, "names_any": 2 / 3, "repeats": 0.0, "event_precision": 0.5,
                  "event_recall": 0.25, "event_f1": 0.33, "sbert_sim": 0.4}
         written[0].write_text(json.dumps({"model": "teacher", "all": score, "single": score, "mix": {},
-                                          "sources": ["pkg-a"], "options": {"no_repeat_ngram_size": 2}}))
+                                          "sources": ["pkg-a"], "options": {"no_repeat_ngram_size": 2,
+                                                                                  "no_repeat_sounds": True}}))
         probe = {"linear": {"accuracy": 0.5, "balanced_accuracy": 0.4}, "knn": {"accuracy": 0.3, "balanced_accuracy": 0.2},
                  "dim": 8, "seconds_per_clip": 0.01}
         top = {"frozen": {"accuracy": 0.25, "balanced_accuracy": 0.5}, "fine-tuned": {"accuracy": 0.75,
@@ -471,8 +472,8 @@ def test_report_leads_with_the_cross_source_test(tiny_run, tmp_path):
         candidate.write_text(written[0].read_text())
         text = report.report(config).read_text()
         assert text.index("## Cross-source test") < text.index("## Every model trained")
-        assert "| teacher | 2 | 33.3% | 33.3% | 0.0% | 0.50 / 0.25 | 0.0% | 0.400 |" in text
-        assert "| teacher (`--preset whisper_base`) | 2 | 33.3% |" in text  # a candidate of another preset follows
+        assert "| teacher | n-gram 2 + sounds | 33.3% | 33.3% | 0.0% | 0.50 / 0.25 | 0.0% | 0.400 |" in text
+        assert "| teacher (`--preset whisper_base`) | n-gram 2 + sounds | 33.3% |" in text  # a candidate of another preset follows
         assert "| Whisper base, frozen | 8 | 50.0% | 40.0% | 30.0% | 20.0% | 10 ms |" in text
         assert "| YAMNet * | 8 | 50.0% |" in text  # an encoder from a package the project does not install
         assert "| Whisper base, augmented | 25.0% (50.0%) | 75.0% (100.0%) |" in text

@@ -16,6 +16,7 @@ from torch import nn
 from ..audio import SILENCE_CAPTION, silence_level
 from ..decoding import DecodingOptions, decode
 from ..features import FrontendConfig, build_frontend
+from ..sounds import SoundWords, check_keywords
 from ..tokenizer import CaptionTokenizer
 from .decoder import CaptionDecoder, DecoderConfig
 from .student import EfficientNetConfig, EfficientNetEncoder
@@ -85,6 +86,26 @@ class CaptionModel(nn.Module):
             self.teacher_proj = nn.Linear(config.kd.teacher_dim, config.kd.dim)
             # Contrastive KD multiplies cosine similarities by this learnable scale (initial temperature 0.07).
             self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+        self._sound_keywords: dict[str, list[str]] | None = None
+        self._sound_words: SoundWords | None = None
+
+    @property
+    def sound_keywords(self) -> dict[str, list[str]] | None:
+        """{class: keywords} of the sounds this model was trained to name (saved with its checkpoint), or None.
+        Decoding uses them to never name a sound twice (`DecodingOptions.no_repeat_sounds`)."""
+        return self._sound_keywords
+
+    @sound_keywords.setter
+    def sound_keywords(self, keywords: dict[str, list[str]] | None) -> None:
+        self._sound_keywords = None if keywords is None else check_keywords(keywords)
+        self._sound_words = None
+
+    @property
+    def sound_words(self) -> SoundWords | None:
+        """`sound_keywords` as per-token tables of this model's vocabulary (built once)."""
+        if self._sound_words is None and self._sound_keywords is not None and self.tokenizer is not None:
+            self._sound_words = SoundWords.build(self.tokenizer.tokenizer.get_vocab(), self._sound_keywords)
+        return self._sound_words
 
     @property
     def role(self) -> str:
@@ -141,7 +162,7 @@ class CaptionModel(nn.Module):
         clock.lap("frontend")
         frames, frame_lengths = self.encoder(feats, feat_lengths)
         clock.lap("encoder")
-        hyps = decode(self.decoder, frames, frame_lengths, self.tokenizer.special, options)
+        hyps = decode(self.decoder, frames, frame_lengths, self.tokenizer.special, options, self.sound_words)
         clock.lap("decoder")
         captions = [Caption(self.tokenizer.decode(tokens), tokens, score, float(n) / 16000, dict(clock.seconds))
                     for tokens, score, n in zip(hyps.tokens, hyps.scores, lengths.tolist())]

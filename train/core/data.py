@@ -5,6 +5,7 @@ per batch in a background thread (`Prefetcher`) while the previous step trains.
 """
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import torch
 
 from eacap.tokenizer import CaptionTokenizer
 from train.core.config import COMMITTED_RESULTS, RUNS_ROOT, PipelineConfig
-from train.corpus.datasets import CaptionItem, item_waveform, load_caption_set
+from train.corpus.datasets import SCENES_ROOT, CaptionItem, item_waveform, load_caption_set
+from train.corpus.manifest import CLASSES_PATH, load_classes
 from train.core.trainer import Dist, batch_indices, rank_slice, sample_rng
 
 SPEC_AUGMENT_PURPOSE, CAPTION_PURPOSE, AUGMENT_PURPOSE, CACHE_AUGMENT_PURPOSE = 1, 2, 3, 4
@@ -134,6 +136,18 @@ class Prefetcher:
 # than kept under data/, which a fresh machine rebuilds without them: `train report` must regenerate the same
 # tables on any machine.
 RESULTS_ROOT = Path("train/results")  # relative to the repository root, like RUNS_ROOT
+
+
+def class_keywords(config: PipelineConfig) -> dict[str, list[str]]:
+    """{class: keywords} of the corpus's class table: what event-F1 scores and what models learn not to repeat."""
+    root = SCENES_ROOT / config.scenes
+    meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").is_file() else {}
+    path = Path(meta.get("classes", CLASSES_PATH))
+    if not path.is_absolute() and (root / path).is_file():
+        path = root / path
+    if not path.is_file():  # a corpus built when the project's class table lived elsewhere
+        path = CLASSES_PATH
+    return {name: entry["keywords"] for name, entry in load_classes(path).items()}
 
 
 def run_path(config: PipelineConfig, *parts: str) -> Path:

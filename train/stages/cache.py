@@ -19,10 +19,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from eacap.models import WhisperEncoder
+from eacap.models import CaptionModel, ModelConfig, WhisperEncoder
 from eacap.tokenizer import CaptionTokenizer
 from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
-from train.core.data import CACHE_AUGMENT_PURPOSE, load_split, pad_waveforms, rerecorded, run_path
+from train.core.data import CACHE_AUGMENT_PURPOSE, class_keywords, load_split, pad_waveforms, rerecorded, run_path
 from train.corpus.datasets import item_waveform
 
 SPLITS = ("train", "val", "test", "audio_only")
@@ -38,6 +38,14 @@ def build_tokenizer(config: PipelineConfig) -> CaptionTokenizer:
     tokenizer.save(path)
     print(f"tokenizer: {tokenizer.vocab_size} words from {len(captions)} train captions -> {path}")
     return tokenizer
+
+
+def caption_model(config: PipelineConfig, model_config: ModelConfig) -> CaptionModel:
+    """A new model of this run: its tokenizer and the sound keywords of the corpus's class table attached (so its
+    captions never name a sound twice and its exported checkpoint carries them)."""
+    model = CaptionModel(model_config, build_tokenizer(config))
+    model.sound_keywords = class_keywords(config)
+    return model
 
 
 def initial_teacher_encoder(config: PipelineConfig) -> WhisperEncoder:

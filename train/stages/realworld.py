@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--no-repeat-ngram", type=int, default=None,
                         help="no_repeat_ngram_size for decoding (default: eacap's default)")
+    parser.add_argument("--repeat-sounds", action="store_true",
+                        help="let captions name a sound twice (turns off eacap's no_repeat_sounds rule)")
     parser.add_argument("--tag", default="", help="suffix of the results file, e.g. the decoding setting")
 
 
@@ -155,9 +158,9 @@ def main(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     items = build_items(args.bank)
-    options = DecodingOptions(beam_size=args.beam_size)
+    options = replace(DecodingOptions(beam_size=args.beam_size), no_repeat_sounds=not args.repeat_sounds)
     if args.no_repeat_ngram is not None:
-        options = DecodingOptions(beam_size=args.beam_size, no_repeat_ngram_size=args.no_repeat_ngram)
+        options = replace(options, no_repeat_ngram_size=args.no_repeat_ngram)
     for name in args.model:
         score(config, name, load_run_model(config, name), options, args.bank, args.tag, items)
     return 0

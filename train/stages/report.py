@@ -261,6 +261,13 @@ def real_sounds_section(config: PipelineConfig) -> list[str]:
     return [*lines, ""]
 
 
+def decoding_rules(options: dict) -> str:
+    """The repeat rules a results file was decoded with, in words (files from before `no_repeat_sounds` lack it)."""
+    rules = [f"n-gram {options['no_repeat_ngram_size']}"] if options.get("no_repeat_ngram_size") else []
+    rules += ["sounds"] if options.get("no_repeat_sounds") else []
+    return " + ".join(rules) or "off"
+
+
 def realworld_section(config: PipelineConfig) -> list[str]:
     """The cross-source test first (`train realworld`): one row per results/realworld_*.json."""
     files = sorted(run_path(config, "results").glob("realworld_*.json"))
@@ -274,9 +281,9 @@ def realworld_section(config: PipelineConfig) -> list[str]:
     for preset, path in [(None, path) for path in files] + others:
         data = json.loads(path.read_text())
         a, single, mix = data["all"], data["single"], data.get("mix") or {}
-        n = data["options"].get("no_repeat_ngram_size", 0)
+        rules = decoding_rules(data["options"])
         label = path.stem.removeprefix("realworld_") + (f" (`--preset {preset}`)" if preset else "")
-        rows.append(f"| {label} | {n or 'off'} | {a['names_all']:.1%} | "
+        rows.append(f"| {label} | {rules} | {a['names_all']:.1%} | "
                     f"{single['names_all']:.1%} | {mix.get('names_all', 0):.1%} | {a['event_precision']:.2f} / "
                     f"{a['event_recall']:.2f} | {a['repeats']:.1%} | {a['sbert_sim']:.3f} |")
     sources = ", ".join(json.loads(files[0].read_text())["sources"])
@@ -284,9 +291,11 @@ def realworld_section(config: PipelineConfig) -> list[str]:
             f"Real recordings from whole packages never used in training ({sources}): "
             f"{json.loads(files[0].read_text())['all']['n']} clips, single sounds and two-sound mixes, labelled by "
             "the reviewed table `train/corpus/soundbank_labels.tsv`; beam 3. *Names every sound*: the caption names each "
-            "class in the clip (any of its keywords); *names one twice*: some class named at two places. "
-            "`python -m train realworld --model ...` writes these rows.", "",
-            "| model | no-repeat n-gram | names every sound | singles | mixes | event P / R | names one twice | SBERT |",
+            "class in the clip (any of its keywords); *names one twice*: the same keyword twice, or a class named again "
+            "in a later clause by any of its keywords (\"a songbird chirps as a bird is chirping\"). Decoding rules: "
+            "*n-gram N*, no word sequence of N tokens twice; *sounds*, no sound named again (`no_repeat_sounds`); "
+            "both are eacap's defaults. `python -m train realworld --model ...` writes these rows.", "",
+            "| model | decoding rules | names every sound | singles | mixes | event P / R | names one twice | SBERT |",
             "|---|---|---|---|---|---|---|---|", *rows, ""]
 
 

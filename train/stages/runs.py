@@ -14,7 +14,7 @@ from eacap.models import CaptionModel, ModelConfig
 from eacap.models.presets import STUDENT_SHAPES, named_shape, student_config
 from train.core.config import PipelineConfig
 from train.core.data import run_path
-from train.stages.cache import build_tokenizer
+from train.stages.cache import build_tokenizer, caption_model
 
 KD_CHOICES = ("none", "seq", "token", "seq+mse", "seq+contrastive")
 MODEL_FILE = "model.json"  # a student run's architecture, written when it starts (read by `load_run_model`)
@@ -65,10 +65,9 @@ class Recipe:
 
 
 def build_student(config: PipelineConfig, shape: str = "base") -> CaptionModel:
-    tokenizer = build_tokenizer(config)
-    teacher_width = config.teacher_model(tokenizer.vocab_size).encoder.out_dim
-    return CaptionModel(student_config(tokenizer.vocab_size, config.model_size, teacher_dim=teacher_width, shape=shape),
-                        tokenizer)
+    vocab_size = build_tokenizer(config).vocab_size
+    teacher_width = config.teacher_model(vocab_size).encoder.out_dim
+    return caption_model(config, student_config(vocab_size, config.model_size, teacher_dim=teacher_width, shape=shape))
 
 
 def load_student_architecture(config: PipelineConfig, folder: Path) -> CaptionModel:
@@ -76,7 +75,7 @@ def load_student_architecture(config: PipelineConfig, folder: Path) -> CaptionMo
     path = folder / MODEL_FILE
     if not path.is_file():
         return build_student(config)
-    return CaptionModel(ModelConfig.from_dict(json.loads(path.read_text())), build_tokenizer(config))
+    return caption_model(config, ModelConfig.from_dict(json.loads(path.read_text())))
 
 
 def student_dir(config: PipelineConfig, recipe: Recipe, group: str = ""):

@@ -23,7 +23,7 @@ from torch import nn
 from eacap.decoding import DecodingOptions, decode
 from eacap.metrics import caption_metrics
 from eacap.models import CaptionModel
-from train.stages.cache import HiddenCache, build_tokenizer, frozen_layers, initial_teacher_encoder
+from train.stages.cache import HiddenCache, build_tokenizer, caption_model, frozen_layers, initial_teacher_encoder
 from train.core.config import PipelineConfig, add_training_arguments, config_from_args
 from train.core.data import Prefetcher, load_split, pad_tokens, pick_caption, run_path, step_indices, token_normaliser, tokenize
 from train.core.losses import caption_ce
@@ -31,8 +31,7 @@ from train.core.trainer import Dist, Trainer, device_for, init_distributed
 
 
 def build_teacher(config: PipelineConfig) -> CaptionModel:
-    tokenizer = build_tokenizer(config)
-    model = CaptionModel(config.teacher_model(tokenizer.vocab_size), tokenizer)
+    model = caption_model(config, config.teacher_model(build_tokenizer(config).vocab_size))
     model.encoder.load_state_dict(initial_teacher_encoder(config).state_dict())
     return model
 
@@ -77,7 +76,7 @@ def cached_captions(top: TeacherTop, cache: HiddenCache, indices, options: Decod
             chunk = indices[start: start + batch_size]
             hidden, lengths = cache.batch(chunk)
             frames = top.frames(hidden, lengths)
-            hyps = decode(top.model.decoder, frames, lengths, top.model.tokenizer.special, options)
+            hyps = decode(top.model.decoder, frames, lengths, top.model.tokenizer.special, options, top.model.sound_words)
             tokens += hyps.tokens
             scores += hyps.scores
             valid = (torch.arange(frames.shape[1])[None, :] < lengths[:, None]).float()
