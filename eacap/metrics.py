@@ -23,6 +23,10 @@ from typing import Any
 
 from .sounds import CLAUSE_WORDS
 
+Captions = Mapping[str, str]              # clip id -> caption
+Events = Mapping[str, set[str]]           # clip id -> the sound classes really in it
+Keywords = Mapping[str, Sequence[str]]    # sound class -> the words that name it
+
 __all__ = ["caption_metrics", "event_f1", "simple_tokenize", "UNAVAILABLE_NOTE"]
 
 UNAVAILABLE_NOTE = (
@@ -274,11 +278,7 @@ def _sbert_model():
     return model
 
 
-def event_f1(
-    predictions: Mapping[str, str],
-    events: Mapping[str, set[str]],
-    keywords: Mapping[str, Sequence[str]],
-) -> dict[str, Any]:
+def event_f1(predictions: Captions, events: Events, keywords: Keywords) -> dict[str, Any]:
     """How well captions name the sound events really present in each clip.
 
     A caption names a class when one of the class's ``keywords`` occurs in the lower-cased caption as a whole word or
@@ -330,7 +330,7 @@ def event_f1(
     }
 
 
-def _keyword_patterns(keywords: Mapping[str, Sequence[str]]) -> tuple[list[tuple[re.Pattern, str | None]], list[str]]:
+def _keyword_patterns(keywords: Keywords) -> tuple[list[tuple[re.Pattern, str | None]], list[str]]:
     """Compile (pattern, class) pairs, longest phrase first; a keyword shared by several classes gets class None."""
     owners: dict[tuple[str, ...], set[str]] = {}
     for cls, words in keywords.items():
@@ -377,7 +377,7 @@ def _mentions(caption: str, patterns: list[tuple[re.Pattern, str | None]]) -> li
     return found
 
 
-def repeated_classes(caption: str, keywords: Mapping[str, Sequence[str]]) -> set[str]:
+def repeated_classes(caption: str, keywords: Keywords) -> set[str]:
     """The classes a caption names twice: the same keyword at two places ("a dog barks and barks"), or the class
     named again in a later clause, by any of its keywords ("a rain shower pours down while rain patters", "a frog
     croaks as a toad croaks", "a crowd cheers while a group of people cheers"). Two keywords of a class in one
@@ -395,11 +395,7 @@ def _repeats(mentions: list[tuple[str, str, int]]) -> set[str]:
     return repeated
 
 
-def sound_naming(
-    predictions: Mapping[str, str],
-    events: Mapping[str, set[str]],
-    keywords: Mapping[str, Sequence[str]],
-) -> dict[str, Any]:
+def sound_naming(predictions: Captions, events: Events, keywords: Keywords) -> dict[str, Any]:
     """What a listener notices first: does a caption name every sound in the clip, and does it name one twice?
 
     ``names_all``: the fraction of clips whose caption names every class in the clip (any of the class's keywords,

@@ -107,5 +107,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    run(config_from_args(args), args.checkpoints)
+    print(f"real sounds captioned -> {run(config_from_args(args), args.checkpoints)}")
     return 0
