@@ -42,9 +42,11 @@ def test_claims_name_the_verdict_from_the_numbers():
     groups = report._groups([result("seq_contrastive", 0.50), result("token", 0.40), result("seq", 0.495),
                              result("seq_contrastive_10pct", 0.30, 0), result("seq_contrastive_10pct", 0.36, 1),
                              result("seq_mse_10pct", 0.31, 0), result("seq_mse_10pct", 0.33, 1),
-                             result("none", 0.45)])
+                             result("none", 0.45), result("seq_mse", 0.45)])
     teacher = {"model": "teacher", "metrics": {"cider_d": 0.60, "sbert_sim": 0.5}}
     text = "\n".join(report.claims(groups, teacher))
+    # Single-seed rows count with the largest seed spread measured in the table (0.03 here): +0.05 is within 0.06.
+    assert "Encoder-level KD (MSE) beats decoder-level (token) KD**: undecided" in text
     assert "Encoder-level KD beats decoder-level (token) KD**: holds" in text
     assert "Contrastive encoder KD adds to sequence-level KD**: undecided" in text  # +1%: within 2% for one seed
     assert "With 10% of the captions, contrastive beats MSE**: undecided" in text   # +0.01 within the seed spread
