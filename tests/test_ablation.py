@@ -137,3 +137,15 @@ def test_an_ablation_of_another_shape_has_its_own_folder_and_the_same_rows(tmp_p
     assert "**Contrastive encoder KD adds to sequence-level KD**" not in text  # no seq-KD row in this one
     assert text.index("at 250 steps") < text.index("at 500 steps, student shape")  # base first, then by shape
     assert "`python -m train ablation --preset full --steps 250 --shape base --seeds 0`" in text
+
+
+def test_an_ablation_whose_rows_were_decoded_differently_says_so():
+    pair = {"no_repeat_ngram_size": 2, "no_repeat_sounds": False}
+    both = {"no_repeat_ngram_size": 2, "no_repeat_sounds": True}
+    alike = [{"model": "ablation5/none_seed0", "options": both, "kd_targets_decoding": None},
+             {"model": "ablation5/seq_seed0", "options": both, "kd_targets_decoding": pair}]
+    assert report.decoding_note(alike)[-1] == ("Decoding rules of the scored captions: n-gram 2 + sounds; of the teacher's "
+                                        "seq-KD targets: n-gram 2.")
+    mixed = alike + [{"model": "ablation5/seq_mse_seed0"}]  # a file from before the options were recorded
+    note = report.decoding_note(mixed)[-1]
+    assert "n-gram 2 + sounds, not recorded" in note and "not all made alike" in note

@@ -395,17 +395,23 @@ def test_ablation_rows_train_score_and_report(tiny_run, tmp_path):
         run = copy_inputs(config, tmp_path / "a")
         shutil.copytree(config.run_dir / "results", run.run_dir / "results", dirs_exist_ok=True)
         recipes = [(runs.Recipe("token"), 0), (runs.Recipe("seq+contrastive"), 0)]
-        names = ablation.run_rows(run, 3, recipes)
+        names = ablation.run_rows(run, 3, recipes, repeat_sounds=True)
         assert names == ["ablation3/token_seed0", "ablation3/seq_contrastive_seed0"]
+        targets = json.loads((run.run_dir / "pseudo" / "train_decoding.json").read_text())
+        assert targets["no_repeat_sounds"] and targets["no_repeat_ngram_size"] == 2  # eacap's defaults
         for name in names:
             result = json.loads((run.run_dir / "results" / f"{name}.json").read_text())
             assert result["model"] == name and len(losses(run.run_dir / "students" / f"{name}/log.jsonl")) == 3
+            # what each row was scored with, and what its seq-KD targets were decoded with, are recorded
+            assert result["options"]["no_repeat_sounds"] is False and result["kd_targets_decoding"] == targets
         stamp = (run.run_dir / "results" / f"{names[0]}.json").stat().st_mtime
         ablation.run_rows(run, 3, recipes)  # finished rows are skipped, not retrained
         assert (run.run_dir / "results" / f"{names[0]}.json").stat().st_mtime == stamp
         text = report.report(run, tmp_path / "R.md").read_text()
         assert "## Ablation: every student row at 3 steps" in text
         assert "| + token-KD |" in text and "**Encoder-level KD beats decoder-level (token) KD**" in text
+        assert ("Decoding rules of the scored captions: n-gram 2; of the teacher's seq-KD targets: n-gram 2 + sounds."
+                in text) and "not all made alike" not in text
     finally:
         os.chdir(REPO)
 

@@ -84,7 +84,7 @@ def split_jobs(runs: list[tuple[Recipe, int]], jobs: int) -> list[list[tuple[Rec
     return parts
 
 
-def run_rows(config: PipelineConfig, steps: int, runs: list[tuple[Recipe, int]]) -> list[str]:
+def run_rows(config: PipelineConfig, steps: int, runs: list[tuple[Recipe, int]], repeat_sounds: bool = False) -> list[str]:
     names = []
     for recipe, seed in runs:
         group = group_name(steps, recipe.shape)
@@ -93,7 +93,7 @@ def run_rows(config: PipelineConfig, steps: int, runs: list[tuple[Recipe, int]])
         if not run_path(cfg, "results", f"{name}.json").is_file():
             print(f"\n== {name} ({steps} steps) ==", flush=True)
             student.run(cfg, recipe, group=group)
-            evaluate.evaluate(cfg, name)
+            evaluate.evaluate(cfg, name, repeat_sounds=repeat_sounds)
         names.append(name)
     return names
 
@@ -105,6 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", choices=STUDENT_SHAPES,
                         help="student architecture of every row (default: the preset's shipped student_shape)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes, each with cores/jobs threads")
+    parser.add_argument("--repeat-sounds", action="store_true",
+                        help="score every row without eacap's no_repeat_sounds rule (to match rows measured before it)")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # "i/J": the i-th of J jobs (set by --jobs)
 
 
@@ -116,12 +118,12 @@ def main(args: argparse.Namespace) -> int:
     if args.part:
         index, jobs = map(int, args.part.split("/"))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
-        run_rows(config, steps, split_jobs(runs, jobs)[index])
+        run_rows(config, steps, split_jobs(runs, jobs)[index], args.repeat_sounds)
         return 0
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     if args.jobs == 1:
-        run_rows(config, steps, runs)
+        run_rows(config, steps, runs, args.repeat_sounds)
         return 0
     logs = run_path(config, "students", group_name(steps, shape))
     logs.mkdir(parents=True, exist_ok=True)
@@ -129,6 +131,8 @@ def main(args: argparse.Namespace) -> int:
             "--steps", str(steps), "--seeds", *map(str, args.seeds), "--shape", shape] + (["--rows", *args.rows] if args.rows else [])
     if config.audio_only_scenes is not None:
         base += ["--audio-only-scenes", str(config.audio_only_scenes)]
+    if args.repeat_sounds:
+        base += ["--repeat-sounds"]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.jobs))}
     procs = []
     for j in range(args.jobs):

@@ -21,7 +21,7 @@ from train.core.config import PipelineConfig, add_preset_arguments, config_from_
 from train.core.data import class_keywords, load_split, run_path
 from train.corpus.datasets import item_waveform
 from train.stages import realworld
-from train.stages.runs import checkpoint_run, load_run_model
+from train.stages.runs import checkpoint_run, load_run_model, targets_decoding
 
 
 def latency(model: CaptionModel, wave: np.ndarray, options: DecodingOptions, repeats: int = 5) -> float:
@@ -35,11 +35,13 @@ def latency(model: CaptionModel, wave: np.ndarray, options: DecodingOptions, rep
 
 
 def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size: int = 16, meteor: bool = True,
-             sbert: bool = True, cross_source: bool = False) -> dict:
+             sbert: bool = True, cross_source: bool = False, repeat_sounds: bool = False) -> dict:
+    """Caption `split` with the model and score it; `repeat_sounds` turns eacap's `no_repeat_sounds` rule off (the
+    options used are recorded in the results file)."""
     model = load_run_model(config, name)
     source, name = name, checkpoint_run(name) or name
     items = load_split(config, split)
-    options = DecodingOptions(config.eval_beam, config.eval_max_length)
+    options = DecodingOptions(config.eval_beam, config.eval_max_length, no_repeat_sounds=not repeat_sounds)
     tic = time.time()
     predictions = {}
     with torch.inference_mode():
@@ -58,7 +60,8 @@ def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size:
         "event_f1": {k: events[k] for k in ("precision", "recall", "f1", "macro_f1")},
         "notes": scores.get("notes", []), "parameters": model.num_parameters(),
         "latency_seconds": latency(model, item_waveform(ten_second), options),
-        "latency_clip_seconds": ten_second.duration, "decode_seconds": decode_seconds,
+        "latency_clip_seconds": ten_second.duration, "decode_seconds": decode_seconds, "options": options.__dict__,
+        "kd_targets_decoding": targets_decoding(config, source) if model.role == "student" else None,
         "examples": [{"audio_id": i.audio_id, "prediction": predictions[i.audio_id], "reference": i.captions[0]}
                      for i in items[:8]],
     }
@@ -86,9 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cross-source", action="store_true",
                         help="skip the cross-source test (`train realworld`), run after the split when the held-out "
                              "bank exists")
+    parser.add_argument("--repeat-sounds", action="store_true",
+                        help="let captions name a sound twice (turns off eacap's no_repeat_sounds rule)")
 
 
 def main(args: argparse.Namespace) -> int:
     evaluate(config_from_args(args), args.model, args.split, meteor=not args.no_meteor, sbert=not args.no_sbert,
-             cross_source=not args.no_cross_source)
+             cross_source=not args.no_cross_source, repeat_sounds=args.repeat_sounds)
     return 0

@@ -3,6 +3,7 @@
 For the captioned train split and the audio-only pool:
 - `pseudo/<split>.jsonl`: the teacher's beam-3 caption per clip (sequence-level KD targets);
 - `pseudo/<split>_embedding.npy`: the teacher's clip embedding (time-mean of its encoder frames, for encoder KD);
+- `pseudo/<split>_decoding.json`: the decoding options the captions were made with (eacap's defaults);
 and for the train split, `pseudo/train_topk.npz`: the teacher's top-k next-token distribution at every position
 of every reference caption under teacher forcing (token-level KD targets).
 """
@@ -32,13 +33,17 @@ def pseudo_captions(config: PipelineConfig, top: TeacherTop, split: str) -> None
     items, cache = load_split(config, split), HiddenCache(config, split)
     tic = time.time()
     indices = np.arange(len(items))
-    tokens, scores, embeddings = cached_captions(top, cache, indices, DecodingOptions(config.pseudo_beam, config.eval_max_length))
+    options = DecodingOptions(config.pseudo_beam, config.eval_max_length)  # eacap's default rules: what users get
+    tokens, scores, embeddings = cached_captions(top, cache, indices, options)
     np.save(run_path(config, "pseudo", f"{split}_embedding.npy"), embeddings.astype(np.float32))
     with open(out.with_suffix(".tmp"), "w") as handle:
         for item, toks, score in zip(items, tokens, scores):
             handle.write(json.dumps({"audio_id": item.audio_id, "caption": top.model.tokenizer.decode(toks),
                                      "score": score}) + "\n")
     out.with_suffix(".tmp").replace(out)
+    # The decoding the seq-KD targets came from, for the students' results files: a change of eacap's defaults
+    # must not mix targets of two kinds in one comparison unnoticed.
+    run_path(config, "pseudo", f"{split}_decoding.json").write_text(json.dumps(options.__dict__) + "\n")
     print(f"pseudo {split}: {len(items)} captions in {time.time() - tic:.0f} s")
 
 
@@ -75,6 +80,12 @@ def run(config: PipelineConfig) -> None:
     for split in SPLITS:
         pseudo_captions(config, top, split)
     token_distributions(config, top)
+
+
+def pseudo_decoding(config: PipelineConfig, split: str = "train") -> dict | None:
+    """The decoding options of the split's pseudo captions (None: made before they were recorded)."""
+    path = run_path(config, "pseudo", f"{split}_decoding.json")
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def read_pseudo(config: PipelineConfig, split: str) -> tuple[list[str], np.ndarray]:

@@ -249,9 +249,21 @@ def ablation_sections(config: PipelineConfig, teacher: dict | None) -> list[str]
                 f"how many each row has), then scored on the "
                 f"test split like the table above. The teacher row is the trained teacher, for reference. "
                 f"{'Single seed: differences under ' + str(round(TIE * 100)) + '% relative are called undecided.' if len(seeds) == 1 else 'Mean ± std over seeds; a difference within the summed spreads of the two rows (a single-seed row counted with the largest spread measured in the table, at least 2% relative) is called undecided.'}",
-                "", table(rows, shape), "", "The paper's claims on this data (CIDEr-D):", "",
+                *decoding_note(results), "", table(rows, shape), "", "The paper's claims on this data (CIDEr-D):", "",
                 *claims(groups, teacher), ""]
     return out
+
+
+def decoding_note(results: list[dict]) -> list[str]:
+    """How an ablation's rows were decoded and how their seq-KD targets were: one kind each, or a warning."""
+    scored = sorted({decoding_rules(r["options"]) if r.get("options") else "not recorded" for r in results})
+    targets = sorted({decoding_rules(r["kd_targets_decoding"]) if r.get("kd_targets_decoding") else "not recorded"
+                      for r in results if not r["model"].rsplit("/", 1)[-1].startswith("none")})
+    line = (f"Decoding rules of the scored captions: {', '.join(scored)}; of the teacher's seq-KD targets: "
+            f"{', '.join(targets) or 'none (no KD row)'}.")
+    if len(scored) > 1 or len(targets) > 1:
+        line += " **The rows were not all made alike: their differences mix decoding with training.**"
+    return ["", line]
 
 
 def real_sounds_section(config: PipelineConfig) -> list[str]:

@@ -19,6 +19,7 @@ from train.stages.cache import build_tokenizer, caption_model
 KD_CHOICES = ("none", "seq", "token", "seq+mse", "seq+contrastive")
 MODEL_FILE = "model.json"  # a student run's architecture, written when it starts (read by `load_run_model`)
 INIT_FILE = "init.json"    # the trained student a run started from (`--init-from`), written when it starts
+TARGETS_FILE = "kd_targets.json"  # how its seq-KD targets (the teacher's pseudo captions) were decoded
 SHIPPED_KD = "seq+contrastive"  # the shipped recipe: seq-KD + contrastive encoder KD + audio-only data
 
 
@@ -109,6 +110,12 @@ def load_run_model(config: PipelineConfig, name: str) -> CaptionModel:
     model = load_student_architecture(config, path.parent)
     model.load_state_dict(load_file(path))
     return model.eval()
+
+
+def targets_decoding(config: PipelineConfig, name: str) -> dict | None:
+    """The decoding options of the seq-KD targets a student run was trained on (None: not recorded or no KD)."""
+    path = run_path(config, "students", name, TARGETS_FILE)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def shipped_recipe(config: PipelineConfig, shape: str | None = None):

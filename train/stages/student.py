@@ -28,10 +28,10 @@ from train.core.data import (Prefetcher, apply_spec_augment, audio_batch, load_s
                         step_indices, token_normaliser, tokenize)
 from train.corpus.datasets import item_waveform
 from train.core.losses import caption_ce, clip_embedding, contrastive_kd, mse_kd, token_kd
-from train.stages.pseudo import read_pseudo
+from train.stages.pseudo import pseudo_decoding, read_pseudo
 from train.stages.teacher import validation_score
-from train.stages.runs import (INIT_FILE, KD_CHOICES, MODEL_FILE, Recipe, build_student, checkpoint_run,
-                               load_run_model, student_dir)
+from train.stages.runs import (INIT_FILE, KD_CHOICES, MODEL_FILE, TARGETS_FILE, Recipe, build_student,
+                               checkpoint_run, load_run_model, student_dir)
 from train.core.trainer import Dist, Trainer, device_for, init_distributed
 
 
@@ -209,6 +209,8 @@ def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: 
         (folder / MODEL_FILE).write_text(json.dumps(model.config.to_dict(), indent=1) + "\n")
         if init:
             (folder / INIT_FILE).write_text(json.dumps(init, indent=1) + "\n")
+        if need_teacher:  # how the seq-KD targets were decoded, for the run's results file
+            (folder / TARGETS_FILE).write_text(json.dumps(pseudo_decoding(config)) + "\n")
     trainer = Trainer(folder, model, objective, schedule, Prefetcher(make_batch), validate,
                       seed=config.seed, d=d, bf16=bf16, stop_after=stop_after)
     return trainer.fit()
