@@ -118,6 +118,8 @@ def test_an_ablation_of_another_shape_has_its_own_folder_and_the_same_rows(tmp_p
 
     for name, cider in (("none_slim", 0.5), ("seq_contrastive_slim", 0.7)):
         scored("ablation500_slim", name, cider)
+    row = folder / "seq_contrastive_slim_seed0.json"  # run with a part of the audio-only pool: the command says so
+    row.write_text(json.dumps({**json.loads(row.read_text()), "audio_only_scenes": 2000}))
     (tmp_path / "results" / "ablation250").mkdir()  # a base-shape ablation: not the shipped architecture's target
     scored("ablation250", "none", 0.1)
     teacher = {"model": "teacher", "parameters": 18_000_000, "latency_seconds": 0.3, "event_f1": {"f1": 0.3},
@@ -132,7 +134,7 @@ def test_an_ablation_of_another_shape_has_its_own_folder_and_the_same_rows(tmp_p
     assert "(500 steps, shape slim) | 0.900 vs 0.500: 1.80x | met |" in targets
     text = "\n".join(report.ablation_sections(config, teacher))
     assert "## Ablation: every student row at 500 steps, student shape `slim`" in text
-    assert "`python -m train ablation --preset full --steps 500 --shape slim --seeds 0`" in text
+    assert "`python -m train ablation --preset full --steps 500 --shape slim --audio-only-scenes 2000 --seeds 0`" in text
     assert "| student, supervised only | 0.300 |" in text and "| + seq-KD + enc-KD contrastive |" in text
     assert "**Contrastive encoder KD adds to sequence-level KD**" not in text  # no seq-KD row in this one
     assert text.index("at 250 steps") < text.index("at 500 steps, student shape")  # base first, then by shape

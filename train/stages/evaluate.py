@@ -62,6 +62,7 @@ def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size:
         "latency_seconds": latency(model, item_waveform(ten_second), options),
         "latency_clip_seconds": ten_second.duration, "decode_seconds": decode_seconds, "options": options.__dict__,
         "kd_targets_decoding": targets_decoding(config, source) if model.role == "student" else None,
+        "audio_only_scenes": config.audio_only_scenes,  # the audio-only pool a student run could draw from
         "examples": [{"audio_id": i.audio_id, "prediction": predictions[i.audio_id], "reference": i.captions[0]}
                      for i in items[:8]],
     }

@@ -237,6 +237,9 @@ def ablation_sections(config: PipelineConfig, teacher: dict | None) -> list[str]
         base = f"python -m train ablation --preset {config.name} --steps {steps}"
         if (shape, config.student_shape) != ("base", "base"):  # the default shape is the preset's: name it
             base += f" --shape {shape}"
+        pools = {r["audio_only_scenes"] for r in results if r.get("audio_only_scenes")}
+        if len(pools) == 1:  # the audio-only row drew from the first N scenes of the pool
+            base += f" --audio-only-scenes {pools.pop()}"
         command = f"`{base} --seeds {' '.join(map(str, seeds))}`"
         if partial:  # some rows have fewer seeds than others: say which command made which
             command = (f"`{base} --seeds {seeds[0]}`, then "
