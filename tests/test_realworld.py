@@ -117,6 +117,24 @@ def test_external_encoder_rows_join_the_probe_table(bank, tmp_path):
         encoder_probe.external_main(["no_such_encoder"], sys.executable, clips, clips, out)
 
 
+def test_probe_names_sounds_top1_for_singles_top2_for_mixes():
+    """`encoder-probe --ceiling`: a mix counts only when both its classes are the probe's two most probable."""
+    from train.stages.encoder_probe import probe_naming
+
+    rng = np.random.default_rng(0)
+    centres = {"dog": np.array([4.0, 0, 0]), "rain": np.array([0, 4.0, 0]), "birds": np.array([0, 0, 4.0])}
+    train_y = [label for label in centres for _ in range(10)]
+    train_x = np.stack([centres[y] + rng.normal(0, 0.3, 3) for y in train_y])
+    items = [{"kind": "single", "events": ["dog"]}, {"kind": "single", "events": ["rain"]},
+             {"kind": "mix", "events": ["dog", "rain"]}, {"kind": "mix", "events": ["birds", "dog"]}]
+    items_x = np.stack([centres["dog"], centres["birds"], (centres["dog"] + centres["rain"]) / 2,
+                        (centres["dog"] + centres["rain"]) / 2])
+    result = probe_naming(train_x, train_y, items_x, items)
+    assert result["single"] == {"n": 2, "names_all": 0.5}   # the rain clip embedded as birds is missed
+    assert result["mix"] == {"n": 2, "names_all": 0.5}      # dog + rain found; birds + dog not
+    assert result["all"]["names_all"] == 0.5
+
+
 def test_score_writes_the_results_file_and_prints_the_line(bank, tiny_checkpoints, tmp_path, capsys):
     """`realworld.score` (used by `train realworld` and, after the test split, by `train evaluate`)."""
     from dataclasses import replace

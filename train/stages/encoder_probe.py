@@ -18,6 +18,11 @@ augmentation (`train/core/augment.py`: `AUGMENTED_COPIES` re-recorded copies of 
 encoder frozen with the same head on the same (augmented) data. This is "fine-tune the top layers vs freeze them",
 measured before a teacher is trained either way.
 
+`--ceiling` asks what a frozen encoder allows a captioner on the whole cross-source split, mixes included: the
+linear probe, fitted as above on the 27 classes alone (a choice far easier than the captioner's, which may name any
+of the training bank's classes) and told how many sounds each clip has, "names every sound" when the clip's classes
+are its top 1 (singles) or top 2 (mixes) — the captions' own measure, `train realworld`, with the probe's picks.
+
 Writes `results/encoder_probe.json`; `train report` shows it.
 """
 from __future__ import annotations
@@ -110,6 +115,49 @@ def probe(train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, test_y: l
         result[name] = {"accuracy": float(np.mean(predicted == np.array(test_y))),
                         "balanced_accuracy": float(balanced_accuracy_score(test_y, predicted))}
     return result
+
+
+def probe_naming(train_x: np.ndarray, train_y: list[str], items_x: np.ndarray, items: list[dict]) -> dict:
+    """The linear probe as a sound namer on realworld items: it names every sound of an item when the item's classes
+    are its len(events) most probable ones. Returns the share per kind of item (all, single, mix)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.5)).fit(train_x, train_y)
+    classes = linear.classes_
+    ranked = np.argsort(-linear.predict_proba(items_x), axis=1)
+    right = [set(item["events"]) <= set(classes[ranked[i, : len(item["events"])]]) for i, item in enumerate(items)]
+    result = {}
+    for kind in ("all", "single", "mix"):
+        chosen = [ok for ok, item in zip(right, items) if kind == "all" or item["kind"] == kind]
+        result[kind] = {"n": len(chosen), "names_all": float(np.mean(chosen)) if chosen else 0.0}
+    return result
+
+
+def embed_items(embed, items: list[dict], bank: Path) -> np.ndarray:
+    from train.stages.realworld import render
+    with torch.inference_mode():
+        return np.stack([embed(torch.from_numpy(render(item, bank))) for item in items])
+
+
+def ceiling_main(checkpoints: Path, train: list, held_out_bank: Path, classes: list[str], out: Path) -> int:
+    """`--ceiling`: the probe's "names every sound" on the whole realworld split, per in-project encoder."""
+    from train.stages.realworld import build_items
+
+    if not out.is_file():
+        raise FileNotFoundError(f"{out}: run `python -m train encoder-probe` first (the single-clip rows)")
+    data = json.loads(out.read_text())
+    items = [item for item in build_items(held_out_bank) if set(item["events"]) <= set(classes)]
+    for name, embed in encoders(checkpoints).items():
+        start = time.perf_counter()
+        row = probe_naming(embed_all(embed, train), [y for _, y in train], embed_items(embed, items, held_out_bank), items)
+        data.setdefault("ceiling", {})[name] = {**row, "seconds": time.perf_counter() - start}
+        print(f"{name:<40} names every sound {row['all']['names_all']:.1%} (singles {row['single']['names_all']:.1%}, "
+              f"mixes {row['mix']['names_all']:.1%})", flush=True)
+        out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"-> {out}")
+    return 0
 
 
 AUGMENTED_COPIES = 4
@@ -218,6 +266,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Python files defining load(), each run by --python; adds the rows to the results file")
     parser.add_argument("--python", default=sys.executable,
                         help="the Python with the external encoders' packages (default: this one)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also score the linear probe as a sound namer on the whole realworld split (singles and "
+                             "mixes): what each frozen encoder allows a captioner; adds the rows to the results file")
     parser.add_argument("--fine-tune", action="store_true",
                         help="also train the Whisper encoders' top layer (frozen vs fine-tuned, with and without "
                              "augmentation); adds the rows to the existing results file")
@@ -232,6 +283,8 @@ def main(args: argparse.Namespace) -> int:
     out = run_path(config, "results", "encoder_probe.json")
     if args.fine_tune:
         return fine_tune_main(train, test, out)
+    if args.ceiling:
+        return ceiling_main(args.checkpoints, train, args.held_out_bank, classes, out)
     if args.external:
         return external_main(args.external, args.python, train, test, out)
     rows = {}
@@ -244,8 +297,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"{name:<40} linear {rows[name]['linear']['accuracy']:.1%} (balanced "
               f"{rows[name]['linear']['balanced_accuracy']:.1%}), kNN {rows[name]['knn']['accuracy']:.1%}", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"train_clips": len(train), "test_clips": len(test), "classes": classes,
-                               "encoders": rows}, indent=1) + "\n")
+    kept = json.loads(out.read_text()) if out.is_file() else {}   # --external, --fine-tune and --ceiling rows
+    kept_rows = {name: row for name, row in kept.get("encoders", {}).items() if row.get("external")}
+    out.write_text(json.dumps({**kept, "train_clips": len(train), "test_clips": len(test), "classes": classes,
+                               "encoders": {**rows, **kept_rows}}, indent=1) + "\n")
     print(f"-> {out}")
     return 0
 
