@@ -187,6 +187,42 @@ def test_cli_fixture_bank_render_and_errors(tmp_path, capsys, monkeypatch):
     assert "--label-fraction 1.5" in capsys.readouterr().err
 
 
+def test_extra_preset_mixes_from_the_extra_bank(tmp_path, capsys, monkeypatch):
+    """The extra preset: the full counts, from the bank that `soundbank --extra` builds; missing, it says so."""
+    assert scenes.PRESETS["extra"].counts() == scenes.PRESETS["full"].counts()
+    assert scenes.PRESETS["extra"].bank == scenes.EXTRA_BANK != scenes.PRESETS["full"].bank
+    monkeypatch.setattr(scenes, "PRESETS", {**scenes.PRESETS, "extra": Preset(3, 2, 2, 2, bank=tmp_path / "bank")})
+    parser = argparse.ArgumentParser()
+    scenes.add_arguments(parser)
+    assert scenes.main(parser.parse_args(["--preset", "extra", "--out", str(tmp_path / "x")])) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "bank") in err and "python -m train soundbank --extra" in err
+    make_fixture_bank(tmp_path / "bank", seed=1)
+    assert scenes.main(parser.parse_args(["--preset", "extra", "--out", str(tmp_path / "x")])) == 0
+    meta = json.loads((tmp_path / "x" / "dataset.json").read_text())
+    assert (tmp_path / "x" / meta["bank"]).resolve() == (tmp_path / "bank").resolve()
+
+
+def test_a_run_can_keep_a_saved_tokenizer(corpus, tmp_path):
+    """tokenizer_from: the run's tokenizer is that file (same ids), if it knows the corpus's words; else an error."""
+    from dataclasses import replace
+    from eacap.tokenizer import CaptionTokenizer
+    from train.core.config import PRESETS
+    from train.stages.cache import build_tokenizer
+    captions = [c for spec in read_jsonl(corpus / "train.jsonl") for c in spec["captions"]]
+    saved = CaptionTokenizer.train(reversed(captions))
+    saved.save(tmp_path / "saved.json")
+    config = replace(PRESETS["tiny"], scenes=str(corpus), run_dir=tmp_path / "run",
+                     tokenizer_from=str(tmp_path / "saved.json"))
+    kept = build_tokenizer(config)
+    assert kept.tokenizer.get_vocab() == saved.tokenizer.get_vocab()
+    assert (tmp_path / "run" / "tokenizer.json").is_file()
+    CaptionTokenizer.train(["a dog barks"]).save(tmp_path / "small.json")
+    other = replace(config, run_dir=tmp_path / "run2", tokenizer_from=str(tmp_path / "small.json"))
+    with pytest.raises(ValueError, match="small.json does not know"):
+        build_tokenizer(other)
+
+
 def test_unknown_label_is_a_clear_error(bank, tmp_path):
     classes = {k: v for k, v in FIXTURE_CLASSES.items() if k != "bell"}
     with pytest.raises(SceneError, match="bell"):

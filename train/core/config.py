@@ -59,6 +59,7 @@ class PipelineConfig:
     student_shape: str = "base"  # the shipped student's architecture (eacap.models.presets.STUDENT_SHAPES)
     student_init: str | None = None  # the shape of the shipped-recipe student the shipped one starts from (None: random)
     student_init_lr: float | None = None  # the peak lr of the shipped student when it starts from `student_init`
+    tokenizer_from: str | None = None  # a saved tokenizer.json this run uses instead of one trained on its captions
     run_dir: Path = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -99,8 +100,14 @@ PRESETS = {
 # students trained on re-recorded clips as well. Its measured results are committed beside the full preset's.
 PRESETS["whisper_base"] = replace(PRESETS["full"], name="whisper_base", run_dir=RUNS_ROOT / "whisper_base",
                                   teacher_encoder="base", teacher_augment=0.5, augment=0.5)
+# The candidate above, trained on scenes mixed from the bank with the extra sources as well (scenes preset "extra":
+# `python -m train soundbank --extra`, 190 more recordings of the cross-source test's classes from 23 packages).
+# Its captions have the shipped corpus's words, and it keeps the shipped tokenizer's ids, so a student can start
+# from the shipped student (`--init-from checkpoints/student`).
+PRESETS["base_extra"] = replace(PRESETS["whisper_base"], name="base_extra", run_dir=RUNS_ROOT / "base_extra",
+                                scenes="extra", tokenizer_from="checkpoints/teacher/tokenizer.json")
 # Presets whose measured results are committed under train/results/<preset>/ (train.data.run_path).
-COMMITTED_RESULTS = ("full", "whisper_base")
+COMMITTED_RESULTS = ("full", "whisper_base", "base_extra")
 
 
 def add_preset_arguments(parser: argparse.ArgumentParser) -> None:

@@ -55,6 +55,7 @@ class Preset:
     val: int
     test: int
     audio_only: int
+    bank: Path = DEFAULT_BANK   # the sound bank this preset mixes from unless --bank names another
 
     def counts(self) -> dict[str, int]:
         return {"train": self.train, "val": self.val, "test": self.test, "audio_only": self.audio_only}
@@ -62,7 +63,11 @@ class Preset:
 
 # Full: the minimum sizes. A 10 s scene renders in a few ms (measured in the README), so the size is
 # bounded by training time on 2 CPU cores, not by building; specs make a larger pool nearly free on disk.
-PRESETS = {"full": Preset(8000, 500, 1000, 8000), "tiny": Preset(40, 20, 20, 30)}
+# Extra: the full sizes, mixed from the bank with the extra sources (`python -m train soundbank --extra`, 190 more
+# recordings of the cross-source test's classes): the corpus of the `base_extra` teacher (train/core/config.py).
+EXTRA_BANK = Path("data/soundbank_extra")
+PRESETS = {"full": Preset(8000, 500, 1000, 8000), "tiny": Preset(40, 20, 20, 30),
+           "extra": Preset(8000, 500, 1000, 8000, bank=EXTRA_BANK)}
 
 
 @dataclass(frozen=True)
@@ -554,10 +559,11 @@ def _render_split(out: Path, split: str, specs: list[dict], bank: Path) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
-                        help="scene counts per split: full (train 8000, val 500, test 1000, audio-only 8000) or "
-                             "tiny (40/20/20/30, for CI)")
+                        help="scene counts per split: full (train 8000, val 500, test 1000, audio-only 8000), "
+                             "extra (the full counts from the bank with --extra sources, "
+                             f"{EXTRA_BANK}) or tiny (40/20/20/30, for CI)")
     parser.add_argument("--bank", type=Path, default=None,
-                        help=f"sound-bank root with {MANIFEST_NAME} (default {DEFAULT_BANK}; the tiny preset "
+                        help=f"sound-bank root with {MANIFEST_NAME} (default: the preset's, {DEFAULT_BANK} or {EXTRA_BANK}; the tiny preset "
                              "falls back to a generated fixture bank when it is missing)")
     parser.add_argument("--fixture-bank", action="store_true",
                         help="build from a generated synthetic fixture bank (tones, noise) instead of the real one")
@@ -582,7 +588,7 @@ def main(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
     out = args.out or DEFAULT_OUT / args.preset
-    bank = args.bank or DEFAULT_BANK
+    bank = args.bank or PRESETS[args.preset].bank
     if args.fixture_bank or (args.bank is None and args.preset == "tiny" and not (bank / MANIFEST_NAME).is_file()):
         if not args.fixture_bank:
             print(f"note: no sound bank at {bank}; using a generated synthetic fixture bank (build the real one "
@@ -591,8 +597,9 @@ def main(args: argparse.Namespace) -> int:
         if not (bank / MANIFEST_NAME).is_file():
             make_fixture_bank(bank, seed=args.seed)
     if not (bank / MANIFEST_NAME).is_file():
+        build = "soundbank --extra" if args.bank is None and args.preset == "extra" else "soundbank"
         print(f"error: no sound-bank manifest at {bank / MANIFEST_NAME}; build the bank with `python -m train "
-              "soundbank`, point --bank at one, or use --fixture-bank for a synthetic test bank", file=sys.stderr)
+              f"{build}`, point --bank at one, or use --fixture-bank for a synthetic test bank", file=sys.stderr)
         return 2
     classes_path = resolve_classes_path(bank, args.classes)
     if not classes_path.is_file():

@@ -640,8 +640,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep .deb/wheel files in ROOT/.downloads (a rebuild then skips the download)")
     parser.add_argument("--list", action="store_true", help="list the sources and exit")
     parser.add_argument("--extra", action="store_true",
-                        help="add the extra sources of more recordings for the cross-source test's classes (not in "
-                             "the shipped models' bank; build them into another --root to compare)")
+                        help="add the extra sources of more recordings for the cross-source test's classes (default root "
+                             "data/soundbank_extra: the bank of the `extra` scenes and the `base_extra` preset)")
     parser.add_argument("--held-out", action="store_true",
                         help="build the held-out sources of the realworld split instead (default root "
                              f"{HELD_OUT_ROOT}); they never enter the training bank")
@@ -651,6 +651,8 @@ def main(args: argparse.Namespace) -> int:
     sources = held_out_sources() if args.held_out else default_sources(args.extra)
     if args.held_out and args.root == "data/soundbank":
         args.root = HELD_OUT_ROOT
+    elif args.extra and args.root == "data/soundbank":
+        args.root = "data/soundbank_extra"
     if args.list:
         for source in sources:
             print(f"{source.name:<28} {source.registry:<9} {source.licence}")

@@ -33,10 +33,20 @@ def build_tokenizer(config: PipelineConfig) -> CaptionTokenizer:
     if path.is_file():
         return CaptionTokenizer.from_file(path)
     captions = [c for item in load_split(config, "train") for c in item.captions]
-    tokenizer = CaptionTokenizer.train(captions, min_count=config.tokenizer_min_count)
+    if config.tokenizer_from:
+        tokenizer = CaptionTokenizer.from_file(config.tokenizer_from)
+        unknown = sum(ids.count(tokenizer.unk_id) for ids in map(tokenizer.encode, captions))
+        words = sum(len(c.split()) for c in captions)
+        if unknown > 0.01 * words:
+            raise ValueError(f"the tokenizer {config.tokenizer_from} does not know {unknown} of the {words} words of "
+                             f"the {config.scenes} corpus's train captions; train one instead (no tokenizer_from)")
+        source = f"{config.tokenizer_from} ({unknown} of {words} train-caption words unknown)"
+    else:
+        tokenizer = CaptionTokenizer.train(captions, min_count=config.tokenizer_min_count)
+        source = f"{len(captions)} train captions"
     path.parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(path)
-    print(f"tokenizer: {tokenizer.vocab_size} words from {len(captions)} train captions -> {path}")
+    print(f"tokenizer: {tokenizer.vocab_size} words from {source} -> {path}")
     return tokenizer
 
 

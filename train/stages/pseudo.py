@@ -5,7 +5,7 @@ For the captioned train split and the audio-only pool:
 - `pseudo/<split>_embedding.npy`: the teacher's clip embedding (time-mean of its encoder frames, for encoder KD);
 - `pseudo/<split>_decoding.json`: the decoding options the captions were made with (eacap's defaults);
 and for the train split, `pseudo/train_topk.npz`: the teacher's top-k next-token distribution at every position
-of every reference caption under teacher forcing (token-level KD targets).
+of every reference caption under teacher forcing (token-level KD targets; `--no-token-targets` skips them).
 """
 from __future__ import annotations
 
@@ -74,12 +74,13 @@ def token_distributions(config: PipelineConfig, top: TeacherTop, batch_size: int
     out.with_suffix(".tmp.npz").replace(out)
 
 
-def run(config: PipelineConfig) -> None:
+def run(config: PipelineConfig, token_targets: bool = True) -> None:
     model = load_trained_teacher(config)
     top = TeacherTop(model, frozen_layers(config)).eval()
     for split in SPLITS:
         pseudo_captions(config, top, split)
-    token_distributions(config, top)
+    if token_targets:
+        token_distributions(config, top)
 
 
 def pseudo_decoding(config: PipelineConfig, split: str = "train") -> dict | None:
@@ -98,8 +99,11 @@ def read_pseudo(config: PipelineConfig, split: str) -> tuple[list[str], np.ndarr
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_preset_arguments(parser)
+    parser.add_argument("--no-token-targets", action="store_true",
+                        help="skip the teacher's top-k token distributions (train_topk.npz): only token-KD students "
+                             "need them, and they take as long as the pseudo captions")
 
 
 def main(args: argparse.Namespace) -> int:
-    run(config_from_args(args))
+    run(config_from_args(args), token_targets=not args.no_token_targets)
     return 0

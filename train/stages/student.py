@@ -156,6 +156,9 @@ def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: 
     if need_teacher:
         pseudo_train, emb_train = read_pseudo(config, "train")
     if recipe.kd == "token":
+        if not run_path(config, "pseudo", "train_topk.npz").is_file():
+            raise FileNotFoundError(f"no teacher token distributions at {run_path(config, 'pseudo', 'train_topk.npz')}: "
+                                    f"run `python -m train pseudo --preset {config.name}` without --no-token-targets")
         topk = np.load(run_path(config, "pseudo", "train_topk.npz"))
         topk_ids, topk_probs = topk["ids"], topk["probs"]
     if recipe.audio_only:
