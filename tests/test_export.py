@@ -27,3 +27,21 @@ def test_a_resume_with_a_new_budget_is_described(tmp_path):
     assert "steps 701-1700 under a 1700-step schedule (warm-up 170, peak lr 0.001" in text
     write_runs(tmp_path, {"from_step": 700, "schedule": second})  # the first stretch predates runs.jsonl
     assert schedule_history(tmp_path, 1200).startswith(" Training history: steps 1-700 ran under an earlier schedule")
+
+
+def test_card_limitations_state_the_classes_and_the_cross_source_score(tmp_path):
+    """The card's Limitations: how many classes the model knows and, once `train realworld` scored it, how often it
+    names every sound on recordings from unheard sources."""
+    import json
+    from dataclasses import replace
+
+    from train.core.config import PRESETS
+    from train.stages.export import limitations
+
+    config = replace(PRESETS["full"], run_dir=tmp_path)
+    assert "121 classes" in limitations(config, "teacher") and "never heard" not in limitations(config, "teacher")
+    (tmp_path / "results").mkdir()
+    scores = {"all": {"n": 191, "names_all": 0.204}, "single": {"names_all": 0.333}, "mix": {"names_all": 0.025}}
+    (tmp_path / "results" / "realworld_teacher.json").write_text(json.dumps(scores))
+    text = limitations(config, "teacher")
+    assert "191 clips) it names every sound in 20.4% of clips: 33.3% of single sounds, 2.5% of two-sound" in text

@@ -332,6 +332,9 @@ def test_whisper_base_preset_builds_a_wider_teacher_and_student_heads():
     assert full.teacher_model(100).encoder.width == 384
     assert student_config(100, teacher_dim=teacher_arch.encoder.out_dim).kd.teacher_dim == 512
     assert (base.teacher_augment, base.augment, base.scenes) == (0.5, 0.5, "full")
+    extra = PRESETS["base_extra"]   # the same recipe on the bank with the extra sources, the shipped tokenizer kept
+    assert (extra.teacher_encoder, extra.teacher_augment, extra.scenes) == ("base", 0.5, "extra")
+    assert (REPO / extra.tokenizer_from).is_file() and extra.run_dir == Path("data/runs/base_extra")
     with pytest.raises(ValueError, match="unknown teacher encoder 'large'"):
         replace(full, teacher_encoder="large").teacher_model(100)
 

@@ -98,6 +98,21 @@ def results_section(config: PipelineConfig, run_name: str) -> list[str]:
     return lines
 
 
+def limitations(config: PipelineConfig, run_name: str) -> str:
+    """What the model cannot do: the classes it knows and, when measured, how it fares on unheard recording sources."""
+    from train.core.data import class_keywords
+    text = (f"Trained on synthetic mixtures of a few thousand recordings ({len(class_keywords(config))} classes of "
+            "everyday sounds): it names sounds from those classes, and describes other sounds with the nearest of them.")
+    path = run_path(config, "results", f"realworld_{run_name}.json")
+    if path.is_file():
+        result = json.loads(path.read_text())
+        text += (f" On real recordings from sources never heard in training (`python -m train realworld`, "
+                 f"{result['all']['n']} clips) it names every sound in {result['all']['names_all']:.1%} of clips: "
+                 f"{result['single']['names_all']:.1%} of single sounds, {result['mix']['names_all']:.1%} of two-sound "
+                 "mixes. Expect wrong sound names on your own recordings more often than right ones.")
+    return text
+
+
 def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
     c = model.config
     whisper, source = WHISPER_SOURCES[config.teacher_encoder]
@@ -128,9 +143,7 @@ def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
         *training_summary(config, role, run_name), "",
     ]
     lines += results_section(config, run_name)
-    lines += ["", "## Limitations", "",
-              "Trained on synthetic mixtures of a few thousand recordings (about 60 everyday classes): it names sounds "
-              "from those classes, and describes other sounds with the nearest of them.", ""]
+    lines += ["", "## Limitations", "", limitations(config, run_name), ""]
     return "\n".join(lines)
 
 
