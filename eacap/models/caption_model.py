@@ -7,6 +7,7 @@ its checkpoint, and are what the app uses to show how close the two encoders are
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,6 +145,28 @@ class CaptionModel(nn.Module):
                       options: DecodingOptions = DecodingOptions()) -> list[Caption]:
         """Caption 16 kHz mono clips (use `eacap.load_audio` to get them from files); timings per stage."""
         return self.run_batch(waveforms, options).captions
+
+    def caption_many(self, waveforms: Iterable[np.ndarray | torch.Tensor], options: DecodingOptions = DecodingOptions(),
+                     batch_size: int = 16, progress: Callable[[int], None] | None = None) -> list[Caption]:
+        """Caption any number of clips, `batch_size` per model call, in order. `waveforms` may be a generator: it is
+        read one batch at a time, so a long recording's windows or a whole split never sit in memory together.
+        `progress(done)` is called after each batch with the number of clips captioned so far."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        captions: list[Caption] = []
+        pending: list = []
+        for waveform in waveforms:
+            pending.append(waveform)
+            if len(pending) == batch_size:
+                captions += self.caption_batch(pending, options)
+                pending = []
+                if progress is not None:
+                    progress(len(captions))
+        if pending:
+            captions += self.caption_batch(pending, options)
+            if progress is not None:
+                progress(len(captions))
+        return captions
 
     @torch.inference_mode()
     def run_batch(self, waveforms: list[np.ndarray] | list[torch.Tensor],
