@@ -13,29 +13,41 @@ from __future__ import annotations
 
 import os
 
-# Offline by default (a Hub miss costs ~23 s of retries on a closed network); both are read at import time.
+# Offline by default (a Hub miss costs tens of seconds of retries on a closed network). Set before the imports
+# below: huggingface_hub and gradio read them at import time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import logging  # noqa: E402
-import re  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections import OrderedDict  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
+import gradio as gr
+import numpy as np
 
-from eacap import SAMPLE_RATE, AudioError, CaptionModel, CheckpointError, DecodingOptions, load_audio, load_model  # noqa: E402
-from eacap import plots  # noqa: E402
-from eacap.checkpoint import CONFIG, read_config  # noqa: E402
-from eacap.compare import Comparison, Gallery, compare, gallery  # noqa: E402
-from eacap.timeline import Timeline, caption_timeline, clock_time  # noqa: E402
+from eacap import SAMPLE_RATE, AudioError, CaptionModel, CheckpointError, DecodingOptions, load_audio, load_model, plots
+from eacap.checkpoint import CONFIG, read_config
+from eacap.compare import Comparison, Gallery, compare, gallery
+from eacap.devices import DEVICE_VARIABLE, DeviceError, device_name, resolve_device
+from eacap.timeline import Timeline, caption_timeline, clock_time
 
 log = logging.getLogger("eacap.app")
+
+try:  # Hugging Face's ZeroGPU: a Space's GPU is lent only inside functions its `spaces.GPU` decorates
+    import spaces
+except ImportError:
+    spaces = None
+
+
+def on_gpu(handler):
+    """`handler` as a ZeroGPU task where the `spaces` package is installed; unchanged elsewhere."""
+    return spaces.GPU(handler) if spaces is not None else handler
+
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
@@ -56,15 +68,16 @@ BEAM_MAX = 8
 NO_AUDIO = "No audio: upload a file, record with the microphone, or pick one of the examples."
 
 HOW_TO_READ = {  # one sentence under each plot
-    "timing": "**Latency by stage.** Wall-clock time per stage for this clip (shorter is faster); decode/resample is shared by both "
-              "models and is not counted in the speed-up.",
-    "similarity": "**Embedding similarity.** Cosine between the student's and the teacher's encoder frames after the distillation heads: "
-                  "a bright diagonal band means the student hears the same events at the same times as the teacher; "
-                  "the curve below follows that agreement along the clip.",
-    "logmel": "**Log-mel spectrogram.** What the student hears: time runs left to right, pitch bottom to top, brighter is louder.",
-    "gallery": "**Example gallery.** Each row is the student's embedding of one example clip compared with the teacher's embedding of "
-               "every example: a bright diagonal means the student's embedding is closest to the teacher's "
-               "embedding of the same clip (top-1 is how often that happens).",
+    "timing": "**Latency by stage.** Wall-clock time per stage for this clip (shorter is faster); decode/resample is "
+              "shared by both models and is not counted in the speed-up.",
+    "similarity": "**Embedding similarity.** Cosine between the student's and the teacher's encoder frames after the "
+                  "distillation heads: a bright diagonal band means the student hears the same events at the same "
+                  "times as the teacher; the curve below follows that agreement along the clip.",
+    "logmel": "**Log-mel spectrogram.** What the student hears: time runs left to right, pitch bottom to top, brighter "
+              "is louder.",
+    "gallery": "**Example gallery.** Each row is the student's embedding of one example clip compared with the "
+               "teacher's embedding of every example: a bright diagonal means the student's embedding is closest to "
+               "the teacher's embedding of the same clip (top-1 is how often that happens).",
 }
 CSS = """
 .caption textarea { font-size: 1.2rem !important; line-height: 1.45 !important; }
@@ -94,10 +107,17 @@ class ModelBank:
     _models: OrderedDict = field(default_factory=OrderedDict)  # choice -> CaptionModel, least recently used first
     _galleries: dict = field(default_factory=dict)             # (teacher choice, student choice) -> Gallery | None
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    device: object = field(default_factory=lambda: resolve_device("cpu"))  # torch.device: where every model runs
 
     @classmethod
     def scan(cls, root: str | Path, examples: list[Path] | None = None) -> "ModelBank":
         bank = cls(Path(root).expanduser().resolve(), list(examples or []))
+        try:  # a GPU when there is one, unless $EACAP_DEVICE says otherwise
+            bank.device = resolve_device(os.environ.get(DEVICE_VARIABLE, "auto"))
+        except DeviceError as error:
+            bank.problems.append(f"{DEVICE_VARIABLE}: {error}; running on the CPU")
+            bank.device = resolve_device("cpu")
+        log.info("models run on %s (%s)", bank.device, device_name(bank.device))
         if not bank.root.is_dir():
             bank.problems.append(f"the checkpoints folder {bank.root} does not exist")
             return bank
@@ -138,8 +158,8 @@ class ModelBank:
             else:
                 source = self.root / choice if choice in self.roles else choice
                 log.info("loading %s model %s", role or "caption", source)
-                model = load_model(source)  # CheckpointError names the file and the fix
-                model.source = choice
+                model = load_model(source, device=self.device)  # CheckpointError names the file and the fix
+                model.source = choice  # results name it as it was chosen: the folder name or Hub id
                 self._models[choice] = model
                 self._evict()
         if role and model.role != role:
@@ -170,6 +190,8 @@ class ModelBank:
         if not self.ready:
             return
         teacher, student = self.default("teacher"), self.default("student")
+        if spaces is not None and self.device.type == "cuda":
+            return  # ZeroGPU lends the GPU per request: no work may run on it at start-up
         try:
             started = time.perf_counter()
             noise = 0.05 * np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32)
@@ -449,7 +471,8 @@ def segment_start(role: str):
 # The player is the page's only <audio> element inside the Sound box: seek it and play from there.
 SEEK_JS = """(start) => {
   const root = document.querySelector('#sound');
-  const player = root && (root.querySelector('audio') || root.querySelector('wave, div')?.shadowRoot?.querySelector('audio'));
+  const player = root && (root.querySelector('audio')
+                          || root.querySelector('wave, div')?.shadowRoot?.querySelector('audio'));
   if (player) { player.currentTime = start; player.play().catch(() => {}); }
   return start;
 }"""
@@ -491,7 +514,8 @@ def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Sound", elem_id="sound")
                 button = gr.Button("Caption with both models", variant="primary")
                 if bank.examples:
-                    examples = gr.Examples([[str(p)] for p in bank.examples], inputs=[audio], label="Examples (one click captions it)",
+                    examples = gr.Examples([[str(p)] for p in bank.examples], inputs=[audio],
+                                           label="Examples (one click captions it)",
                                            example_labels=[example_label(p) for p in bank.examples],
                                            examples_per_page=10, api_visibility="private")
                 else:
@@ -527,9 +551,11 @@ def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
                                         elem_classes="how-to-read")
             with gr.Row(equal_height=False):
                 teacher_timeline = gr.Dataframe(headers=TIMELINE_COLUMNS, label="Teacher timeline", interactive=False,
-                                                wrap=True, column_widths=["12%", "12%", "76%"], elem_id="teacher-timeline")
+                                                wrap=True, column_widths=["12%", "12%", "76%"],
+                                                elem_id="teacher-timeline")
                 student_timeline = gr.Dataframe(headers=TIMELINE_COLUMNS, label="Student timeline", interactive=False,
-                                                wrap=True, column_widths=["12%", "12%", "76%"], elem_id="student-timeline")
+                                                wrap=True, column_widths=["12%", "12%", "76%"],
+                                                elem_id="student-timeline")
             with gr.Accordion("Timelines as JSON (what the /timeline API returns)", open=False):
                 timeline_raw = gr.JSON(label="Timelines")
             seek_to = gr.Number(visible=False)
@@ -557,26 +583,29 @@ def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
         outputs = [teacher_caption, teacher_stats, student_caption, student_stats, result_summary, timing_plot,
                    similarity_plot, logmel_plot, info, gallery_plot, raw]
         assert len(outputs) == len(OUTPUT_NAMES)
-        button.click(captioner.compare_view, inputs, outputs, api_visibility="private", **models)
+        button.click(on_gpu(captioner.compare_view), inputs, outputs, api_visibility="private", **models)
         if examples is not None:  # one click on an example captions it
-            examples.load_input_event.then(captioner.compare_view, inputs, outputs, api_visibility="private",
+            examples.load_input_event.then(on_gpu(captioner.compare_view), inputs, outputs,
+                                           api_visibility="private",
                                            **models)
-        timeline_button.click(captioner.timeline_view, inputs,
+        timeline_button.click(on_gpu(captioner.timeline_view), inputs,
                               [teacher_timeline, student_timeline, timeline_info, timeline_raw],
                               api_visibility="private", **models)
         for role, table in (("teacher", teacher_timeline), ("student", student_timeline)):
-            table.select(segment_start(role), [timeline_raw], seek_to, api_visibility="private").then(None, seek_to, None, js=SEEK_JS)
-        demo.load(captioner.page_load, [teacher, student, beam, length], [audio, *outputs], api_visibility="private",
+            table.select(segment_start(role), [timeline_raw], seek_to, api_visibility="private").then(
+                None, seek_to, None, js=SEEK_JS)
+        demo.load(on_gpu(captioner.page_load), [teacher, student, beam, length], [audio, *outputs],
+                  api_visibility="private",
                   **models)
 
         # The API: JSON in, JSON out, on the same inputs. Hidden buttons carry them, so API users get one
         # JSON value instead of the page's eleven outputs (plots included).
         api_model = gr.Textbox("student", visible=False, label="model")
         api_out = gr.JSON(visible=False, label="result")
-        gr.Button(visible=False).click(captioner.caption, [audio, api_model, beam, length], api_out,
+        gr.Button(visible=False).click(on_gpu(captioner.caption), [audio, api_model, beam, length], api_out,
                                        api_name="caption", **models)
-        gr.Button(visible=False).click(captioner.compare, inputs, api_out, api_name="compare", **models)
-        gr.Button(visible=False).click(captioner.timeline, inputs, api_out, api_name="timeline", **models)
+        gr.Button(visible=False).click(on_gpu(captioner.compare), inputs, api_out, api_name="compare", **models)
+        gr.Button(visible=False).click(on_gpu(captioner.timeline), inputs, api_out, api_name="timeline", **models)
 
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return demo

@@ -7,16 +7,16 @@
 """
 import os
 
-# Offline by default: a Hub miss without this costs ~23 s of retries on a closed network (stack.md §6).
+# Offline by default: without this, a Hub miss costs tens of seconds of retries on a closed network.
 # Must be set before huggingface_hub is imported anywhere, since it reads the variable at import time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
 
-from .audio import SAMPLE_RATE, Audio, AudioError, load_audio  # noqa: E402
-from .checkpoint import CheckpointError, load_model, save_checkpoint  # noqa: E402
-from .decoding import DecodingOptions  # noqa: E402
-from .models import Caption, CaptionModel, ModelConfig  # noqa: E402
-from .tokenizer import CaptionTokenizer  # noqa: E402
+from .audio import SAMPLE_RATE, Audio, AudioError, load_audio
+from .checkpoint import CheckpointError, load_model, save_checkpoint
+from .decoding import DecodingOptions
+from .models import Caption, CaptionModel, ModelConfig
+from .tokenizer import CaptionTokenizer
 
 __version__ = "0.1.0"
 __all__ = ["SAMPLE_RATE", "Audio", "AudioError", "load_audio", "CheckpointError", "load_model", "save_checkpoint",

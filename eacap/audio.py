@@ -160,9 +160,11 @@ class AudioStream:
         except (sf.LibsndfileError, sf.SoundFileError, OSError, RuntimeError) as err:
             raise AudioError(f"{self.name}: decoding failed at {start:.1f} s ({err}); the file may be damaged, "
                              f"{FORMATS_HINT} again") from err
-        if len(samples) < round(seconds * rate) - max(1, rate // 100) and not any("shorter" in w for w in self.warnings):
-            self.warnings.append(f"the file ended early: nothing could be read after {start + len(samples) / rate:.1f} s "
-                                 f"of the {self.duration:.1f} s its header gives; it may be cut off")
+        short = len(samples) < round(seconds * rate) - max(1, rate // 100)
+        if short and not any("shorter" in w for w in self.warnings):
+            self.warnings.append(f"the file ended early: nothing could be read after "
+                                 f"{start + len(samples) / rate:.1f} s of the {self.duration:.1f} s its header gives; "
+                                 "it may be cut off")
         if len(samples) == 0:
             return np.zeros(round(MIN_SECONDS * SAMPLE_RATE), dtype=np.float32)  # heard (and captioned) as silence
         if not np.isfinite(samples).all():
@@ -238,7 +240,8 @@ def promised_frames(file, frames: int, mp3: bool) -> int:
 
 def _read_what_decodes(f: sf.SoundFile, frames: int) -> np.ndarray:
     """Up to `frames` frames, a second at a time: a stream that breaks off (a FLAC cut in half loses sync) gives
-    what was decoded before the break, and the length check then warns; nothing decodable raises as before."""
+    what was decoded before the break, and the length check then warns; a stream of which nothing decodes raises
+    libsndfile's error."""
     blocks, left = [], frames
     while left > 0:
         try:

@@ -15,8 +15,8 @@ the ratio: the teacher's large matrix products use extra cores well, the student
 Caption length. Decoding cost grows with every token, and an untrained (random) model babbles until
 `max_length`, so by default every caption is forced to exactly `--tokens` tokens (</s> is blocked until the
 last step, then forced): each model then does the same number of decoder steps with the same beam, which
-compares the architectures rather than their verbosity. The default, 20, is the caption length the paper's
-authors count the student's FLOPs at (docs/method.md §1.7). With trained models, `--natural` lets each model
+compares the architectures rather than their verbosity. The default, 20, is the caption length at which the paper
+(Xu et al., Interspeech 2024) counts the student's FLOPs. With trained models, `--natural` lets each model
 stop on its own instead, which is what a user gets; the mean caption length is then reported per model, since a
 model that writes shorter captions is faster partly for that reason.
 
@@ -28,6 +28,7 @@ same code. Random weights time the same as trained ones for a fixed caption leng
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -46,6 +47,7 @@ from .audio import SAMPLE_RATE, AudioError, load_audio
 from .checkpoint import CheckpointError, load_model
 from .cli import CHECKPOINTS, positive
 from .decoding import DecodingOptions, decode
+from .devices import DeviceError, device_name, resolve_device, synchronize
 from .features import STUDENT_FRONTEND, LogMel
 from .models.decoder import CaptionDecoder, DecoderConfig
 from .sounds import SoundWords
@@ -70,11 +72,19 @@ class Pipeline:
     special: dict[str, int]
     parameters: int
     sounds: SoundWords | None = None  # the model's sound keywords, for `no_repeat_sounds` (None: the rule is off)
+    dtype: torch.dtype = torch.float32  # the encoder's and decoder's (features are cast on the way in)
 
     @classmethod
     def from_model(cls, name: str, model) -> "Pipeline":
         return cls(name, model.frontend, model.encoder, model.decoder, model.tokenizer.special, model.num_parameters(),
-                   model.sound_words)
+                   model.sound_words, model.decoder.embed.weight.dtype)
+
+    def to(self, device: torch.device, half: bool = False) -> "Pipeline":
+        self.frontend.to(device)
+        self.encoder.to(device, torch.float16 if half else None)
+        self.decoder.to(device, torch.float16 if half else None)
+        self.dtype = torch.float16 if half else self.dtype
+        return self
 
 
 class EffB2Encoder(nn.Module):
@@ -130,7 +140,8 @@ class FixedLengthDecoder:
 @dataclass
 class Timing:
     """Per-stage wall seconds of each repeat, and caption lengths (tokens, </s> included) of the last run."""
-    stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in ("frontend", "encoder", "decoder", "total")})
+    stages: dict[str, list[float]] = field(
+        default_factory=lambda: {s: [] for s in ("frontend", "encoder", "decoder", "total")})
     tokens: list[int] = field(default_factory=list)
 
     def median(self, stage: str) -> float:
@@ -142,20 +153,70 @@ class Timing:
 
 @torch.inference_mode()
 def run_once(pipeline: Pipeline, waveforms: torch.Tensor, options: DecodingOptions, fixed: bool, timing: Timing | None):
-    lengths = torch.full((waveforms.shape[0],), waveforms.shape[1])
-    decoder = FixedLengthDecoder(pipeline.decoder, options.max_length, pipeline.special["eos"]) if fixed else pipeline.decoder
+    device = waveforms.device
+    lengths = torch.full((waveforms.shape[0],), waveforms.shape[1], device=device)
+    decoder = pipeline.decoder
+    if fixed:
+        decoder = FixedLengthDecoder(pipeline.decoder, options.max_length, pipeline.special["eos"])
+    synchronize(device)  # a GPU queues its work: each clock reading waits for the stage before it
     start = time.perf_counter()
     features, frame_lengths = pipeline.frontend(waveforms, lengths)
+    synchronize(device)
     t_frontend = time.perf_counter()
-    frames, frame_lengths = pipeline.encoder(features, frame_lengths)
+    frames, frame_lengths = pipeline.encoder(features.to(pipeline.dtype), frame_lengths)
+    synchronize(device)
     t_encoder = time.perf_counter()
     hyps = decode(decoder, frames, frame_lengths, pipeline.special, options, pipeline.sounds)
+    synchronize(device)
     end = time.perf_counter()
     if timing is not None:
         for stage, seconds in (("frontend", t_frontend - start), ("encoder", t_encoder - t_frontend),
                                ("decoder", end - t_encoder), ("total", end - start)):
             timing.stages[stage].append(seconds)
         timing.tokens = [len(t) + 1 for t in hyps.tokens]  # + </s>
+
+
+def count_operations(pipeline: Pipeline, waveform: torch.Tensor, options: DecodingOptions, fixed: bool) -> dict:
+    """ATen operator calls per caption, per stage: every `aten::` event `torch.profiler` records for one caption of
+    `waveform` (warm: call after `measure`), nested calls included. The CPU-side count of dispatched operations:
+    the same on any machine for the same code and shapes, and what a small model's time follows where each
+    operation costs more to launch than to compute."""
+    from torch.profiler import ProfilerActivity, profile
+
+    lengths = torch.full((1,), waveform.shape[1], device=waveform.device)
+    decoder = (FixedLengthDecoder(pipeline.decoder, options.max_length, pipeline.special["eos"]) if fixed
+               else pipeline.decoder)
+    counts = {}
+    with torch.inference_mode():
+        stages = (("frontend", lambda: pipeline.frontend(waveform, lengths)),
+                  ("encoder", lambda: pipeline.encoder(features.to(pipeline.dtype), feature_lengths)),
+                  ("decoder", lambda: decode(decoder, frames, frame_lengths, pipeline.special, options,
+                                             pipeline.sounds)))
+        for stage, call in stages:
+            with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as profiler:
+                out = call()
+            counts[stage] = sum(event.name.startswith("aten::") for event in profiler.events())
+            if stage == "frontend":
+                features, feature_lengths = out
+            elif stage == "encoder":
+                frames, frame_lengths = out
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """The profiler's native library logs a line to file descriptor 2 on each start and stop: not the user's
+    business, so it is sent to /dev/null for that while (Python's own stderr is flushed first)."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def measure(pipelines: list[Pipeline], waveforms: torch.Tensor, options: DecodingOptions, fixed: bool,
@@ -183,9 +244,15 @@ def bench_clip(args) -> tuple[np.ndarray, str]:
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
-    teacher = Pipeline.from_model("teacher", load_model(args.teacher))
-    student = Pipeline.from_model("student", load_model(args.student))
-    pipelines = [teacher, student] + ([] if args.no_reference else [reference_pipeline()])
+    try:
+        device = resolve_device(args.device)
+    except DeviceError as error:
+        raise BenchError(f"{error} (--device)") from None
+    if args.half and device.type != "cuda":
+        raise BenchError("--half needs a GPU (--device cuda): on a CPU float16 is slower than float32")
+    teacher = Pipeline.from_model("teacher", load_model(args.teacher, device=device, half=args.half))
+    student = Pipeline.from_model("student", load_model(args.student, device=device, half=args.half))
+    pipelines = [teacher, student] + ([] if args.no_reference else [reference_pipeline().to(device, args.half)])
     fixed = not args.natural
     options = DecodingOptions(beam_size=args.beam_size, max_length=args.tokens if fixed else args.max_length,
                               no_repeat_ngram_size=args.no_repeat_ngram, no_repeat_sounds=not args.repeat_sounds)
@@ -197,8 +264,9 @@ def run(args) -> dict:
 
     clip, clip_label = bench_clip(args)
     clip_seconds = len(clip) / SAMPLE_RATE
-    single = torch.from_numpy(clip)[None]
+    single = torch.from_numpy(clip)[None].to(device)
     latency = measure(pipelines, single, options, fixed, args.repeats, args.warmup)
+    operations = {p.name: count_operations(p, single, options, fixed) for p in pipelines}
     batched = single.repeat(args.batch, 1)
     # The same warm-up at batch 32: an encoder's TorchScript trace optimises itself on its second run at a new shape
     throughput = measure(pipelines, batched, options, fixed, args.repeats, args.warmup)
@@ -220,16 +288,19 @@ def run(args) -> dict:
             # Fastest repeat: on a shared machine, the cost of the code itself with the least interference.
             "best_latency_seconds": lat.best("total"),
             "best_clips_per_second": args.batch / thr.best("total"),
+            "aten_ops_per_caption": operations[p.name],
         }
     t, s = models["teacher"], models["student"]
     result = {
         "clip": clip_label, "clip_seconds": clip_seconds, "beam_size": options.beam_size,
         "tokens": args.tokens if fixed else None, "natural_length": not fixed,
         "batch": args.batch, "repeats": args.repeats, "threads": torch.get_num_threads(),
+        "device": str(device), "device_name": device_name(device), "half": args.half,
         "torch": torch.__version__, "models": models,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
         "speedup": {"latency": t["latency_seconds"] / s["latency_seconds"],
-                    "throughput": s["clips_per_second"] / t["clips_per_second"]},
+                    "throughput": s["clips_per_second"] / t["clips_per_second"],
+                    "aten_ops": t["aten_ops_per_caption"]["total"] / s["aten_ops_per_caption"]["total"]},
         "best_speedup": {"latency": t["best_latency_seconds"] / s["best_latency_seconds"],
                          "throughput": s["best_clips_per_second"] / t["best_clips_per_second"]},
     }
@@ -243,8 +314,10 @@ def run(args) -> dict:
 def report(result: dict) -> str:
     length = (f"{result['tokens']} tokens per caption (fixed)" if not result["natural_length"]
               else "captions of natural length")
+    precision = ", float16" if result.get("half") else ""
     lines = [f"eacap bench: {result['clip']}, beam {result['beam_size']}, {length}; torch {result['torch']}, "
              f"{result['threads']} threads, medians of {result['repeats']} repeats",
+             f"device: {result.get('device', 'cpu')} ({result.get('device_name', 'unknown')}){precision}",
              "",
              f"{'model':<18} {'params':>8} | {'latency (batch 1)':>17} {'frontend':>9} {'encoder':>9} {'decoder':>9} "
              f"{'per step':>9} {'tokens':>6} | {'batch ' + str(result['batch']):>9} {'clips/s':>8} {'x real time':>11}"]
@@ -255,6 +328,10 @@ def report(result: dict) -> str:
                      f"{_ms(m['decoder_step_seconds']):>9} {m['caption_tokens']:>6.1f} | "
                      f"{m['batch_seconds']:>8.2f}s {m['clips_per_second']:>8.1f} {m['x_real_time']:>10.0f}x")
     lines.append("")
+    lines.append("aten operator calls per caption (batch 1; frontend + encoder + decoder): " + ", ".join(
+        f"{name} {m['aten_ops_per_caption']['total']:,} ({m['aten_ops_per_caption']['frontend']:,} + "
+        f"{m['aten_ops_per_caption']['encoder']:,} + {m['aten_ops_per_caption']['decoder']:,})"
+        for name, m in result["models"].items() if "aten_ops_per_caption" in m))
     lines.append(f"peak RSS: {result['peak_rss_mib']:.0f} MiB (the whole process: all models and runs)")
     if "student_vs_reference" in result:
         ref = result["student_vs_reference"]
@@ -299,12 +376,12 @@ def _rss_mib() -> float:
     return int(line.split()[1]) / 1024
 
 
-def long_worker(model_path: str, audio: str, beam_size: int, threads: int) -> dict:
+def long_worker(model_path: str, audio: str, beam_size: int, threads: int, device: str = "cpu") -> dict:
     """One model over the whole recording, in its own process (so its peak RSS is its own)."""
     from .timeline import caption_timeline
 
     torch.set_num_threads(threads)
-    model = load_model(model_path)
+    model = load_model(model_path, device=device)
     loaded = _rss_mib()
     samples: list[tuple[int, float]] = []
     timeline = caption_timeline(model, audio, DecodingOptions(beam_size=beam_size),
@@ -327,7 +404,8 @@ def run_long(args) -> dict:
         models = {}
         for role, path in (("teacher", args.teacher), ("student", args.student)):
             done = subprocess.run([sys.executable, "-m", "eacap.bench", "--long-worker", path, str(audio),
-                                   "--beam-size", str(args.beam_size), "--threads", str(args.threads)],
+                                   "--beam-size", str(args.beam_size), "--threads", str(args.threads),
+                                   "--device", args.device],
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 raise BenchError(f"{role} ({path}): the long-recording run failed: {done.stderr.strip()[-500:]}")
@@ -337,6 +415,7 @@ def run_long(args) -> dict:
             models[role] = m
     t, s = models["teacher"], models["student"]
     return {"long_minutes": args.long, "beam_size": args.beam_size, "threads": args.threads, "torch": torch.__version__,
+            "device": args.device,
             "models": models, "speedup": {"long": t["seconds"] / s["seconds"]}}
 
 
@@ -348,7 +427,8 @@ def report_long(result: dict) -> str:
              f"{'RSS loaded':>11} {'at 10%':>8} {'at end':>8} {'peak':>8}"]
     for name, m in result["models"].items():
         lines.append(f"{name:<8} {m['windows']:>7} {m['seconds']:>8.1f}s {m['seconds_per_audio_hour']:>14.0f}s "
-                     f"{m['x_real_time']:>11.0f}x | {m['rss_after_load_mib']:>9.0f}MiB {m['rss_at_10pct_mib']:>5.0f}MiB "
+                     f"{m['x_real_time']:>11.0f}x | {m['rss_after_load_mib']:>9.0f}MiB "
+                     f"{m['rss_at_10pct_mib']:>5.0f}MiB "
                      f"{m['rss_at_end_mib']:>5.0f}MiB {m['peak_rss_mib']:>5.0f}MiB")
     lines += ["", f"speed-up: long {result['speedup']['long']:.1f}x"]
     return "\n".join(lines)
@@ -380,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=positive, default=30, help="longest caption with --natural (default 30)")
     parser.add_argument("--threads", type=positive, default=len(os.sched_getaffinity(0)),
                         help="torch intra-op threads (default: the CPUs this process may use)")
+    parser.add_argument("--device", default="auto", type=str.lower,
+                        help="where the models run: auto (a GPU when there is one), cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--half", action="store_true", help="float16 encoders and decoders (GPU only)")
     parser.add_argument("--no-reference", action="store_true", help=f"skip the {REFERENCE_NAME} reference")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--save", type=Path, help="also write the JSON result to this file (read by `train report`)")
@@ -393,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.long_worker:
-        print(json.dumps(long_worker(*args.long_worker, args.beam_size, args.threads)))
+        print(json.dumps(long_worker(*args.long_worker, args.beam_size, args.threads, args.device)))
         return 0
     if args.long is not None:
         if not 0.1 <= args.long <= 60:

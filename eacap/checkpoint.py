@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .devices import DeviceError, resolve_device
 from .models import CaptionModel, ModelConfig
 from .sounds import check_keywords
 from .tokenizer import CaptionTokenizer
@@ -94,8 +95,19 @@ def resolve(name_or_path: str | Path, cache_dir: str | Path | None = None) -> Pa
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
-               cache_dir: str | Path | None = None) -> CaptionModel:
-    """Load a checkpoint folder or Hub repo id into an eval-mode `CaptionModel` with its tokenizer attached."""
+               cache_dir: str | Path | None = None, half: bool = False) -> CaptionModel:
+    """Load a checkpoint folder or Hub repo id into an eval-mode `CaptionModel` with its tokenizer attached.
+
+    `device`: "cpu" (default), "cuda", "cuda:N" or "auto" (the GPU when there is one). `half` runs the encoder and
+    the decoder in float16 on a GPU (the front-end and the decoder's scores stay float32); a CPU runs float16
+    slower than float32, so there it is refused.
+    """
+    try:
+        target = resolve_device(device)
+    except DeviceError as error:
+        raise CheckpointError(str(error)) from None
+    if half and target.type != "cuda":
+        raise CheckpointError("half precision needs a GPU (device cuda): on a CPU float16 is slower than float32")
     folder = resolve(name_or_path, cache_dir)
     for file in REQUIRED_FILES:
         if not (folder / file).is_file():
@@ -104,20 +116,22 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
     try:
         tokenizer = CaptionTokenizer.from_file(folder / TOKENIZER)
     except Exception as error:  # tokenizers raises bare Exceptions for malformed JSON
-        raise CheckpointError(f"{folder / TOKENIZER} is not a valid tokenizer file ({error}): re-export the checkpoint") from error
+        raise CheckpointError(f"{folder / TOKENIZER} is not a valid tokenizer file ({error}): "
+                              "re-export the checkpoint") from error
     if tokenizer.vocab_size != config.decoder.vocab_size:
         raise CheckpointError(f"{folder / TOKENIZER} has {tokenizer.vocab_size} words but {folder / CONFIG} says "
                               f"{config.decoder.vocab_size}: the files come from different models")
     try:
         state = load_file(folder / WEIGHTS, device="cpu")
     except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{folder / WEIGHTS} is truncated or corrupt ({error}): re-download or re-export it") from error
-    model = CaptionModel(config, tokenizer)
+        raise CheckpointError(f"{folder / WEIGHTS} is truncated or corrupt ({error}): "
+                              "re-download or re-export it") from error
+    model = CaptionModel(config, tokenizer, source=str(name_or_path))
     check_state(model, state, folder / WEIGHTS)
     model.load_state_dict(state)  # copies into the model's float32 parameters, also from float16 weights
     model.sound_keywords = read_sound_keywords(folder / CONFIG)
-    model.source = str(name_or_path)
-    return model.to(device).eval()
+    model = model.to(target).eval()
+    return model.half_precision() if half else model
 
 
 def _config_json(path: Path) -> dict:
@@ -147,7 +161,8 @@ def read_sound_keywords(path: Path) -> dict[str, list[str]] | None:
     try:
         return None if keywords is None else check_keywords(keywords)
     except ValueError as error:
-        raise CheckpointError(f"{path}: {error}; fix or remove \"sound_keywords\" (re-export the checkpoint)") from error
+        raise CheckpointError(f"{path}: {error}; fix or remove \"sound_keywords\" "
+                              "(re-export the checkpoint)") from error
 
 
 def check_state(model: CaptionModel, state: dict[str, torch.Tensor], path: Path) -> None:

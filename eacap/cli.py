@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     caption = commands.add_parser("caption", help="caption audio files",
                                   description="Caption audio files: one line per file, in the order given.")
-    caption.add_argument("files", nargs="+", metavar="FILE", help="WAV, FLAC, OGG or MP3 files (the first 30 s of each)")
+    caption.add_argument("files", nargs="+", metavar="FILE",
+                         help="WAV, FLAC, OGG or MP3 files (the first 30 s of each)")
     caption.add_argument("--model", help=f"checkpoint folder or Hub id (default: {CHECKPOINTS / 'student'})")
     caption.add_argument("--batch-size", type=positive, default=8, help="files captioned together (default 8)")
     add_decoding_options(caption)
@@ -79,7 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", type=str.lower,
+                        help="where the models run: auto (a GPU when there is one), cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--half", action="store_true",
+                        help="float16 encoder and decoder on a GPU (faster; captions can differ slightly)")
+
+
 def add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    add_device_options(parser)
     defaults = DecodingOptions()
     parser.add_argument("--beam-size", type=positive, default=defaults.beam_size,
                         help=f"beam width; 1 is greedy (default {defaults.beam_size})")
@@ -104,7 +113,7 @@ def run_caption(args) -> int:
         return run_timeline(args)
     if args.format or args.out or args.hop is not None or args.window != WINDOW_SECONDS:
         raise UsageError("--format, --window, --hop and --out describe a timeline: add --timeline")
-    model = load(args.model, "student", "--model")
+    model = load(args.model, "student", "--model", args)
     options = decoding_options(args, model)
     failed = False
     for start in range(0, len(args.files), args.batch_size):
@@ -165,7 +174,7 @@ def run_timeline(args) -> int:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UsageError(f"cannot create {out} ({error.strerror}): pass another --out DIR") from None
-    model = load(args.model, "student", "--model")
+    model = load(args.model, "student", "--model", args)
     options = decoding_options(args, model)
     failed = False
     for file in args.files:
@@ -218,8 +227,8 @@ def caption_with_progress(model, file: str, options: DecodingOptions, args):
 def run_compare(args) -> int:
     from .compare import compare
 
-    teacher = load(args.teacher, "teacher", "--teacher")
-    student = load(args.student, "student", "--student")
+    teacher = load(args.teacher, "teacher", "--teacher", args)
+    student = load(args.student, "student", "--student", args)
     options = decoding_options(args, teacher, student)
     try:
         result = compare(args.file, teacher, student, options)
@@ -262,7 +271,8 @@ def save_plots(result, folder: Path) -> list[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"cannot create the plots folder {folder} ({error.strerror}): pass another --plots DIR") from None
+        raise UsageError(f"cannot create the plots folder {folder} ({error.strerror}): "
+                         "pass another --plots DIR") from None
     figures = {"timing.png": plots.timing_figure(result), "similarity.png": plots.similarity_figure(result),
                "logmel.png": plots.logmel_figure(result)}
     paths = []
@@ -274,15 +284,16 @@ def save_plots(result, folder: Path) -> list[Path]:
 
 # -- shared -------------------------------------------------------------------------------------------------
 
-def load(name: str | None, role: str, option: str):
+def load(name: str | None, role: str, option: str, args=None):
     if name is None:
         default = CHECKPOINTS / role
         if not default.is_dir():
             raise UsageError(f"no {role} checkpoint at {default}: train one with `python -m train all`, "
                              f"pass {option} DIR|HUB_ID, or set EACAP_CHECKPOINTS to a folder with {role}/ in it")
         name = str(default)
+    device, half = (getattr(args, "device", "cpu"), getattr(args, "half", False)) if args else ("cpu", False)
     try:
-        return load_model(name)
+        return load_model(name, device=device, half=half)
     except CheckpointError as error:
         raise UsageError(str(error)) from None
 

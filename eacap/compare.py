@@ -32,7 +32,7 @@ STAGES = ("load", "frontend", "encoder", "decoder")
 @dataclass
 class ModelRun:
     role: str                   # "teacher" | "student"
-    name: str                   # checkpoint path or Hub id (model.source)
+    name: str                   # checkpoint path or Hub id (model.source), else the role
     caption: str
     score: float                # length-normalised log-probability of the caption
     parameters: int             # inference parameters (model.num_parameters())
@@ -105,8 +105,8 @@ def compare(source, teacher: CaptionModel, student: CaptionModel,
     t_frames = t_run.frames[0, : int(t_run.frame_lengths[0])].to(s_run.frames.device)
     s_frames = s_run.frames[0, : int(s_run.frame_lengths[0])]
     with torch.inference_mode():
-        s_emb = student.kd_embedding(s_frames, s_run.frame_lengths, "student")
-        t_emb = student.kd_embedding(t_frames, t_run.frame_lengths, "teacher")
+        s_emb = student.kd_embedding(s_frames, "student")
+        t_emb = student.kd_embedding(t_frames, "teacher")
         clip = float(F.cosine_similarity(s_emb.mean(0), t_emb.mean(0), dim=0))
         matrix = F.normalize(s_emb, dim=-1) @ F.normalize(t_emb, dim=-1).T
         time_axis, time_cosine = cosine_along_time(s_emb, t_emb, audio.duration)
@@ -148,7 +148,7 @@ def check_pair(teacher: CaptionModel, student: CaptionModel) -> None:
     if student.config.kd is None:
         hint = (" (it is a teacher: pass the teacher and the student the other way round)"
                 if student.role == "teacher" else "")
-        raise ValueError(f"the student model {getattr(student, 'source', '')!r} has no KD heads{hint}; only a "
+        raise ValueError(f"the student model {student.source!r} has no KD heads{hint}; only a "
                          "student trained with encoder distillation can be compared in the shared embedding space")
     width = teacher.config.encoder.out_dim
     if student.config.kd.teacher_dim != width:
@@ -163,20 +163,24 @@ def warm_up(model: CaptionModel, waveform: np.ndarray, options: DecodingOptions)
     be several times a warm pass and say nothing about the model; the app and the CLI keep models loaded, so the
     warm figure is the one a user sees from the second clip on.
     """
-    if not getattr(model, "_eacap_warm", False):
+    if not model.warmed_up:
         model.run_batch([waveform], options)
-        model._eacap_warm = True
+        model.warmed_up = True
 
 
 def cosine_along_time(student_emb: torch.Tensor, teacher_emb: torch.Tensor, duration: float):
     """Cosine of the two embedding sequences frame by frame, on the coarser of the two frame grids.
 
-    Both sequences span the whole clip, at different rates (the student ~320 ms per frame, the teacher 20 ms).
-    The finer sequence is average-pooled onto the coarser grid: each coarse frame summarises its time span, so
-    comparing it with the mean of the fine frames in the same span is fairer than picking one fine frame.
+    Both sequences span the whole clip, at different rates: the student's CNN gives one frame per 32 log-mel frames
+    (1.28 s for the shipped student's 40 ms hop), the teacher one per 20 ms. The finer sequence is average-pooled
+    onto the coarser grid: each coarse frame summarises its time span, so comparing it with the mean of the fine
+    frames in the same span is fairer than picking one fine frame.
     """
     n = min(len(student_emb), len(teacher_emb))
-    pool = lambda e: F.adaptive_avg_pool1d(e.T[None], n)[0].T if len(e) != n else e  # noqa: E731
+
+    def pool(emb: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool1d(emb.T[None], n)[0].T if len(emb) != n else emb
+
     cosine = F.cosine_similarity(pool(student_emb), pool(teacher_emb), dim=-1)
     time_axis = (np.arange(n) + 0.5) * duration / n
     return time_axis, cosine.cpu().numpy()
@@ -187,13 +191,13 @@ def _clip_embedding(model: CaptionModel, student: CaptionModel, waveform: np.nda
     wave = torch.as_tensor(waveform, device=device)[None]
     frames, lengths = model.encode(wave, torch.tensor([wave.shape[1]], device=device))
     frames = frames[0, : int(lengths[0])].to(next(student.parameters()).device)
-    return student.kd_embedding(frames, lengths, side).mean(0).cpu()
+    return student.kd_embedding(frames, side).mean(0).cpu()
 
 
 def _model_run(model: CaptionModel, run: BatchRun, total: float, load_seconds: float) -> ModelRun:
     caption = run.captions[0]
     seconds = {"load": load_seconds, **{s: caption.seconds[s] for s in STAGES[1:]}, "total": total}
-    return ModelRun(role=model.role, name=getattr(model, "source", model.role), caption=caption.text,
+    return ModelRun(role=model.role, name=model.source or model.role, caption=caption.text,
                     score=caption.score, parameters=model.num_parameters(), seconds=seconds)
 
 

@@ -1,9 +1,10 @@
 """Front-ends: waveform (16 kHz) -> log-mel features, as torch modules so they run inside the model.
 
 Two front-ends, one per encoder:
-- `LogMel`: the student's 64-bin log-mel (the paper's EfficientNet front-end): 512-sample window and FFT,
-  160 hop, power spectrum, mel filterbank in HTK scale without normalisation, dB with top_db 120. This is
-  torchaudio's `MelSpectrogram` + `AmplitudeToDB` formula without depending on torchaudio (see design.md).
+- `LogMel`: the student's 64-bin log-mel (the front-end of Xu et al.'s EfficientNet student): by default a
+  512-sample window and FFT and a 160 hop (10 ms; the shipped student's are 1024 and 640: 40 ms frames), power
+  spectrum, mel filterbank in HTK scale without normalisation, dB with top_db 120. This is torchaudio's
+  `MelSpectrogram` + `AmplitudeToDB` formula, computed here so that eacap does not depend on torchaudio.
 - `WhisperLogMel`: Whisper's 80-bin log-mel (400-sample window, 160 hop, Slaney mel, log10, clamp to max-8,
   scaled by (x+4)/4), computed on the unpadded input so a 10 s clip gives 1000 frames, not 3000.
 
@@ -38,14 +39,13 @@ STUDENT_FRONTEND = FrontendConfig("logmel", n_mels=64, n_fft=512, hop_length=160
 TEACHER_FRONTEND = FrontendConfig("whisper", n_mels=80, n_fft=400, hop_length=160)
 WHISPER_WINDOW = 30 * SAMPLE_RATE
 # Clips per STFT pass. A batch's complex spectrogram overflows the CPU caches (32 clips of 10 s: 66 MB), so
-# chunks of a few clips run faster (measured, 32 x 10 s, 2 threads: student 190 -> 83 ms, teacher 128 -> 69 ms).
-# Every clip's features depend on that clip alone, so chunking changes no number.
+# chunks of a few clips run faster (docs/performance.md). Every clip's features depend on that clip alone, so
+# chunking changes no number.
 FRONTEND_CHUNK = 8
 
 
 def power_spectrum(stft: torch.Tensor) -> torch.Tensor:
-    """|X|^2 of a complex STFT as re*re + im*im: abs().pow(2) without the square root (measured 4.5x faster on a
-    batch of 32 10 s clips: 53 -> 12 ms)."""
+    """|X|^2 of a complex STFT as re*re + im*im: abs().pow(2) without the square root, several times faster."""
     return torch.addcmul(stft.real * stft.real, stft.imag, stft.imag)
 
 

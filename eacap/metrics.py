@@ -21,13 +21,13 @@ import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .sounds import CLAUSE_WORDS
+from .sounds import Keywords, keyword_patterns, mentions, named_twice, repeated_classes
 
 Captions = Mapping[str, str]              # clip id -> caption
 Events = Mapping[str, set[str]]           # clip id -> the sound classes really in it
-Keywords = Mapping[str, Sequence[str]]    # sound class -> the words that name it
 
-__all__ = ["caption_metrics", "event_f1", "simple_tokenize", "UNAVAILABLE_NOTE"]
+__all__ = ["caption_metrics", "event_f1", "sound_naming", "repeated_classes", "simple_tokenize",
+           "UNAVAILABLE_NOTE"]
 
 UNAVAILABLE_NOTE = (
     "SPICE, SPIDEr and FENSE are not computed: SPICE needs the Stanford CoreNLP 3.6.0 jars, which it downloads on "
@@ -301,10 +301,10 @@ def event_f1(predictions: Captions, events: Events, keywords: Keywords) -> dict[
     if unknown:
         raise ValueError(f"event classes {unknown} appear in events but have no keywords: add them to keywords")
 
-    patterns, ambiguous = _keyword_patterns(keywords)
+    patterns, ambiguous = keyword_patterns(keywords)
     counts = {cls: {"tp": 0, "fp": 0, "fn": 0} for cls in keywords}
     for clip, caption in predictions.items():
-        named = _named_classes(caption, patterns)
+        named = {mention.sound for mention in mentions(caption, patterns)}
         truth = set(events[clip])
         for cls in named & truth:
             counts[cls]["tp"] += 1
@@ -330,87 +330,22 @@ def event_f1(predictions: Captions, events: Events, keywords: Keywords) -> dict[
     }
 
 
-def _keyword_patterns(keywords: Keywords) -> tuple[list[tuple[re.Pattern, str | None]], list[str]]:
-    """Compile (pattern, class) pairs, longest phrase first; a keyword shared by several classes gets class None."""
-    owners: dict[tuple[str, ...], set[str]] = {}
-    for cls, words in keywords.items():
-        if isinstance(words, str):
-            raise TypeError(f"keywords[{cls!r}] must be a list of keywords, got the string {words!r}")
-        for keyword in words:
-            phrase = tuple(keyword.lower().split())
-            if not phrase:
-                raise ValueError(f"keywords[{cls!r}] holds an empty keyword")
-            owners.setdefault(phrase, set()).add(cls)
-    # Ambiguous phrases still take part in longest-match-first, so their words do not fall through to a shorter,
-    # unambiguous keyword that happens to sit inside them.
-    ordered = sorted(owners.items(), key=lambda item: (-len(item[0]), -len(" ".join(item[0])), item[0]))
-    patterns = [
-        (
-            re.compile(r"(?<!\w)" + r"\s+".join(re.escape(word) for word in phrase) + r"(?!\w)"),
-            next(iter(classes)) if len(classes) == 1 else None,
-        )
-        for phrase, classes in ordered
-    ]
-    ambiguous = sorted(" ".join(phrase) for phrase, classes in owners.items() if len(classes) > 1)
-    return patterns, ambiguous
-
-
-def _named_classes(caption: str, patterns: list[tuple[re.Pattern, str | None]]) -> set[str]:
-    return {mention[0] for mention in _mentions(caption, patterns)}
-
-
-def _mentions(caption: str, patterns: list[tuple[re.Pattern, str | None]]) -> list[tuple[str, str, int]]:
-    """(class, keyword as written, clause) of every keyword match, longest first; ambiguous keywords left out.
-    `clause` counts the CLAUSE_WORDS before the match."""
-    text = caption.lower()
-    taken = [False] * len(text)
-    found = []
-    for pattern, cls in patterns:
-        for match in pattern.finditer(text):
-            start, end = match.span()
-            if any(taken[start:end]):
-                continue
-            taken[start:end] = [True] * (end - start)
-            if cls is not None:
-                clause = sum(word in CLAUSE_WORDS for word in re.findall(r"[\w'-]+", text[:start]))
-                found.append((cls, " ".join(match.group(0).split()), clause))
-    return found
-
-
-def repeated_classes(caption: str, keywords: Keywords) -> set[str]:
-    """The classes a caption names twice: the same keyword at two places ("a dog barks and barks"), or the class
-    named again in a later clause, by any of its keywords ("a rain shower pours down while rain patters", "a frog
-    croaks as a toad croaks", "a crowd cheers while a group of people cheers"). Two keywords of a class in one
-    clause are one description, not a repeat ("the sea breaks on the shore", "a gust of wind")."""
-    return _repeats(_mentions(caption, _keyword_patterns(keywords)[0]))
-
-
-def _repeats(mentions: list[tuple[str, str, int]]) -> set[str]:
-    words, clauses, repeated = set(), {}, set()
-    for cls, word, clause in mentions:
-        if (cls, word) in words or clauses.get(cls, clause) != clause:
-            repeated.add(cls)
-        words.add((cls, word))
-        clauses.setdefault(cls, clause)
-    return repeated
-
-
 def sound_naming(predictions: Captions, events: Events, keywords: Keywords) -> dict[str, Any]:
     """What a listener notices first: does a caption name every sound in the clip, and does it name one twice?
 
     ``names_all``: the fraction of clips whose caption names every class in the clip (any of the class's keywords,
     as in `event_f1`); ``names_any``: at least one of them; ``repeats``: the fraction of captions that name some
-    class twice (`repeated_classes`); plus `event_f1`'s micro precision/recall/f1 and per-class counts.
+    class twice (`eacap.sounds.named_twice`); plus `event_f1`'s micro precision/recall/f1 and per-class counts.
     """
     scores = event_f1(predictions, events, keywords)
-    patterns, _ = _keyword_patterns(keywords)
+    patterns, _ = keyword_patterns(keywords)
     all_named = any_named = repeats = 0
     for clip, caption in predictions.items():
-        mentions = _mentions(caption, patterns)
-        named = {mention[0] for mention in mentions}
+        found = mentions(caption, patterns)
+        named = {mention.sound for mention in found}
         all_named += set(events[clip]) <= named
         any_named += bool(set(events[clip]) & named)
-        repeats += bool(_repeats(mentions))
+        repeats += bool(named_twice(found))
     n = max(1, len(predictions))
     return {"names_all": all_named / n, "names_any": any_named / n, "repeats": repeats / n,
             "names_all_count": all_named, "repeat_count": repeats, **scores}

@@ -17,10 +17,13 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .audio import open_stream
 from .decoding import DecodingOptions
+
+if TYPE_CHECKING:
+    from .models import CaptionModel
 
 WINDOW_SECONDS = 10.0
 FORMATS = ("text", "json", "srt", "vtt")
@@ -41,7 +44,7 @@ class Timeline:
     name: str
     duration: float             # seconds of audio captioned
     segments: list[Segment]
-    model: str                  # where the model was loaded from
+    model: str                  # where the model was loaded from (`CaptionModel.source`)
     role: str                   # teacher or student
     window: float
     hop: float
@@ -74,9 +77,12 @@ def owned_spans(starts: list[float], window: float, duration: float) -> list[tup
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def _normalised(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
 def _same(a: str, b: str) -> bool:
-    norm = lambda text: " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())  # noqa: E731
-    return norm(a) == norm(b)
+    return _normalised(a) == _normalised(b)
 
 
 def merge_segments(spans: list[tuple[float, float]], captions: list) -> list[Segment]:
@@ -92,8 +98,8 @@ def merge_segments(spans: list[tuple[float, float]], captions: list) -> list[Seg
     return segments
 
 
-def caption_timeline(model, source, options: DecodingOptions = DecodingOptions(), *, window: float = WINDOW_SECONDS,
-                     hop: float | None = None, batch_size: int = 8,
+def caption_timeline(model: CaptionModel, source, options: DecodingOptions = DecodingOptions(), *,
+                     window: float = WINDOW_SECONDS, hop: float | None = None, batch_size: int = 8,
                      progress: Callable[[int, int], None] | None = None) -> Timeline:
     """Caption `source` (a path, bytes, an array with its rate, anything `load_audio` takes) window by window.
 
@@ -120,7 +126,7 @@ def caption_timeline(model, source, options: DecodingOptions = DecodingOptions()
         warnings = list(stream.warnings)
         duration, name = stream.duration, stream.name
     segments = merge_segments(owned_spans(starts, window, duration), captions)
-    return Timeline(name, duration, segments, getattr(model, "source", ""), model.role, window, hop,
+    return Timeline(name, duration, segments, model.source, model.role, window, hop,
                     time.perf_counter() - clock, warnings)
 
 

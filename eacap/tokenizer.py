@@ -57,7 +57,8 @@ class CaptionTokenizer:
 
     def encode(self, caption: str) -> list[int]:
         """Caption -> ids with <s> ... </s>."""
-        return [self.bos_id, *self.tokenizer.encode(normalise_caption(caption), add_special_tokens=False).ids, self.eos_id]
+        words = self.tokenizer.encode(normalise_caption(caption), add_special_tokens=False).ids
+        return [self.bos_id, *words, self.eos_id]
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)

@@ -1,7 +1,10 @@
-"""Shared fixtures: tiny random checkpoints and generated audio, built in temp folders (nothing is downloaded)."""
+"""Shared fixtures: tiny random checkpoints, generated audio and the app module, built in temp folders (nothing is
+downloaded)."""
 from __future__ import annotations
 
+import importlib
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -50,3 +53,23 @@ def wav_file(tmp_path) -> str:
     path = tmp_path / "tone.wav"
     sf.write(path, tone(), 16000)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory):
+    """The app module, imported with an empty checkpoints folder: importing must be fast and never fail,
+    whatever the developer's checkpoints/ holds. Tests then build their own demos over tiny models."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EACAP_CHECKPOINTS", str(tmp_path_factory.mktemp("no_checkpoints")))
+        return importlib.import_module("app")
+
+
+def write_examples(folder: Path) -> Path:
+    """Three short clips that differ (tones and noise), enough for a gallery."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    sf.write(folder / "low_hum.flac", tone(2.0, freq=120), 16000)
+    sf.write(folder / "high_whistle.flac", tone(1.5, freq=2500, amplitude=0.2), 16000)
+    sf.write(folder / "white_noise.flac", (0.1 * rng.standard_normal(24000)).astype(np.float32), 16000)
+    (folder / "ATTRIBUTION.md").write_text("generated test tones\n")  # not audio: must be ignored
+    return folder

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from train.stages import ablation, report
 from train.core.config import PRESETS
-from train.stages.runs import shipped_student
+from train.core.runs import group_name, parse_group, row_name, shipped_student
+from train.stages import ablation, report
 
 
 def test_rescaled_schedule_keeps_its_shape():
@@ -61,7 +61,8 @@ def test_robustness_claim_compares_the_contrastive_gain_across_label_fractions()
     rows = [result("seq_contrastive", 0.30), result("seq_mse", 0.20), result("seq_contrastive_25pct", 0.25),
             result("seq_mse_25pct", 0.20), result("seq_contrastive_10pct", 0.22), result("seq_mse_10pct", 0.20)]
     line = report._robustness(report._groups(rows))
-    assert "does not hold" in line and "100% of the captions +50%, 25% of the captions +25%, 10% of the captions +10%" in line
+    assert "does not hold" in line and ("100% of the captions +50%, 25% of the captions +25%, "
+                                        "10% of the captions +10%") in line
     rows[0] = result("seq_contrastive", 0.21)
     assert ": holds:" in report._robustness(report._groups(rows))
     assert report._robustness(report._groups(rows[:4])) is None  # a fraction missing: no verdict
@@ -100,11 +101,12 @@ def test_targets_section_states_each_target_met_or_not(tmp_path):
 def test_an_ablation_of_another_shape_has_its_own_folder_and_the_same_rows(tmp_path):
     """`--shape slim`: every row is that architecture, in `ablation<N>_slim/`; the report reads its rows by recipe."""
     runs = ablation.plan([0], ["none", "seq_contrastive"], shape="slim")
-    assert [(recipe.name, recipe.shape) for recipe, _ in runs] == [("none_slim", "slim"), ("seq_contrastive_slim", "slim")]
-    assert ablation.group_name(500) == "ablation500" and ablation.group_name(500, "slim") == "ablation500_slim"
-    assert ablation.parse_group("ablation500_slim") == (500, "slim") and ablation.parse_group("ablation250") == (250, "base")
-    assert ablation.parse_group("ablation500_huge") is None and ablation.parse_group("archive") is None
-    assert ablation.row_name("ablation500_slim/none_slim_seed1", "slim") == "none"
+    assert [(recipe.name, recipe.shape) for recipe, _ in runs] == [("none_slim", "slim"),
+                                                                   ("seq_contrastive_slim", "slim")]
+    assert group_name(500) == "ablation500" and group_name(500, "slim") == "ablation500_slim"
+    assert parse_group("ablation500_slim") == (500, "slim") and parse_group("ablation250") == (250, "base")
+    assert parse_group("ablation500_huge") is None and parse_group("archive") is None
+    assert row_name("ablation500_slim/none_slim_seed1", "slim") == "none"
 
     config = dataclasses.replace(PRESETS["full"], run_dir=tmp_path, student_shape="slim")
     folder = tmp_path / "results" / "ablation500_slim"
@@ -130,11 +132,13 @@ def test_an_ablation_of_another_shape_has_its_own_folder_and_the_same_rows(tmp_p
     # no ablation of the shipped shape yet: the other shapes' no-KD rows stand in, named by their shape
     lite = dataclasses.replace(config, student_shape="lite")
     targets = "\n".join(report.targets_section(lite, [teacher], teacher))
-    assert "| teacher CIDEr-D >= 1.10x the no-KD student's (250 steps, shape base) | 0.900 vs 0.100: 9.00x | met |" in targets
+    assert ("| teacher CIDEr-D >= 1.10x the no-KD student's (250 steps, shape base) | "
+            "0.900 vs 0.100: 9.00x | met |") in targets
     assert "(500 steps, shape slim) | 0.900 vs 0.500: 1.80x | met |" in targets
     text = "\n".join(report.ablation_sections(config, teacher))
     assert "## Ablation: every student row at 500 steps, student shape `slim`" in text
-    assert "`python -m train ablation --preset full --steps 500 --shape slim --audio-only-scenes 2000 --seeds 0`" in text
+    assert ("`python -m train ablation --preset full --steps 500 --shape slim "
+            "--audio-only-scenes 2000 --seeds 0`") in text
     assert "| student, supervised only | 0.300 |" in text and "| + seq-KD + enc-KD contrastive |" in text
     assert "**Contrastive encoder KD adds to sequence-level KD**" not in text  # no seq-KD row in this one
     assert text.index("at 250 steps") < text.index("at 500 steps, student shape")  # base first, then by shape
@@ -146,8 +150,8 @@ def test_an_ablation_whose_rows_were_decoded_differently_says_so():
     both = {"no_repeat_ngram_size": 2, "no_repeat_sounds": True}
     alike = [{"model": "ablation5/none_seed0", "options": both, "kd_targets_decoding": None},
              {"model": "ablation5/seq_seed0", "options": both, "kd_targets_decoding": pair}]
-    assert report.decoding_note(alike)[-1] == ("Decoding rules of the scored captions: n-gram 2 + sounds; of the teacher's "
-                                        "seq-KD targets: n-gram 2.")
+    assert report.decoding_note(alike)[-1] == ("Decoding rules of the scored captions: n-gram 2 + sounds; "
+                                               "of the teacher's seq-KD targets: n-gram 2.")
     mixed = alike + [{"model": "ablation5/seq_mse_seed0"}]  # a file from before the options were recorded
     note = report.decoding_note(mixed)[-1]
     assert "n-gram 2 + sounds, not recorded" in note and "not all made alike" in note

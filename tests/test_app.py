@@ -5,7 +5,6 @@ consistent with each other, errors that name the problem), never the caption tex
 """
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -16,36 +15,14 @@ import gradio as gr
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import tone, write_examples
 from matplotlib.figure import Figure
 
-from conftest import tone
-
 gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+Client, handle_file, AppError = gradio_client.Client, gradio_client.handle_file, gradio_client.exceptions.AppError
 
 # Generous: on a loaded 2-core CI machine 20 clients queue behind one model run at a time (no timing assertion here).
 CLIENT_TIMEOUT = 300.0
-
-
-@pytest.fixture(scope="session")
-def app(tmp_path_factory):
-    """The app module, imported with an empty checkpoints folder: importing must be fast and never fail,
-    whatever the developer's checkpoints/ holds. Tests then build their own demos over tiny models."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EACAP_CHECKPOINTS", str(tmp_path_factory.mktemp("no_checkpoints")))
-        return importlib.import_module("app")
-
-
-def write_examples(folder: Path) -> Path:
-    """Three short clips that differ (tones and noise), enough for a gallery."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    sf.write(folder / "low_hum.flac", tone(2.0, freq=120), 16000)
-    sf.write(folder / "high_whistle.flac", tone(1.5, freq=2500, amplitude=0.2), 16000)
-    sf.write(folder / "white_noise.flac", (0.1 * rng.standard_normal(24000)).astype(np.float32), 16000)
-    (folder / "ATTRIBUTION.md").write_text("generated test tones\n")  # not audio: must be ignored
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +66,8 @@ def test_compare_returns_consistent_json(captioner, clip):
         assert set(run["seconds"]) >= {"load", "frontend", "encoder", "decoder", "total"}
         assert run["seconds"]["total"] >= run["seconds"]["decoder"] > 0
     assert result["teacher"]["parameters"] > result["student"]["parameters"] > 0
-    assert result["speedup"] == pytest.approx(result["teacher"]["seconds"]["total"] / result["student"]["seconds"]["total"])
+    totals = result["teacher"]["seconds"]["total"], result["student"]["seconds"]["total"]
+    assert result["speedup"] == pytest.approx(totals[0] / totals[1])
     assert -1 <= result["clip_cosine"] <= 1
     assert len(result["time_axis"]) == len(result["time_cosine"]) > 0
     gallery = result["gallery"]
@@ -104,7 +82,8 @@ def test_caption_one_model(captioner, clip):
     assert (student["role"], teacher["role"]) == ("student", "teacher")
     assert len(teacher["caption"].split()) <= 7  # max_length counts the end-of-caption token
     assert teacher["options"] == {"beam_size": 1, "max_length": 8}
-    assert teacher["seconds"]["total"] == pytest.approx(sum(teacher["seconds"][k] for k in ("frontend", "encoder", "decoder")))
+    stages = sum(teacher["seconds"][k] for k in ("frontend", "encoder", "decoder"))
+    assert teacher["seconds"]["total"] == pytest.approx(stages)
     assert teacher["parameters"] > student["parameters"]
 
 
@@ -310,7 +289,7 @@ def test_load_20_clients_5_requests_each(client, clip):
                 else:
                     assert own.predict(handle_file(clip), "student", 1, 10, api_name="/caption")["caption"]
                 done.append(1)
-            except Exception as error:  # noqa: BLE001 - counted and reported below
+            except Exception as error:  # any failure: counted and reported below
                 errors.append(f"client {i} request {j}: {error!r}")
 
     with ThreadPoolExecutor(20) as pool:

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-from test_app import app, write_examples  # noqa: F401 - `app` is a fixture used here
+from conftest import write_examples
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: apt-get install -y chromium chromium-driver")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason=f"no {CHROMIUM}: apt-get install -y chromium chromium-driver")
 REPO = Path(__file__).resolve().parent.parent
 WIDTH = 1400
 
@@ -51,8 +51,11 @@ def served(app, tiny_checkpoints, tmp_path_factory):
 def test_page_renders_offline(app, served, tmp_path):
     url, captioner = served
     flags = chromium_flags(tmp_path / "profile")
-    run = lambda *args: subprocess.run([str(CHROMIUM), *flags, "--virtual-time-budget=8000", *args, url],  # noqa: E731
-                                       capture_output=True, text=True, timeout=120)
+
+    def run(*args):
+        return subprocess.run([str(CHROMIUM), *flags, "--virtual-time-budget=8000", *args, url],
+                              capture_output=True, text=True, timeout=120)
+
     dom = run("--dump-dom").stdout
     assert app.TITLE in dom
     assert "Teacher caption" in dom and "Student caption" in dom
@@ -154,7 +157,8 @@ def test_timeline_tables_and_click_to_seek(served, browser, tmp_path):
     wait_for(browser, lambda b: "segments in" in b.page_source)
     expected = captioner.timeline(str(path), progress=lambda *a, **k: None)["student"]["segments"]
     cell = "#student-timeline [role=gridcell]"
-    cells = wait_for(browser, lambda b: [c for c in b.find_elements(By.CSS_SELECTOR, cell) if c.text][:3 * len(expected)])
+    cells = wait_for(browser,
+                     lambda b: [c for c in b.find_elements(By.CSS_SELECTOR, cell) if c.text][:3 * len(expected)])
     assert [c.text for c in cells[2::3]] == [s["text"] for s in expected]
     cells[3 * (len(expected) - 1)].click()  # the last segment's start
     wait_for(browser, lambda b: b.execute_script("return document.querySelector('#sound audio').currentTime") > 0,

@@ -120,7 +120,8 @@ def test_long_file_is_cut_and_only_the_window_is_read(tmp_path, monkeypatch):
     assert result.duration == pytest.approx(MAX_SECONDS, abs=1 / SAMPLE_RATE)
     assert result.source_duration == pytest.approx(45.0)
     assert result.warnings == [
-        "cut to the first 30.0 s of 45.0 s (the model's window); caption the whole recording as a timeline (CLI `caption --timeline`, the app's Timeline)"
+        "cut to the first 30.0 s of 45.0 s (the model's window); caption the whole recording as a timeline "
+        "(CLI `caption --timeline`, the app's Timeline)"
     ]
 
 

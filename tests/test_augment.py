@@ -3,8 +3,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from conftest import tone
+
 from train.core import augment as aug
 
 

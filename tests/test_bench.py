@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import make_tiny_models
+
 import eacap
 from eacap import DecodingOptions, bench
 from eacap.decoding import decode
@@ -94,7 +94,8 @@ def test_speed_variants_time_every_candidate_against_the_teacher(tiny_checkpoint
     assert variants.main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     names = [line.split(" | ")[0].lstrip("| ") for line in lines[2:]]
-    assert names == ["teacher", "student (shipped)", *variants.variants(variants.base_of(eacap.load_model(student).config))]
+    shapes = variants.variants(variants.base_of(eacap.load_model(student).config))
+    assert names == ["teacher", "student (shipped)", *shapes]
     assert names[2] == "base shape"
     assert lines[2].endswith("| 1.0x | 1.0x |")  # the teacher against itself
     args.teacher = str(tmp_path / "missing")
@@ -110,7 +111,8 @@ def test_speed_variants_are_changes_of_the_base_shape_whatever_shape_is_shipped(
         config = student_config(613, "full", shape=shape)
         assert named_shape(config) == ("full", shape) and variants.base_of(config) == base
     assert named_shape(student_config(40, "tiny", shape="slim")) == ("tiny", "slim")
-    assert variants.variants(base)['shape "slim": 40 ms frames + 1-layer FFN-512 decoder'] == student_config(613, "full", shape="slim")
+    slim = variants.variants(base)['shape "slim": 40 ms frames + 1-layer FFN-512 decoder']
+    assert slim == student_config(613, "full", shape="slim")
     custom = dataclasses.replace(base, decoder=dataclasses.replace(base.decoder, layers=3))
     assert named_shape(custom) is None and variants.base_of(custom) is custom
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-
 from conftest import tone
+
 from eacap import cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ def signal(seconds: float, seed: int = 0) -> np.ndarray:
 
 def reference_logmel(x: np.ndarray, top_db: float = 120.0) -> np.ndarray:
     """torchaudio.transforms.MelSpectrogram(16000, n_fft=512, hop_length=160, n_mels=64) + AmplitudeToDB(top_db=120):
-    centred reflect-padded periodic-Hann STFT, power 2, HTK mel filterbank without normalisation, 10*log10(max(x,1e-10)),
-    clamped to max - top_db."""
+    centred reflect-padded periodic-Hann STFT, power 2, HTK mel filterbank without normalisation,
+    10*log10(max(x,1e-10)), clamped to max - top_db."""
     window = np.hanning(513)[:-1]  # periodic Hann, as torch.hann_window
     padded = np.pad(x.astype(np.float64), 256, mode="reflect")
     n_frames = 1 + (padded.size - 512) // 160
@@ -65,7 +65,8 @@ def test_whisper_logmel_matches_transformers():
     transformers = pytest.importorskip("transformers")
     x = signal(30.0)  # exactly 480000 samples: the HF extractor pads nothing
     ours, frames = WhisperLogMel()(torch.from_numpy(x)[None], torch.tensor([x.size]))
-    ref = transformers.WhisperFeatureExtractor(feature_size=80)(x, sampling_rate=16000, return_tensors="np").input_features
+    extractor = transformers.WhisperFeatureExtractor(feature_size=80)
+    ref = extractor(x, sampling_rate=16000, return_tensors="np").input_features
     assert ours.shape == ref.shape == (1, 80, 3000) and int(frames[0]) == 3000
     assert np.abs(ours.numpy() - ref).max() < 1e-4
 

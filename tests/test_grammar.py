@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from train.corpus.grammar import (CaptionError, caption_problems, mentioned_labels, write_captions)
+from train.corpus.grammar import CaptionError, caption_problems, mentioned_labels, write_captions
 from train.corpus.scenes import FIXTURE_CLASSES, Preset, build_scenes, make_fixture_bank
 
 ARTICLES_OK = {"a", "an", "the", "and", "of", "in", "on", "at", "to", "is", "it", "by"}

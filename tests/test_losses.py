@@ -30,8 +30,10 @@ def test_infonce_equals_hand_computed_value():
     t = torch.tensor([[1.0, 0.0], [0.6, 0.8]])  # unit vectors already
     scale = torch.tensor(math.log(2.0))          # exp(scale) = 2
     # logits = 2 * cos: [[2, 1.2], [0, 1.6]]
-    row = [-math.log(math.exp(2) / (math.exp(2) + math.exp(1.2))), -math.log(math.exp(1.6) / (math.exp(0) + math.exp(1.6)))]
-    col = [-math.log(math.exp(2) / (math.exp(2) + math.exp(0))), -math.log(math.exp(1.6) / (math.exp(1.2) + math.exp(1.6)))]
+    row = [-math.log(math.exp(2) / (math.exp(2) + math.exp(1.2))),
+           -math.log(math.exp(1.6) / (math.exp(0) + math.exp(1.6)))]
+    col = [-math.log(math.exp(2) / (math.exp(2) + math.exp(0))),
+           -math.log(math.exp(1.6) / (math.exp(1.2) + math.exp(1.6)))]
     expected = 0.5 * (sum(row) / 2 + sum(col) / 2)
     assert float(contrastive_kd(s, t, scale)) == pytest.approx(expected, rel=1e-6)
 

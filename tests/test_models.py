@@ -4,11 +4,11 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import CAPTIONS, make_tiny_models, tone
+
 from eacap import CaptionTokenizer, CheckpointError, DecodingOptions, load_model, save_checkpoint
 from eacap.decoding import decode
-from eacap.models import CaptionModel, fast
+from eacap.models import CaptionModel, packed_linear, tracing
 from eacap.models.presets import student_config, teacher_config
 
 
@@ -54,9 +54,9 @@ def test_encoders_run_as_a_trace_built_once_with_the_eager_numbers(size, monkeyp
             for batch, seconds in [(1, 10.0), (3, 2.0), (1, 0.5), (5, 3.3), (1, 1.0)]:
                 n = int(seconds * 16000)
                 audio = 0.1 * torch.randn(batch, n)
-                monkeypatch.setattr(fast, "TRACE", True)
+                monkeypatch.setattr(tracing, "TRACE", True)
                 a, la = traced.encode(audio, torch.full((batch,), n))
-                monkeypatch.setattr(fast, "TRACE", False)
+                monkeypatch.setattr(tracing, "TRACE", False)
                 b, lb = eager.encode(audio, torch.full((batch,), n))
                 assert torch.equal(a, b) and torch.equal(la, lb), (config.name, batch, seconds)
         caches = [v[1] for k, v in traced.encoder.__dict__.items() if k.startswith("_traced_cache")]
@@ -67,7 +67,7 @@ def test_encoders_run_as_a_trace_built_once_with_the_eager_numbers(size, monkeyp
     def broken(*args, **kwargs):
         raise RuntimeError("no TorchScript here")
     monkeypatch.setattr(torch.jit, "trace", broken)
-    monkeypatch.setattr(fast, "TRACE", True)
+    monkeypatch.setattr(tracing, "TRACE", True)
     model = CaptionModel(student_config(50, "tiny")).eval()
     with torch.inference_mode(), pytest.warns(UserWarning, match="tracing of .* failed .* running it eagerly"):
         frames, _ = model.encode(torch.randn(2, 16000), torch.full((2,), 16000))
@@ -88,7 +88,8 @@ def test_student_inference_network_is_the_training_graph_folded():
     with torch.inference_mode():
         fast, fast_lengths = model.encoder(x, lengths)
         assert not any("BatchNorm" in type(m).__name__ for m in model.encoder.inference_network().modules())
-    assert torch.allclose(fast, reference, atol=1e-4) and torch.equal(fast_lengths, model.encoder.output_lengths(lengths))
+    assert torch.allclose(fast, reference, atol=1e-4)
+    assert torch.equal(fast_lengths, model.encoder.output_lengths(lengths))
     with torch.no_grad():
         model.encoder.head[0].weight.mul_(2.0)  # an optimiser step would do the same: a new version of the weight
     changed, _ = model.encoder(x, lengths)
@@ -133,13 +134,13 @@ def _round_to_half(model):
             p.copy_(p.half().float())
 
 
-@pytest.mark.skipif(not fast.PREPACK, reason="this torch build has no fbgemm")
+@pytest.mark.skipif(not packed_linear.PREPACK, reason="this torch build has no fbgemm")
 def test_prepacked_linear_is_nn_linear_at_inference(monkeypatch):
     """fp16-exact weights (every shipped checkpoint) run through the prepacked GEMM under inference: same numbers,
     same state dict; fp32 weights, training and autograd take the plain path; the pack follows weight changes."""
-    monkeypatch.setattr(fast, "PACKED_MIN_WEIGHTS", 0)  # pack even this small test layer
+    monkeypatch.setattr(packed_linear, "PACKED_MIN_WEIGHTS", 0)  # pack even this small test layer
     torch.manual_seed(0)
-    layer = fast.Linear(48, 96).eval()
+    layer = packed_linear.Linear(48, 96).eval()
     x = torch.randn(3, 1, 48)
     reference = layer(x)  # grad enabled: plain F.linear
     with torch.inference_mode():
@@ -163,13 +164,13 @@ def test_prepacked_linear_is_nn_linear_at_inference(monkeypatch):
 def test_small_weights_take_the_plain_gemm():
     """Weights of at most PACKED_MIN_WEIGHTS elements are not packed (the plain GEMM is faster for them), so the
     result is exactly F.linear's."""
-    layer = fast.Linear(64, 64).eval()
+    layer = packed_linear.Linear(64, 64).eval()
     _round_to_half(layer)
     x = torch.randn(3, 64)
     with torch.inference_mode():
         assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
         assert layer.__dict__["_packed_cache"][1] is None
-    assert fast.prepack(torch.zeros(fast.PACKED_MIN_WEIGHTS // 8, 8)) is None
+    assert packed_linear.prepack(torch.zeros(packed_linear.PACKED_MIN_WEIGHTS // 8, 8)) is None
 
 
 def test_unpacked_step_weights_multiply_transposed_and_equal_f_linear():
@@ -177,7 +178,7 @@ def test_unpacked_step_weights_multiply_transposed_and_equal_f_linear():
     rounding, with or without a bias, and F.linear itself when gradients are on or the input is not a matrix."""
     weight, bias, x = torch.randn(48, 32), torch.randn(48), torch.randn(3, 32)
     for b in (bias, None):
-        layer = fast.PackedLinear(weight, b)
+        layer = packed_linear.PackedLinear(weight, b)
         assert layer.packed is None and layer.weight_t.is_contiguous() and layer.weight_t.shape == (32, 48)
         with torch.inference_mode():
             assert torch.allclose(layer(x), torch.nn.functional.linear(x, weight, b), atol=1e-5)
@@ -186,10 +187,10 @@ def test_unpacked_step_weights_multiply_transposed_and_equal_f_linear():
 
 
 
-@pytest.mark.skipif(not fast.PREPACK, reason="this torch build has no fbgemm")
+@pytest.mark.skipif(not packed_linear.PREPACK, reason="this torch build has no fbgemm")
 def test_prepacked_decoding_gives_the_same_captions(monkeypatch):
     """A float16-stored model decodes to the same tokens and scores with and without the prepacked path."""
-    monkeypatch.setattr(fast, "PACKED_MIN_WEIGHTS", 0)  # the tiny models' weights are all small
+    monkeypatch.setattr(packed_linear, "PACKED_MIN_WEIGHTS", 0)  # the tiny models' weights are all small
     teacher, student = make_tiny_models(0)
     clips = [tone(2.0, freq=300), tone(1.2, freq=700)]
     for model in (teacher, student):
@@ -197,23 +198,24 @@ def test_prepacked_decoding_gives_the_same_captions(monkeypatch):
         fast_captions = model.caption_batch(clips, DecodingOptions(beam_size=3, max_length=12))
         plan = model.decoder.__dict__["_step_plan"][1]  # decoding steps go through the packed weights
         assert plan.layers[0].qkv.packed is not None and plan.logits.packed is not None
-        monkeypatch.setattr(fast, "PREPACK", False)
+        monkeypatch.setattr(packed_linear, "PREPACK", False)
         plain = model.caption_batch(clips, DecodingOptions(beam_size=3, max_length=12))
-        monkeypatch.setattr(fast, "PREPACK", True)
+        monkeypatch.setattr(packed_linear, "PREPACK", True)
         assert [c.tokens for c in fast_captions] == [c.tokens for c in plain]
         assert [c.score for c in fast_captions] == pytest.approx([c.score for c in plain], abs=1e-4)
 
 
 @pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("frames", [4, 40])  # clips x heads x frames <= width: absorbed cross-attention; above: projected
+# clips x heads x frames <= width: absorbed cross-attention; above: projected
+@pytest.mark.parametrize("frames", [4, 40])
 def test_decoding_step_matches_teacher_forcing(packed, frames, monkeypatch):
     """`step` (fused q/k/v, a clip's hypotheses sharing its memory, stacked self-attention cache, reordering, both
     cross-attention forms) gives the logits teacher-forced `forward` gives for the same prefixes, with padded clips
     of different lengths."""
     from eacap.models.decoder import AbsorbedCross, ProjectedCross
     teacher, student = make_tiny_models(1)
-    monkeypatch.setattr(fast, "PREPACK", packed and fast.PREPACK)
-    monkeypatch.setattr(fast, "PACKED_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(packed_linear, "PREPACK", packed and packed_linear.PREPACK)
+    monkeypatch.setattr(packed_linear, "PACKED_MIN_WEIGHTS", 0)
     for model in (teacher, student):
         if packed:
             _round_to_half(model)
@@ -284,12 +286,14 @@ def test_save_load_round_trip_is_identical(tmp_path):
     clip = tone(2.5, freq=500)
     for model in (teacher, student):
         folder = save_checkpoint(model, tmp_path / model.role)
-        assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "tokenizer.json"]
+        files = ["README.md", "config.json", "model.safetensors", "tokenizer.json"]
+        assert sorted(p.name for p in folder.iterdir()) == files
         loaded = load_model(folder)
         assert loaded.config == model.config
         w = torch.from_numpy(clip)[None]
         with torch.inference_mode():
-            assert torch.equal(model.encode(w, torch.tensor([w.shape[1]]))[0], loaded.encode(w, torch.tensor([w.shape[1]]))[0])
+            n = torch.tensor([w.shape[1]])
+            assert torch.equal(model.encode(w, n)[0], loaded.encode(w, n)[0])
         a = model.caption_batch([clip], DecodingOptions(3, 10))[0]
         b = loaded.caption_batch([clip], DecodingOptions(3, 10))[0]
         assert (a.text, a.score) == (b.text, b.score)
@@ -388,7 +392,7 @@ def test_relu_variants_decode_and_encode_like_their_training_graphs():
     """The "lite" student's ReLU activations: the decoder's step matches teacher forcing and the CNN's fused inference
     network matches its training graph, as for the GELU / SiLU defaults; an unknown activation is a clear error."""
     from eacap.models.decoder import CaptionDecoder, DecoderConfig
-    from eacap.models.student import EfficientNetConfig, EfficientNetEncoder, StageConfig
+    from eacap.models.efficientnet import EfficientNetConfig, EfficientNetEncoder, StageConfig
     torch.manual_seed(0)
     decoder = CaptionDecoder(DecoderConfig(20, memory_dim=8, width=16, layers=2, heads=2, ffn=32, dropout=0.0,
                                            activation="relu")).eval()
@@ -399,8 +403,9 @@ def test_relu_variants_decode_and_encode_like_their_training_graphs():
         for position in range(6):
             assert torch.allclose(decoder.step(tokens[:, position: position + 1], position, state),
                                   expected[:, position], atol=1e-4)
-    encoder = EfficientNetEncoder(EfficientNetConfig(n_mels=16, stem=8, stages=(StageConfig(8, 1, 2, 3, 1), StageConfig(16, 2, 2)),
-                                                     out_dim=16, activation="relu")).eval()
+    stages = (StageConfig(8, 1, 2, 3, 1), StageConfig(16, 2, 2))
+    encoder = EfficientNetEncoder(EfficientNetConfig(n_mels=16, stem=8, stages=stages, out_dim=16,
+                                                     activation="relu")).eval()
     features, frames = torch.randn(2, 16, 40), torch.tensor([40, 40])
     trained = encoder(features, frames)[0].detach()  # grad enabled: the training graph (BatchNorm in eval mode)
     with torch.inference_mode():

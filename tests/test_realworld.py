@@ -4,12 +4,12 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import tone
+
 from eacap import load_model
 from eacap.decoding import DecodingOptions
 from eacap.metrics import repeated_classes, sound_naming
-from train.stages import realworld
+from train.core import held_out
 from train.corpus.manifest import Clip, load_classes, write_manifest
 
 
@@ -21,37 +21,38 @@ def bank(tmp_path):
         file = f"clips/{label}/{i:012x}.flac"
         (tmp_path / "clips" / label).mkdir(parents=True, exist_ok=True)
         sf.write(tmp_path / file, audio.astype(np.float32), 16000)
-        clips.append(Clip(f"{i:012x}", label, file, "some-package", f"sounds/{label}{i}.ogg", "CC0", len(audio) / 16000))
+        clips.append(Clip(f"{i:012x}", label, file, "some-package", f"sounds/{label}{i}.ogg", "CC0",
+                          len(audio) / 16000))
     write_manifest(tmp_path, clips)
     return tmp_path
 
 
 def test_items_are_singles_and_mixes_of_different_classes(bank):
-    items = realworld.build_items(bank, mixes=4)
+    items = held_out.build_items(bank, mixes=4)
     singles = [i for i in items if i["kind"] == "single"]
     mixes = [i for i in items if i["kind"] == "mix"]
     assert len(singles) == 4 and len(mixes) == 4
     assert all(len(set(m["events"])) == 2 for m in mixes)
-    assert items == realworld.build_items(bank, mixes=4)  # the same split on every machine
-    audio = realworld.render(mixes[0], bank)
+    assert items == held_out.build_items(bank, mixes=4)  # the same split on every machine
+    audio = held_out.render(mixes[0], bank)
     assert audio.dtype == np.float32 and 0 < len(audio) <= 10 * 16000 and np.abs(audio).max() <= 0.99
 
 
 def test_missing_bank_says_how_to_build_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="soundbank --held-out"):
-        realworld.build_items(tmp_path / "none")
+        held_out.build_items(tmp_path / "none")
 
 
 def test_references_come_from_the_class_table():
     classes = load_classes()
-    assert realworld.reference(["dog"], classes) == "a dog barks"
-    assert realworld.reference(["dog", "rain"], classes) == "a dog barks while rain falls"
+    assert held_out.reference(["dog"], classes) == "a dog barks"
+    assert held_out.reference(["dog", "rain"], classes) == "a dog barks while rain falls"
 
 
 def test_evaluate_scores_every_item(bank, tiny_checkpoints):
     model = load_model(tiny_checkpoints[1])
-    items = realworld.build_items(bank, mixes=2)
-    result = realworld.evaluate(model, items, DecodingOptions(beam_size=1, max_length=8), bank)
+    items = held_out.build_items(bank, mixes=2)
+    result = held_out.evaluate(model, items, DecodingOptions(beam_size=1, max_length=8), bank)
     assert result["all"]["n"] == 6 and result["single"]["n"] == 4 and result["mix"]["n"] == 2
     assert [c["id"] for c in result["captions"]] == [i["id"] for i in items]
     for key in ("names_all", "repeats", "event_precision", "event_recall"):
@@ -76,7 +77,7 @@ def test_fine_tune_probe_trains_only_what_it_should(bank, monkeypatch):
     import torch
 
     from eacap.features import TEACHER_FRONTEND, build_frontend
-    from eacap.models.teacher import WhisperEncoder, WhisperEncoderConfig
+    from eacap.models.whisper import WhisperEncoder, WhisperEncoderConfig
     from train.stages import encoder_probe
 
     monkeypatch.setattr(encoder_probe, "FINE_TUNE_STEPS", 5)
@@ -136,15 +137,15 @@ def test_probe_names_sounds_top1_for_singles_top2_for_mixes():
 
 
 def test_score_writes_the_results_file_and_prints_the_line(bank, tiny_checkpoints, tmp_path, capsys):
-    """`realworld.score` (used by `train realworld` and, after the test split, by `train evaluate`)."""
+    """`held_out.score` (used by `train realworld` and, after the test split, by `train evaluate`)."""
     from dataclasses import replace
 
     from train.core.config import PRESETS
 
     config = replace(PRESETS["tiny"], run_dir=tmp_path / "run")
     model = load_model(tiny_checkpoints[1])
-    result = realworld.score(config, tiny_checkpoints[1], model, DecodingOptions(beam_size=1, max_length=8), bank,
-                             tag="_x", items=realworld.build_items(bank, mixes=2))
+    result = held_out.score(config, tiny_checkpoints[1], model, DecodingOptions(beam_size=1, max_length=8), bank,
+                             tag="_x", items=held_out.build_items(bank, mixes=2))
     written = list((tmp_path / "run" / "results").glob("realworld_*_x.json"))
     assert len(written) == 1 and json.loads(written[0].read_text())["all"] == result["all"]
     assert "cross-source: names every sound" in capsys.readouterr().out

@@ -10,8 +10,18 @@ import pytest
 from train.corpus import mixing, scenes
 from train.corpus.grammar import mentioned_labels
 from train.corpus.manifest import read_manifest
-from train.corpus.scenes import (FIXTURE_CLASSES, SAMPLE_RATE, Preset, SceneError, build_scenes, db, frame_energy,
-                          make_fixture_bank, render_component, render_scene)
+from train.corpus.scenes import (
+    FIXTURE_CLASSES,
+    SAMPLE_RATE,
+    Preset,
+    SceneError,
+    build_scenes,
+    db,
+    frame_energy,
+    make_fixture_bank,
+    render_component,
+    render_scene,
+)
 
 SMALL = Preset(train=24, val=10, test=10, audio_only=12)
 
@@ -206,9 +216,10 @@ def test_extra_preset_mixes_from_the_extra_bank(tmp_path, capsys, monkeypatch):
 def test_a_run_can_keep_a_saved_tokenizer(corpus, tmp_path):
     """tokenizer_from: the run's tokenizer is that file (same ids), if it knows the corpus's words; else an error."""
     from dataclasses import replace
+
     from eacap.tokenizer import CaptionTokenizer
     from train.core.config import PRESETS
-    from train.stages.cache import build_tokenizer
+    from train.core.models import build_tokenizer
     captions = [c for spec in read_jsonl(corpus / "train.jsonl") for c in spec["captions"]]
     saved = CaptionTokenizer.train(reversed(captions))
     saved.save(tmp_path / "saved.json")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from train.corpus import extract, soundbank, soundbank_generate as gen
+from train.corpus import extract, soundbank
+from train.corpus import soundbank_generate as gen
 from train.corpus.manifest import Clip, load_classes, read_manifest, write_manifest
 
 SR = soundbank.SAMPLE_RATE
@@ -223,7 +224,8 @@ def test_generated_sources_wait_for_every_recorded_source(tmp_path, package_dir,
     failed (they would be kept, and a clean build would then give another corpus); the rerun builds them."""
     folder, rules = package_dir
     calls = []
-    generated = soundbank.Source("fill", "generate", generate=lambda staging, context: calls.append(dict(context.real_counts)) or [])
+    generated = soundbank.Source("fill", "generate",
+                                 generate=lambda staging, context: calls.append(dict(context.real_counts)) or [])
     broken = soundbank.Source("broken", "local", "GPL-2+", spec=str(tmp_path / "missing"))
     good = soundbank.Source("fixture", "local", "GPL-2+", spec=str(folder))
     bank = tmp_path / "bank"

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_tiny_models, tone
+
 from eacap import load_model, save_checkpoint
 from eacap.checkpoint import CheckpointError
 from eacap.decoding import DecodingOptions

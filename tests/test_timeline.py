@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import tone
+
 from eacap import load_audio, load_model
 from eacap.audio import SILENCE_CAPTION, AudioError, open_stream, silence_level
 from eacap.decoding import DecodingOptions
 from eacap.models.caption_model import Caption
-from eacap.timeline import (Timeline, caption_timeline, clock_time, merge_segments, owned_spans, render,
-                            window_starts)
+from eacap.timeline import Timeline, caption_timeline, clock_time, merge_segments, owned_spans, render, window_starts
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = DecodingOptions(beam_size=1, max_length=6)
@@ -246,7 +245,10 @@ def test_block_repeats_bans_what_would_complete_a_seen_ngram():
     from eacap.decoding import block_repeats
 
     history = torch.tensor([[5, 6, 5, 7, 5], [1, 2, 3, 1, 2]])
-    banned = lambda n: (block_repeats(torch.zeros(2, 10), history, n) == float("-inf")).nonzero().tolist()  # noqa: E731
+
+    def banned(n):
+        return (block_repeats(torch.zeros(2, 10), history, n) == float("-inf")).nonzero().tolist()
+
     assert banned(2) == [[0, 6], [0, 7], [1, 3]]
     assert banned(3) == [[1, 3]]
     assert banned(1) == [[0, 5], [0, 6], [0, 7], [1, 1], [1, 2], [1, 3]]

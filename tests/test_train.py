@@ -20,9 +20,10 @@ import torch
 from safetensors.torch import load_file
 
 import eacap
-from train.stages import pipeline, runs, student, teacher
+from train.core import models, runs
 from train.core.config import PRESETS, Schedule
 from train.core.trainer import Trainer
+from train.stages import pipeline, student, teacher
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -50,7 +51,8 @@ def test_all_stages_run_and_losses_go_down(tiny_run):
     config, work, timings = tiny_run
     for stage in ("scenes", "cache", "teacher", "pseudo", "student", "evaluate", "export"):
         assert stage in timings
-    for log in (config.run_dir / "teacher" / "log.jsonl", config.run_dir / "students" / "seq_contrastive_audio_seed0" / "log.jsonl"):
+    for log in (config.run_dir / "teacher" / "log.jsonl",
+                config.run_dir / "students" / "seq_contrastive_audio_seed0" / "log.jsonl"):
         values = losses(log)
         assert len(values) == config.teacher.steps
         assert np.mean(values[-10:]) < 0.8 * np.mean(values[:10]), log
@@ -147,7 +149,7 @@ def test_every_kd_variant_trains(tiny_run, tmp_path, kd, fraction):
 def test_other_shape_students_train_and_reload_with_their_architecture(tiny_run, tmp_path, shape, hop, layers):
     """--shape fast|lite|slim: its own run name, its architecture recorded in the run, and evaluation rebuilds that one
     (the tiny preset's decoder already has one layer and is narrower than 128)."""
-    from train.stages.runs import load_run_model
+    from train.core.models import load_run_model
     config, work, _ = tiny_run
     os.chdir(work)
     try:
@@ -213,8 +215,8 @@ def test_prune_into_keeps_the_first_layers_and_the_strongest_ffn_units():
 def test_init_from_a_trained_student_is_recorded_and_reproducible(tiny_run, tmp_path):
     """`student --shape slim --init-from <run>`: a `_pruned` run that starts from that run's weights, says so in
     init.json, the model card and the command; resuming it from another source is refused."""
+    from train.core.models import load_run_model
     from train.stages import export
-    from train.stages.runs import load_run_model
     config, work, _ = tiny_run
     os.chdir(work)
     try:
@@ -274,7 +276,8 @@ def test_spec_augment_time_stripes_cover_the_same_duration_at_any_hop(tiny_run, 
     seen = {}
     real = data.spec_augment_masks
     monkeypatch.setattr(data, "spec_augment_masks",
-                        lambda frames, n_mels, rng, spec: seen.setdefault(frames, spec) and real(frames, n_mels, rng, spec))
+                        lambda frames, n_mels, rng, spec: (seen.setdefault(frames, spec)
+                                                           and real(frames, n_mels, rng, spec)))
     try:
         config = dataclasses.replace(config, spec_augment=(64, 2, 8, 2))
         items = data.load_split(config, "train")
@@ -298,7 +301,7 @@ def test_teacher_restores_from_its_checkpoint_and_checkpoints_evaluate(tiny_run,
         record = teacher.restore(run, config.run_dir / "checkpoints" / "teacher")
         assert record["trained_by"] and (run.run_dir / "teacher" / "best.safetensors").is_file()
         assert teacher.run(run) == record  # no training: the restored teacher is the result
-        restored = teacher.load_trained_teacher(run).state_dict()
+        restored = models.load_trained_teacher(run).state_dict()
         exported = eacap.load_model(config.run_dir / "checkpoints" / "teacher").state_dict()
         assert all(torch.equal(restored[k], exported[k]) for k in exported)
         result = evaluate.evaluate(run, str(config.run_dir / "checkpoints" / "student"), meteor=False, sbert=False)
@@ -342,6 +345,7 @@ def test_whisper_base_preset_builds_a_wider_teacher_and_student_heads():
 def test_teacher_cache_rerecords_its_share_of_train_scenes(tiny_run, tmp_path):
     """teacher_augment: that share of train scenes is cached as a re-recorded copy (the same ones on every run);
     validation stays as recorded."""
+    from train.core.teacher_cache import HiddenCache
     from train.stages import cache
     config, work, _ = tiny_run
     os.chdir(work)
@@ -350,37 +354,37 @@ def test_teacher_cache_rerecords_its_share_of_train_scenes(tiny_run, tmp_path):
                                                                                           "pseudo", "checkpoints"))
         augmented = replace(config, run_dir=tmp_path / "aug", teacher_augment=0.5)
         cache.run(augmented, ("train", "val"))
-        clean_train, aug_train = cache.HiddenCache(config, "train"), cache.HiddenCache(augmented, "train")
+        clean_train, aug_train = HiddenCache(config, "train"), HiddenCache(augmented, "train")
         # A re-recorded neighbour changes a batch's padded length, which can move an output by a float16 rounding
         # step; a re-recorded scene differs by far more.
         differs = [np.abs(clean_train.data[i].astype(np.float32) - aug_train.data[i]).max() > 0.05
                    for i in range(len(clean_train.ids))]
         assert 0.25 < np.mean(differs) < 0.8, f"{np.mean(differs):.0%} of train scenes re-recorded, expected ~50%"
         assert aug_train.meta["rerecorded_share"] == 0.5
-        assert np.array_equal(cache.HiddenCache(config, "val").data, cache.HiddenCache(augmented, "val").data)
+        assert np.array_equal(HiddenCache(config, "val").data, HiddenCache(augmented, "val").data)
         again = replace(augmented, run_dir=tmp_path / "again")
         shutil.copytree(tmp_path / "aug", tmp_path / "again", ignore=shutil.ignore_patterns("cache"))
         cache.run(again, ("train",))
-        assert np.array_equal(cache.HiddenCache(again, "train").data, aug_train.data)
+        assert np.array_equal(HiddenCache(again, "train").data, aug_train.data)
     finally:
         os.chdir(REPO)
 
 
 def test_bad_recipe_is_a_clear_error():
-    done = subprocess.run([sys.executable, "-m", "train", "student", "--preset", "tiny", "--kd", "none", "--audio-only"],
-                          cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "train", "student", "--preset", "tiny", "--kd", "none",
+                           "--audio-only"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 2 and "--audio-only needs a KD target" in done.stderr
 
 
 def test_real_sounds_and_report(tiny_run):
     """Captions of the app's examples and of fresh TTS speech land in the report, teacher next to student."""
-    from train.stages import real_sounds, report
+    from train.stages import report, side_by_side
 
     config, work, _ = tiny_run
     os.chdir(work)
     try:
-        rows = json.loads(real_sounds.run(config).read_text())
-        assert len(rows) >= len(list(real_sounds.EXAMPLES.glob("*.flac")))
+        rows = json.loads(side_by_side.run(config).read_text())
+        assert len(rows) >= len(list(side_by_side.EXAMPLES.glob("*.flac")))
         assert all(isinstance(r["teacher"], str) and r["student_ms"] > 0 for r in rows)
         text = report.report(config).read_text()
         assert "## Real sounds" in text and rows[0]["file"] in text
@@ -455,8 +459,8 @@ def test_sigterm_stops_with_a_checkpoint_and_the_same_command_resumes(tmp_path, 
 
 def test_report_leads_with_the_cross_source_test(tiny_run, tmp_path):
     """realworld_*.json and encoder_probe.json become the report's first tables, and are never read as model rows."""
-    from train.stages import report
     from train.core.data import run_path
+    from train.stages import report
 
     config, work, _ = tiny_run
     os.chdir(work)
@@ -470,7 +474,8 @@ def test_report_leads_with_the_cross_source_test(tiny_run, tmp_path):
         written[0].write_text(json.dumps({"model": "teacher", "all": score, "single": score, "mix": {},
                                           "sources": ["pkg-a"], "options": {"no_repeat_ngram_size": 2,
                                                                                   "no_repeat_sounds": True}}))
-        probe = {"linear": {"accuracy": 0.5, "balanced_accuracy": 0.4}, "knn": {"accuracy": 0.3, "balanced_accuracy": 0.2},
+        probe = {"linear": {"accuracy": 0.5, "balanced_accuracy": 0.4},
+                 "knn": {"accuracy": 0.3, "balanced_accuracy": 0.2},
                  "dim": 8, "seconds_per_clip": 0.01}
         top = {"frozen": {"accuracy": 0.25, "balanced_accuracy": 0.5}, "fine-tuned": {"accuracy": 0.75,
                                                                                       "balanced_accuracy": 1.0}}
@@ -482,7 +487,8 @@ def test_report_leads_with_the_cross_source_test(tiny_run, tmp_path):
         text = report.report(config).read_text()
         assert text.index("## Cross-source test") < text.index("## Every model trained")
         assert "| teacher | n-gram 2 + sounds | 33.3% | 33.3% | 0.0% | 0.50 / 0.25 | 0.0% | 0.400 |" in text
-        assert "| teacher (`--preset whisper_base`) | n-gram 2 + sounds | 33.3% |" in text  # a candidate of another preset follows
+        # a candidate of another preset follows
+        assert "| teacher (`--preset whisper_base`) | n-gram 2 + sounds | 33.3% |" in text
         assert "| Whisper base, frozen | 8 | 50.0% | 40.0% | 30.0% | 20.0% | 10 ms |" in text
         assert "| YAMNet * | 8 | 50.0% |" in text  # an encoder from a package the project does not install
         assert "| Whisper base, augmented | 25.0% (50.0%) | 75.0% (100.0%) |" in text

@@ -16,14 +16,16 @@ from torch import nn
 
 from ..audio import SILENCE_CAPTION, silence_level
 from ..decoding import DecodingOptions, decode
+from ..devices import synchronize
 from ..features import FrontendConfig, build_frontend
 from ..sounds import SoundWords, check_keywords
 from ..tokenizer import CaptionTokenizer
 from .decoder import CaptionDecoder, DecoderConfig
-from .student import EfficientNetConfig, EfficientNetEncoder
-from .teacher import WhisperEncoder, WhisperEncoderConfig
+from .efficientnet import EfficientNetConfig, EfficientNetEncoder
+from .whisper import WhisperEncoder, WhisperEncoderConfig
 
-ENCODERS = {"whisper": (WhisperEncoderConfig, WhisperEncoder), "efficientnet": (EfficientNetConfig, EfficientNetEncoder)}
+ENCODERS = {"whisper": (WhisperEncoderConfig, WhisperEncoder),
+            "efficientnet": (EfficientNetConfig, EfficientNetEncoder)}
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        """Raises KeyError/TypeError/ValueError on a malformed config; checkpoint.py turns those into CheckpointError."""
+        """Raises KeyError/TypeError/ValueError on a malformed config; checkpoint.py turns those into
+        CheckpointError."""
         if data["role"] not in ("teacher", "student"):
             raise ValueError(f"role must be 'teacher' or 'student', got {data['role']!r}")
         encoder = dict(data["encoder"])
@@ -72,10 +75,15 @@ class Caption:
 
 
 class CaptionModel(nn.Module):
-    def __init__(self, config: ModelConfig, tokenizer: CaptionTokenizer | None = None):
+    def __init__(self, config: ModelConfig, tokenizer: CaptionTokenizer | None = None, source: str = ""):
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
+        # Where the model was loaded from (a checkpoint folder or Hub id; "" for one built in memory): what results
+        # name it by.
+        self.source = source
+        # Whether the model has had its first, untimed pass, which pays one-off costs (`eacap.compare.warm_up`).
+        self.warmed_up = False
         if tokenizer is not None and tokenizer.vocab_size != config.decoder.vocab_size:
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} words but the decoder expects "
                              f"{config.decoder.vocab_size}: they do not belong together")
@@ -119,22 +127,39 @@ class CaptionModel(nn.Module):
 
     # -- the pipeline, stage by stage -----------------------------------------------------------------------
 
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.embed.weight.device
+
+    def half_precision(self) -> "CaptionModel":
+        """The encoder and decoder in float16 (a GPU's fast path); the front-end and the KD heads stay float32.
+        Features are cast on their way into the encoder, and decoding scores in float32 (`decode`)."""
+        self.encoder.half()
+        self.decoder.half()
+        return self
+
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.frontend(waveforms, lengths)
 
     def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Waveforms [B, N] (16 kHz) and sample lengths [B] -> frame embeddings [B, T, D] and frame lengths [B]."""
-        return self.encoder(*self.features(waveforms, lengths))
+        return self.run_encoder(*self.features(waveforms, lengths))
+
+    def run_encoder(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder over front-end features, in the encoder's own precision."""
+        return self.encoder(features.to(self.decoder.embed.weight.dtype), lengths)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher-forced next-token logits [B, L, V] for captions `tokens` [B, L] that start with <s>."""
         frames, frame_lengths = self.encode(waveforms, lengths)
         return self.decoder(tokens, frames, frame_lengths)
 
-    def kd_embedding(self, frames: torch.Tensor, lengths: torch.Tensor, side: str) -> torch.Tensor:
-        """Frames of this student's encoder (side="student") or of the teacher's (side="teacher") in the KD space."""
+    def kd_embedding(self, frames: torch.Tensor, side: str) -> torch.Tensor:
+        """Frames of this student's encoder (side="student") or of the teacher's (side="teacher") in the KD space,
+        frame by frame: [..., D] -> [..., kd.dim]."""
         if self.config.kd is None:
-            raise ValueError(f"this {self.role} model has no KD heads: only a distilled student checkpoint carries them")
+            raise ValueError(f"this {self.role} model has no KD heads: only a distilled student checkpoint carries "
+                             "them")
         proj = self.student_proj if side == "student" else self.teacher_proj
         return proj(frames)
 
@@ -178,12 +203,11 @@ class CaptionModel(nn.Module):
         """
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer: load it with eacap.load_model(), which attaches one")
-        device = next(self.parameters()).device
-        batch, lengths = pad_batch(waveforms, device)
-        clock = StageClock()
+        batch, lengths = pad_batch(waveforms, self.device)
+        clock = StageClock(self.device)
         feats, feat_lengths = self.features(batch, lengths)
         clock.lap("frontend")
-        frames, frame_lengths = self.encoder(feats, feat_lengths)
+        frames, frame_lengths = self.run_encoder(feats, feat_lengths)
         clock.lap("encoder")
         hyps = decode(self.decoder, frames, frame_lengths, self.tokenizer.special, options, self.sound_words)
         clock.lap("decoder")
@@ -208,24 +232,27 @@ class BatchRun:
 
 
 def pad_batch(waveforms, device) -> tuple[torch.Tensor, torch.Tensor]:
-    tensors = [torch.as_tensor(np.asarray(w, dtype=np.float32)) if not torch.is_tensor(w) else w.float() for w in waveforms]
+    tensors = [torch.as_tensor(np.asarray(w, dtype=np.float32)) if not torch.is_tensor(w) else w.float()
+               for w in waveforms]
     if not tensors or any(t.ndim != 1 or t.numel() == 0 for t in tensors):
         raise ValueError("expected a non-empty list of 1-D non-empty waveforms (16 kHz mono)")
-    lengths = torch.tensor([t.numel() for t in tensors], device=device)
-    batch = torch.zeros(len(tensors), int(lengths.max()), device=device)
+    lengths = torch.tensor([t.numel() for t in tensors])
+    batch = torch.zeros(len(tensors), int(lengths.max()))
     for row, t in enumerate(tensors):
-        batch[row, : t.numel()] = t.to(device)
-    return batch, lengths
+        batch[row, : t.numel()] = t.cpu()
+    return batch.to(device), lengths.to(device)  # one copy to a GPU, not one per clip
 
 
 class StageClock:
-    """Wall-clock seconds per named stage, measured back to back."""
+    """Wall-clock seconds per named stage, measured back to back; on a GPU each lap waits for the stage's work."""
 
-    def __init__(self):
+    def __init__(self, device: torch.device = torch.device("cpu")):
+        self.device = device
         self.seconds: dict[str, float] = {}
         self._last = time.perf_counter()
 
     def lap(self, stage: str) -> None:
+        synchronize(self.device)
         now = time.perf_counter()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
         self._last = now

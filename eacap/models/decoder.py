@@ -1,15 +1,15 @@
 """The caption decoder: a pre-LN Transformer decoder over encoder frames, with tied word embeddings.
 
 Teacher and student use this same module with different sizes. `forward` is teacher-forced training;
-`start` + `step` decode one token at a time with a key/value cache (cross-attention keys and values are
-computed once per clip and shared by all of its hypotheses, self-attention keys and values grow by one position
-per step), which is what makes beam search cheap enough to time both models fairly through the same code.
+`start` + `step` decode one token at a time with key/value caches: cross-attention keys and values are computed
+once per clip and shared by all of its hypotheses; self-attention keys and values live in one tensor allocated for
+the longest caption, written one position per step. Beam search (eacap.decoding) drives both.
 
 `step` is the inference twin of `DecoderLayer.forward` for one new position: the same arithmetic written as
 direct tensor calls on weights gathered once per decoding call (`StepPlan`), with the self-attention's query,
-key and value products fused into one. At batch x beam rows every layer call is a few microseconds of work, so
-what a step costs is mostly how many operations it dispatches; the plan halves that. `step` is tested against
-`forward` (same logits to float rounding).
+key and value products fused into one. At batch x beam rows every layer call is a few microseconds of work:
+what a step costs is mostly how many operations it dispatches, so the plan keeps that number small. `step` is
+tested against `forward` (same logits to float rounding).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import activation
-from .fast import Linear, PackedLinear, cached_by_weights, linear
+from .packed_linear import Linear, PackedLinear, cached_by_weights, linear
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,8 @@ class CaptionDecoder(nn.Module):
     def memory(self, frames: torch.Tensor, lengths: torch.Tensor):
         """Project encoder frames once; returns per-layer cross-attention (k, v) and the key padding mask."""
         memory = self.memory_proj(frames)
-        return [layer.cross_attn.keys_values(memory) for layer in self.layers], self.memory_mask(lengths, frames.shape[1])
+        keys_values = [layer.cross_attn.keys_values(memory) for layer in self.layers]
+        return keys_values, self.memory_mask(lengths, frames.shape[1])
 
     def forward(self, tokens: torch.Tensor, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: tokens [B, L] (starting with <s>) -> next-token logits [B, L, V].
@@ -147,22 +148,26 @@ class CaptionDecoder(nn.Module):
         rows, heads, width = frames.shape[0] * group, self.config.heads, self.config.width
         cross_kind = AbsorbedCross if frames.shape[0] * heads * frames.shape[1] <= width else ProjectedCross
         cross = [cross_kind(layer, k, v, memory_mask, heads, group) for layer, (k, v) in zip(plan.layers, memory_kv)]
-        empty = frames.new_zeros(2, rows, heads, 0, width // heads)
-        return DecodeState(plan, cross, group, [empty] * len(self.layers))
+        # Every layer's self-attention keys and values for every position a caption can reach, allocated once:
+        # a step writes one position in place, and beam search reorders all layers in one call.
+        shape = (len(self.layers), 2, rows, heads, self.config.max_length, width // heads)
+        return DecodeState(plan, cross, group, frames.new_empty(shape), frames.new_empty(shape))
 
     def step(self, tokens: torch.Tensor, position: int, state: "DecodeState") -> torch.Tensor:
         """One decoding step: tokens [N, 1] at `position` -> logits [N, V]; `state` gains this position."""
         if position >= self.config.max_length:
-            raise ValueError(f"caption of {position + 1} tokens exceeds the decoder's maximum of {self.config.max_length}")
+            raise ValueError(f"caption of {position + 1} tokens exceeds the decoder's maximum of "
+                             f"{self.config.max_length}")
         plan, n = state.plan, tokens.shape[0]
         heads, width = self.config.heads, self.config.width
-        x = plan.embed[tokens[:, 0]] + self.positions[position]
+        x = plan.embed.index_select(0, tokens.view(n)) + self.positions[position]
+        state.length = position + 1
         for i, (layer, cross) in enumerate(zip(plan.layers, state.cross)):
             h = F.layer_norm(x, (width,), *layer.self_norm)
             qkv = layer.qkv(h).view(n, 3, heads, 1, -1)
-            kv = torch.cat([state.self_kv[i], qkv[:, 1:].transpose(0, 1)], dim=3)  # [2, N, H, t + 1, head_dim]
-            state.self_kv[i] = kv
-            y = F.scaled_dot_product_attention(qkv[:, 0], kv[0], kv[1])
+            kv = state.cache[i]                                       # [2, N, H, max_length, head_dim]
+            kv[:, :, :, position: position + 1] = qkv[:, 1:].transpose(0, 1)
+            y = F.scaled_dot_product_attention(qkv[:, 0], kv[0, :, :, : position + 1], kv[1, :, :, : position + 1])
             x = x + layer.self_out(y.view(n, width))
             x = x + cross(F.layer_norm(x, (width,), *layer.cross_norm))
             h = F.layer_norm(x, (width,), *layer.ffn_norm)
@@ -189,10 +194,9 @@ class AbsorbedCross:
     """The same cross-attention with W_q and W_o folded into each clip's keys and values once per decoding call:
     score(h, k) = h . (W_q^T k) + b_q . k and output = sum p (W_o v) + b_o, so a step costs two products of
     heads x frames per clip instead of two of width x width. Chosen when clips x heads x frames <= width: a compact
-    encoder output (the student's 16-32 frames per 10 s) at small batch. Measured on the fast student at batch 1:
-    155 -> 30 us per layer and step, 23.5 -> 21.8 ms per 20-token beam-3 decode (one thread, median of 25); at
-    batch 32 the per-clip products lose to the projections' single 96-row GEMMs (151 vs 172 ms), hence the clip
-    count in the rule. Equal to `ProjectedCross` to float rounding (tested)."""
+    encoder output (the student's 8 frames per 10 s) at small batch. At many clips the per-clip products lose to the
+    projections' single GEMM over all rows, hence the clip count in the rule (docs/performance.md has the numbers).
+    Equal to `ProjectedCross` to float rounding (tested)."""
 
     def __init__(self, layer: "LayerPlan", keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
                  heads: int, group: int):
@@ -247,10 +251,11 @@ class StepPlan:
         layers = []
         for layer in decoder.layers:
             sa, ca, ffn = layer.self_attn, layer.cross_attn, layer.ffn
+            qkv = PackedLinear(torch.cat([sa.q.weight, sa.kv.weight]), torch.cat([sa.q.bias, sa.kv.bias]))
             layers.append(LayerPlan(
-                norm(layer.self_norm), PackedLinear(torch.cat([sa.q.weight, sa.kv.weight]), torch.cat([sa.q.bias, sa.kv.bias])),
-                PackedLinear(sa.out.weight, sa.out.bias), norm(layer.cross_norm), PackedLinear(ca.q.weight, ca.q.bias),
-                PackedLinear(ca.out.weight, ca.out.bias), norm(layer.ffn_norm), PackedLinear(ffn[0].weight, ffn[0].bias),
+                norm(layer.self_norm), qkv, PackedLinear(sa.out.weight, sa.out.bias),
+                norm(layer.cross_norm), PackedLinear(ca.q.weight, ca.q.bias), PackedLinear(ca.out.weight, ca.out.bias),
+                norm(layer.ffn_norm), PackedLinear(ffn[0].weight, ffn[0].bias),
                 PackedLinear(ffn[3].weight, ffn[3].bias)))
         embed = decoder.embed.weight.detach()
         return StepPlan(embed * math.sqrt(decoder.config.width), layers, norm(decoder.norm), PackedLinear(embed),
@@ -260,12 +265,18 @@ class StepPlan:
 @dataclass
 class DecodeState:
     """One decoding call's cache: each layer's cross-attention over the clips' encoder frames (computed once and
-    shared by each clip's `group` hypotheses) and its self-attention keys/values so far, [2, N, H, t, head_dim]."""
+    shared by each clip's `group` hypotheses) and every layer's self-attention keys/values, preallocated as
+    [layers, 2, N, heads, max_length, head_dim] of which the first `length` positions are written. `spare` has the
+    same shape: reordering gathers the written positions into it and swaps the two."""
     plan: StepPlan
     cross: list[ProjectedCross | AbsorbedCross]
     group: int
-    self_kv: list[torch.Tensor] = field(default_factory=list)
+    cache: torch.Tensor
+    spare: torch.Tensor
+    length: int = 0
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Hypothesis i continues hypothesis rows[i] (beam search keeps the best and drops the rest)."""
-        self.self_kv = [kv.index_select(1, rows) for kv in self.self_kv]
+        written = slice(0, self.length)
+        torch.index_select(self.cache[:, :, :, :, written], 2, rows, out=self.spare[:, :, :, :, written])
+        self.cache, self.spare = self.spare, self.cache

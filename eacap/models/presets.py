@@ -1,12 +1,13 @@
 """Named model sizes. "full" is what the shipped checkpoints use; "tiny" builds in milliseconds for tests and CI.
 
-Student shapes: "base" is the first shipped student; "fast" and "lite" are candidates for the issue's speed targets
-found with `python -m train speed-variants`:
+Student shapes: "base" is the CNN over 10 ms frames with a 2-layer d256 decoder (the decoder of Xu et al., Interspeech
+2024); "fast", "lite" and "slim" are faster shapes, compared with `python -m train speed-variants` (the shipped
+student is "slim"):
 - "fast": 20 ms hop (half the CNN input), a narrower CNN, a 1-layer FFN-512 decoder;
 - "lite": 40 ms frames (1024-sample window, 640 hop: a quarter of the CNN input) through the base CNN, and a
   2-layer d128 FFN-512 decoder, every weight of which is small enough for the plain float32 GEMM that decoding
-  steps run fastest on (`eacap.models.fast.PACKED_MIN_WEIGHTS`); ReLU instead of SiLU / GELU throughout (at batch
-  1 each activation call is tens of microseconds here, and the cheaper one saves ~3 ms of a ~36 ms caption);
+  steps run fastest on (`eacap.models.packed_linear.PACKED_MIN_WEIGHTS`); ReLU instead of SiLU / GELU throughout
+  (at batch 1 each activation call costs tens of microseconds on a CPU, and ReLU is the cheapest);
 - "slim": lite's 40 ms frames through the base CNN with the base activations, and a 1-layer d256 FFN-512 decoder
   (the decoder width kept, its depth and FFN cut): one change fewer than lite, to tell which of lite's costs quality.
 """
@@ -17,8 +18,8 @@ import dataclasses
 from ..features import STUDENT_FRONTEND, TEACHER_FRONTEND
 from .caption_model import KDConfig, ModelConfig
 from .decoder import DecoderConfig
-from .student import EfficientNetConfig, StageConfig
-from .teacher import WHISPER_ENCODER_CONFIGS, WhisperEncoderConfig
+from .efficientnet import EfficientNetConfig, StageConfig
+from .whisper import WHISPER_ENCODER_CONFIGS, WhisperEncoderConfig
 
 SIZES = ("full", "tiny")
 STUDENT_SHAPES = ("base", "fast", "lite", "slim")
@@ -42,7 +43,8 @@ def teacher_config(vocab_size: int, size: str = "full", encoder: str = "tiny.en"
         if encoder not in WHISPER_ENCODER_CONFIGS:
             raise ValueError(f"unknown teacher encoder {encoder!r}: expected one of {tuple(WHISPER_ENCODER_CONFIGS)}")
         encoder = WHISPER_ENCODER_CONFIGS[encoder]
-        decoder = DecoderConfig(vocab_size, memory_dim=encoder.width, width=384, layers=4, heads=6, ffn=1536, dropout=0.1)
+        decoder = DecoderConfig(vocab_size, memory_dim=encoder.width, width=384, layers=4, heads=6, ffn=1536,
+                                dropout=0.1)
     else:
         encoder = WhisperEncoderConfig(width=64, layers=2, heads=2, ffn=128)
         decoder = DecoderConfig(vocab_size, memory_dim=64, width=64, layers=1, heads=2, ffn=128, dropout=0.0)
@@ -50,8 +52,8 @@ def teacher_config(vocab_size: int, size: str = "full", encoder: str = "tiny.en"
 
 
 def student_config(vocab_size: int, size: str = "full", teacher_dim: int = 384, shape: str = "base") -> ModelConfig:
-    """The small EfficientNet-style CNN + a 2-layer d256 decoder (the paper's decoder), with KD heads; or, with
-    shape="fast", the faster variant of it (module docstring)."""
+    """The small EfficientNet-style CNN + a 2-layer d256 decoder, with KD heads; or, with `shape`, one of the faster
+    shapes (module docstring)."""
     _check(size)
     if shape not in STUDENT_SHAPES:
         raise ValueError(f"unknown student shape {shape!r}: expected one of {STUDENT_SHAPES}")
@@ -66,8 +68,9 @@ def student_config(vocab_size: int, size: str = "full", teacher_dim: int = 384, 
         decoder = DecoderConfig(vocab_size, memory_dim=encoder.out_dim, width=256, layers=2, heads=4, ffn=1024)
         kd = KDConfig(dim=256, teacher_dim=teacher_dim)
     else:
-        encoder = EfficientNetConfig(stem=8, stages=(StageConfig(8, 1, 1, 3, 1), StageConfig(16, 1, 2), StageConfig(16, 1, 2),
-                                                     StageConfig(24, 1, 2), StageConfig(24, 1, 2)), out_dim=32, dropout=0.0)
+        stages = (StageConfig(8, 1, 1, 3, 1), StageConfig(16, 1, 2), StageConfig(16, 1, 2), StageConfig(24, 1, 2),
+                  StageConfig(24, 1, 2))
+        encoder = EfficientNetConfig(stem=8, stages=stages, out_dim=32, dropout=0.0)
         decoder = DecoderConfig(vocab_size, memory_dim=32, width=32, layers=1, heads=2, ffn=64, dropout=0.0)
         kd = KDConfig(dim=16, teacher_dim=teacher_dim)
     return ModelConfig("student", STUDENT_FRONTEND, encoder, decoder, kd)

@@ -11,11 +11,12 @@ A model trained on a few thousand recordings learns their microphones, rooms and
 - **speed**: a 0.92-1.08 resampling, which moves pitch and tempo together as a tape or a different recorder would;
 - **gain**: -12 to +6 dB, then a peak guard.
 
-Everything is drawn from the `rng` given, so a training step's batch is the same on every run (`train.data`).
+Everything is drawn from the `rng` given, so a training step's batch is the same on every run (`train/core/data.py`).
 """
 from __future__ import annotations
 
 import numpy as np
+import soxr
 from scipy import signal
 
 SAMPLE_RATE = 16000
@@ -77,8 +78,6 @@ def coloured_noise(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def augment(wave: np.ndarray, rng: np.random.Generator, probabilities: dict[str, float] = PROBABILITIES) -> np.ndarray:
     """The waveform as another recording chain might have captured it (same length unless the speed changes)."""
-    import soxr
-
     wave = np.asarray(wave, dtype=np.float32)
     if wave.size < 2:
         return wave

@@ -11,6 +11,8 @@ import argparse
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from eacap.models.presets import teacher_config
+
 RUNS_ROOT = Path("data/runs")
 
 
@@ -51,13 +53,13 @@ class PipelineConfig:
     eval_max_length: int = 30
     token_kd_topk: int = 16          # teacher distribution kept per token for token-level KD
     spec_augment: tuple[int, int, int, int] = (64, 2, 8, 2)   # time width, time stripes, freq width, freq stripes
-    augment: float = 0.0         # share of training clips re-recorded by train.augment (EQ, reverb, noise, speed, gain)
-    teacher_encoder: str = "tiny.en"   # which pretrained Whisper encoder (eacap.models.teacher.WHISPER_ENCODER_CONFIGS)
+    augment: float = 0.0         # share of training clips re-recorded (core/augment.py: EQ, reverb, noise, speed, gain)
+    teacher_encoder: str = "tiny.en"   # which pretrained Whisper encoder (eacap.models.whisper.WHISPER_ENCODER_CONFIGS)
     teacher_augment: float = 0.0  # share of train scenes whose cached teacher-encoder output is of a re-recorded copy
     seed: int = 0
     audio_only_scenes: int | None = None   # use only the first N scenes of the audio-only pool (None: all)
     student_shape: str = "base"  # the shipped student's architecture (eacap.models.presets.STUDENT_SHAPES)
-    student_init: str | None = None  # the shape of the shipped-recipe student the shipped one starts from (None: random)
+    student_init: str | None = None  # shape of the shipped-recipe student the shipped one starts from (None: random)
     student_init_lr: float | None = None  # the peak lr of the shipped student when it starts from `student_init`
     tokenizer_from: str | None = None  # a saved tokenizer.json this run uses instead of one trained on its captions
     run_dir: Path = field(default=None)  # type: ignore[assignment]
@@ -68,7 +70,6 @@ class PipelineConfig:
 
     def teacher_model(self, vocab_size: int):
         """The teacher's architecture in this preset (eacap.models.presets.teacher_config)."""
-        from eacap.models.presets import teacher_config
         return teacher_config(vocab_size, self.model_size, encoder=self.teacher_encoder)
 
     def to_dict(self) -> dict:
@@ -80,8 +81,10 @@ class PipelineConfig:
 PRESETS = {
     "tiny": PipelineConfig(
         name="tiny", scenes="tiny", model_size="tiny", teacher_init="random", teacher_trainable_layers=1,
-        teacher=Schedule(steps=60, batch_size=8, lr=3e-3, warmup=10, eval_every=30, eval_clips=20, checkpoint_seconds=30),
-        student=Schedule(steps=60, batch_size=8, lr=3e-3, warmup=10, eval_every=30, eval_clips=20, checkpoint_seconds=30),
+        teacher=Schedule(steps=60, batch_size=8, lr=3e-3, warmup=10, eval_every=30, eval_clips=20,
+                         checkpoint_seconds=30),
+        student=Schedule(steps=60, batch_size=8, lr=3e-3, warmup=10, eval_every=30, eval_clips=20,
+                         checkpoint_seconds=30),
         max_caption_tokens=24, eval_max_length=20, token_kd_topk=8, spec_augment=(16, 1, 4, 1)),
     # Full: the Whisper encoder stays frozen (its outputs are cached once) and the teacher's decoder + final layer
     # norm are trained: on 2 CPU cores a trainable top layer costs ~2x per step (measured, README "Training").
@@ -91,7 +94,7 @@ PRESETS = {
         student=Schedule(steps=4000, batch_size=32, lr=1e-3, warmup=400, eval_every=500),
         tokenizer_min_count=2,
         # The shipped student is the slim shape (40 ms frames, 1-layer decoder: the speed targets), started from the
-        # base-shape student pruned (the quality target): CHANGELOG.md, commit 7f93cab.
+        # base-shape student pruned (the quality target); CHANGELOG.md says why.
         student_shape="slim", student_init="base", student_init_lr=5e-4),
 }
 # The candidate next teacher, for recordings from sources never heard in training: the full recipe over Whisper
@@ -106,7 +109,7 @@ PRESETS["whisper_base"] = replace(PRESETS["full"], name="whisper_base", run_dir=
 # from the shipped student (`--init-from checkpoints/student`).
 PRESETS["base_extra"] = replace(PRESETS["whisper_base"], name="base_extra", run_dir=RUNS_ROOT / "base_extra",
                                 scenes="extra", tokenizer_from="checkpoints/teacher/tokenizer.json")
-# Presets whose measured results are committed under train/results/<preset>/ (train.data.run_path).
+# Presets whose measured results are committed under train/results/<preset>/ (train.core.data.run_path).
 COMMITTED_RESULTS = ("full", "whisper_base", "base_extra")
 
 
@@ -115,7 +118,8 @@ def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, help="where this pipeline's files go (default: data/runs/<preset>)")
     parser.add_argument("--steps", type=int, help="override the stage's step budget")
     parser.add_argument("--seed", type=int, help="override the preset's seed")
-    parser.add_argument("--audio-only-scenes", type=int, help="use only the first N audio-only scenes (saves cache time)")
+    parser.add_argument("--audio-only-scenes", type=int,
+                        help="use only the first N audio-only scenes (saves cache time)")
     parser.add_argument("--augment", type=float, help="share (0-1) of training clips re-recorded with another EQ, "
                         "room, noise, speed and gain (train/core/augment.py; default: the preset's)")
 
@@ -123,7 +127,8 @@ def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of every training stage (teacher, student)."""
     add_preset_arguments(parser)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast: only for CPUs/GPUs with fast bf16 (on the development CPU it is 5-15x slower, see README)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast: only for CPUs/GPUs with fast bf16 (on the "
+                        "development CPU it is 5-15x slower, see README)")
     parser.add_argument("--stop-after", type=int, help="stop (with a resumable checkpoint) after this many steps")
     parser.add_argument("--lr", type=float, help="override the stage's peak learning rate")
 
@@ -141,7 +146,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     if getattr(args, "lr", None) is not None:
         if not 0 < args.lr < 1:
             raise SystemExit(f"--lr must be between 0 and 1, got {args.lr}")
-        config = replace(config, teacher=replace(config.teacher, lr=args.lr), student=replace(config.student, lr=args.lr))
+        config = replace(config, teacher=replace(config.teacher, lr=args.lr),
+                         student=replace(config.student, lr=args.lr))
     if getattr(args, "run_dir", None) is not None:
         config = replace(config, run_dir=Path(args.run_dir))
     return config

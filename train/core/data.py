@@ -1,6 +1,6 @@
 """Training data: caption sets with tokenized captions, batches built deterministically per step, SpecAugment.
 
-Items come from `train.datasets.load_caption_set` (scene corpus, Clotho or AudioCaps); audio is rendered or read
+Items come from `train.corpus.datasets.load_caption_set` (scene corpus, Clotho or AudioCaps); audio is rendered or read
 per batch in a background thread (`Prefetcher`) while the previous step trains.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 
 from eacap.tokenizer import CaptionTokenizer
 from train.core.config import COMMITTED_RESULTS, RUNS_ROOT, PipelineConfig
+from train.core.trainer import Dist, batch_indices, rank_slice, sample_rng
 from train.corpus.datasets import SCENES_ROOT, CaptionItem, item_waveform, load_caption_set
 from train.corpus.manifest import CLASSES_PATH, load_classes
-from train.core.trainer import Dist, batch_indices, rank_slice, sample_rng
 
 SPEC_AUGMENT_PURPOSE, CAPTION_PURPOSE, AUGMENT_PURPOSE, CACHE_AUGMENT_PURPOSE = 1, 2, 3, 4
 
@@ -53,8 +53,9 @@ def pick_caption(item: CaptionItem, seed: int, step: int, index: int) -> str:
     return item.captions[int(rng.integers(len(item.captions)))]
 
 
-def spec_augment_masks(frames: int, n_mels: int, rng: np.random.Generator, spec: tuple[int, int, int, int]) -> list[tuple]:
-    """Stripes to mask: ("t", start, end) and ("f", start, end), as in SpecAugment (method.md §1.3)."""
+def spec_augment_masks(frames: int, n_mels: int, rng: np.random.Generator,
+                       spec: tuple[int, int, int, int]) -> list[tuple]:
+    """Stripes to mask: ("t", start, end) and ("f", start, end), as in SpecAugment (docs/method.md §1.3)."""
     time_width, time_stripes, freq_width, freq_stripes = spec
     masks = []
     for axis, width, count, size in (("t", time_width, time_stripes, frames), ("f", freq_width, freq_stripes, n_mels)):
@@ -82,10 +83,10 @@ SPEC_AUGMENT_HOP = 160  # samples per frame that PipelineConfig.spec_augment's t
 
 
 def rerecorded(waves: list[np.ndarray], indices, share: float, seed: int, step: int, purpose: int) -> list[np.ndarray]:
-    """`waves` with a `share` of them re-recorded by train.augment, each choice drawn from (seed, step, index)."""
+    """`waves` with a `share` of them re-recorded by `augment`, each choice drawn from (seed, step, index)."""
     if share <= 0:
         return waves
-    from train.core.augment import augment
+    from train.core.augment import augment  # scipy.signal is slow to import; only re-recording runs need it
 
     rngs = [sample_rng(seed, step, int(i), purpose) for i in indices]
     return [augment(w, rng) if rng.random() < share else w for w, rng in zip(waves, rngs)]

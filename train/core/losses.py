@@ -1,10 +1,10 @@
-"""The distillation losses (method.md §1.4): L = w_sup L_sup + w_seq L_seq + w_tok L_tok + w_enc L_enc.
+"""The distillation losses (docs/method.md §1.4): L = w_sup L_sup + w_seq L_seq + w_tok L_tok + w_enc L_enc.
 
 - `caption_ce`: teacher-forced cross-entropy on a caption, padding masked. It is L_sup on human captions and
   L_seq (sequence-level KD) on the teacher's beam-3 captions: the same loss, different targets.
 - `token_kd`: decoder-level KD, KL from the teacher's next-token distributions (shared tokenizer) to the student's.
-- `mse_kd` / `contrastive_kd`: encoder-level KD on clip embeddings (time-mean of the encoder frames), after
-  `student_proj` and `teacher_proj` map both into one space.
+- `mse_kd` / `contrastive_kd`: encoder-level KD on clip embeddings (`clip_embedding`: the length-masked time-mean
+  of the encoder frames, the one pooling of train/), after `student_proj` and `teacher_proj` map both into one space.
 """
 from __future__ import annotations
 

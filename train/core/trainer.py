@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from eacap.metrics import caption_metrics
 from train.core.config import Schedule
 
 
@@ -70,6 +71,12 @@ def rank_slice(indices: np.ndarray, d: Dist) -> np.ndarray:
 
 def sample_rng(seed: int, step: int, index: int, purpose: int) -> np.random.Generator:
     return np.random.default_rng([seed, step, int(index), purpose])
+
+
+def validation_score(captions: dict[str, str], references: dict[str, list[str]]) -> float:
+    """The score runs are selected on: CIDEr-D of greedy captions of validation clips (no METEOR or SBERT, which
+    need Java or a sentence model and would slow every validation)."""
+    return float(caption_metrics(captions, references, meteor=False, sbert=False)["cider_d"])
 
 
 def lr_at(step: int, s: Schedule) -> float:
@@ -204,7 +211,8 @@ class Trainer:
                 self.optimizer.step()
                 self.step += 1
                 seconds = time.time() - tic
-                record = {"step": self.step, "lr": lr, "loss": float(loss.detach()), "grad_norm": grad_norm, "seconds": seconds,
+                record = {"step": self.step, "lr": lr, "loss": float(loss.detach()), "grad_norm": grad_norm,
+                          "seconds": seconds,
                           **{k: float(v) for k, v in logs.items()}}
                 bar.set_postfix(loss=f"{record['loss']:.3f}", s_per_step=f"{seconds:.2f}")
                 bar.update(1)

@@ -60,7 +60,8 @@ class CaptionItem:
 def item_waveform(item: CaptionItem) -> np.ndarray:
     """The item's audio as float32 mono 16 kHz (files longer than 30 s are cut, as the models' window)."""
     if item.audio_path is not None:
-        from eacap.audio import load_audio
+        from eacap.audio import load_audio  # eacap imports torch; the corpus stages run without it
+
         return load_audio(item.audio_path).waveform
     if item.scene is None:
         raise DatasetError(f"item {item.audio_id} has neither an audio file nor a scene spec")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from train.corpus.mixing import SILENCE_MIN_SECONDS
+
 MIN_WORDS, MAX_WORDS = 8, 20    # the range of Clotho captions and most AudioCaps ones
 N_CAPTIONS = 5
 MAX_TRIES = 400
@@ -251,7 +253,6 @@ def _compose(spec: dict, classes: dict, groups: list[list[Mention]], rng: np.ran
     # No background: the rest of the scene is silence, which is part of what is heard.
     silence = spec.get("silence", {})
     lead, tail = silence.get("lead", 0.0), silence.get("tail", 0.0)
-    from train.corpus.mixing import SILENCE_MIN_SECONDS
     if lead >= SILENCE_MIN_SECONDS and not is_nominal and not body.startswith("after ") and rng.random() < 0.5:
         body = _pick(rng, LEAD_SILENCE) + body
     elif tail >= SILENCE_MIN_SECONDS and rng.random() < 0.6:

@@ -9,6 +9,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+import librosa
 import numpy as np
 import soundfile as sf
 
@@ -74,7 +75,6 @@ def _read_clip(path: Path) -> np.ndarray:
                          "`python -m train soundbank`") from None
     audio = audio.mean(axis=1)
     if rate != SAMPLE_RATE:  # the bank is 16 kHz by contract; a hand-added clip may not be
-        import librosa
         audio = librosa.resample(audio, orig_sr=rate, target_sr=SAMPLE_RATE)
     return np.ascontiguousarray(audio, dtype=np.float32)
 
@@ -103,7 +103,8 @@ def _fade(segment: np.ndarray) -> np.ndarray:
 
 
 def _lowpass(segment: np.ndarray, cutoff_hz: float) -> np.ndarray:
-    from scipy.signal import butter, sosfilt
+    from scipy.signal import butter, sosfilt  # slow to import, and only low-passed components need it
+
     sos = butter(2, cutoff_hz, fs=SAMPLE_RATE, output="sos")
     return sosfilt(sos, segment).astype(np.float32)
 
@@ -174,7 +175,7 @@ def frame_energy(signal: np.ndarray) -> np.ndarray:
     padded = np.zeros(n, dtype=np.float32)
     padded[:len(signal)] = signal
     frames = padded.reshape(-1, FRAME)
-    # einsum squares and sums in one pass (a float64 copy of every scene component was the build's hot spot).
+    # einsum squares and sums in one pass: no float64 copy of every scene component, the build's hot spot.
     return np.einsum("ij,ij->i", frames, frames).astype(np.float64) / FRAME
 
 

@@ -22,6 +22,7 @@ Outputs under `data/scenes/<preset>/`: `<split>.csv` (Clotho layout: file_name, 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import math
@@ -35,13 +36,34 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from train.corpus.datacard import write_card
 from train.corpus.datasets import CAPTIONED_SPLITS, SPLITS, label_subset
+from train.corpus.grammar import CaptionError, write_captions
 from train.corpus.manifest import CLASSES_PATH, MANIFEST_NAME, Clip, load_classes, read_manifest, write_manifest
-from train.corpus.mixing import (AUDIBILITY_FLOOR_DB, AUDIBLE_FRACTION, AUDIBLE_LOCAL_SNR_DB, AUDIBLE_SECONDS,
-                                 BACKGROUND_AUDIBLE_SECONDS, FAINT_MARGIN_DB, FAINT_MAX_DB, FRAME, LOUD_MARGIN_DB,
-                                 LOUD_MIN_DB, PEAK_LIMIT, SAMPLE_RATE, SceneError, active_level_db, audibility,
-                                 count_bursts, db, event_segment, frame_energy, render_component, render_scene,
-                                 silence_runs)
+from train.corpus.mixing import (
+    AUDIBILITY_FLOOR_DB,
+    AUDIBLE_FRACTION,
+    AUDIBLE_LOCAL_SNR_DB,
+    AUDIBLE_SECONDS,
+    BACKGROUND_AUDIBLE_SECONDS,
+    FAINT_MARGIN_DB,
+    FAINT_MAX_DB,
+    FRAME,
+    LOUD_MARGIN_DB,
+    LOUD_MIN_DB,
+    PEAK_LIMIT,
+    SAMPLE_RATE,
+    SceneError,
+    active_level_db,
+    audibility,
+    count_bursts,
+    db,
+    event_segment,
+    frame_energy,
+    render_component,
+    render_scene,
+    silence_runs,
+)
 
 SPEC_VERSION = 1
 DEFAULT_BANK = Path("data/soundbank")
@@ -61,8 +83,8 @@ class Preset:
         return {"train": self.train, "val": self.val, "test": self.test, "audio_only": self.audio_only}
 
 
-# Full: the issue's minimum sizes. A 10 s scene renders in a few ms (measured in the README), so the size is
-# bounded by training time on 2 CPU cores, not by building; specs make a larger pool nearly free on disk.
+# Full: the shipped corpus. Rendering a scene is cheap next to a training step, so the size is bounded by
+# training time on 2 CPU cores, not by building; specs make a larger pool nearly free on disk.
 # Extra: the full sizes, mixed from the bank with the extra sources (`python -m train soundbank --extra`, 190 more
 # recordings of the cross-source test's classes): the corpus of the `base_extra` teacher (train/core/config.py).
 EXTRA_BANK = Path("data/soundbank_extra")
@@ -320,7 +342,6 @@ def make_scene(scene_id: str, split: str, index: int, seed: int, pool: _Pool, cl
                cfg: MixConfig = MIX, with_captions: bool = True) -> dict:
     """One scene spec, deterministic in (seed, split, index): draws again until every mentioned event is
     audible and the grammar can write five valid captions."""
-    from train.corpus.grammar import CaptionError, write_captions
     for attempt in range(cfg.max_attempts):
         rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), index, attempt]))
         spec = _measure(_draw_layout(rng, pool, classes, cfg), bank_root)
@@ -528,7 +549,6 @@ def build_scenes(bank: Path, out: Path, preset: str | Preset, seed: int = 0, cla
 
 
 def _write_csv(path: Path, specs: list[dict], captions: bool) -> None:
-    import csv
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -563,8 +583,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "extra (the full counts from the bank with --extra sources, "
                              f"{EXTRA_BANK}) or tiny (40/20/20/30, for CI)")
     parser.add_argument("--bank", type=Path, default=None,
-                        help=f"sound-bank root with {MANIFEST_NAME} (default: the preset's, {DEFAULT_BANK} or {EXTRA_BANK}; the tiny preset "
-                             "falls back to a generated fixture bank when it is missing)")
+                        help=f"sound-bank root with {MANIFEST_NAME} (default: the preset's, {DEFAULT_BANK} or "
+                             f"{EXTRA_BANK}; the tiny preset falls back to a generated fixture bank when it is "
+                             "missing)")
     parser.add_argument("--fixture-bank", action="store_true",
                         help="build from a generated synthetic fixture bank (tones, noise) instead of the real one")
     parser.add_argument("--classes", default=None,
@@ -573,7 +594,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="everything random derives from this (default 0)")
     parser.add_argument("--render", action="store_true",
                         help="also write every scene as 16-bit FLAC under <out>/audio/<split>/ (default: specs "
-                             "only, rendered on the fly by train.datasets)")
+                             "only, rendered on the fly by train/corpus/datasets.py)")
     parser.add_argument("--label-fraction", type=float, nargs="+", default=[0.1, 0.25, 0.5], metavar="F",
                         help="write nested train subsets train_<pct>pct.csv for these fractions (default 0.1 "
                              "0.25 0.5)")
@@ -613,7 +634,6 @@ def main(args: argparse.Namespace) -> int:
         return 1
     card = args.card or (Path(__file__).resolve().parents[1] / "DATA.md" if args.preset == "full" else None)
     if card:
-        from train.corpus.datacard import write_card
         write_card(out, card)
         print(f"dataset card: {card}", file=sys.stderr)
     splits = ", ".join(f"{k} {v['scenes']}" for k, v in summary["splits"].items())

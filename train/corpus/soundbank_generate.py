@@ -6,11 +6,13 @@ produces the same clips (and the same md5 clip ids).
 """
 from __future__ import annotations
 
+import hashlib
 import struct
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from train.corpus.manifest import SAMPLE_RATE, Context, SoundBankError, Task
 
@@ -104,8 +106,6 @@ def render_midi(soundfont: Path, midi: Path, wav: Path) -> None:
 
 
 def _cut(wav: Path, spans: list[tuple[float, float]], folder: Path, stem: str) -> list[Path]:
-    import soundfile as sf
-
     audio, rate = sf.read(str(wav), dtype="float32")
     out = []
     for i, (start, end) in enumerate(spans):
@@ -213,8 +213,6 @@ def _speak(engine: str, voices: dict[str, list[str]], staging: Path, command) ->
 
 
 def hash_text(text: str) -> int:
-    import hashlib
-
     return int(hashlib.md5(text.encode()).hexdigest()[:8], 16)  # stable across runs, unlike hash()
 
 
@@ -366,8 +364,6 @@ SYNTHS = {"rain": synth_rain, "wind": synth_wind, "sea_waves": synth_sea_waves, 
 
 
 def synthesise_gaps(staging: Path, context: Context) -> list[Task]:
-    import soundfile as sf
-
     tasks = []
     for label, synth in SYNTHS.items():
         real = context.real_counts.get(label, 0)

@@ -9,14 +9,12 @@ table plus a plain-words check of the paper's claims.
 
 Every row is resumable and skipped once scored, so re-running the same command continues where it stopped.
 `--jobs J` splits the rows over J processes with cores/J threads each, for machines with more cores than one
-run uses well. On the 2-core development machine it gains nothing (measured: two 1-thread jobs at 3.6 s/step each,
-one 2-thread job at 1.8 s/step, because scene rendering shares the same cores).
+run uses well. On 2 cores it gains nothing: each job renders its scenes on the same cores the other trains on.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -24,10 +22,10 @@ from dataclasses import replace
 import torch
 
 from eacap.models.presets import STUDENT_SHAPES
-from train.stages import evaluate, student
 from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.core.data import run_path
-from train.stages.runs import Recipe, student_dir
+from train.core.runs import Recipe, group_name, student_dir
+from train.stages import evaluate, student  # the stages each row runs: ablation orchestrates them
 
 # In order of importance: with a partial run the table still answers the main questions.
 RECIPES = (
@@ -44,25 +42,6 @@ RECIPES = (
 )
 
 
-def group_name(steps: int, shape: str = "base") -> str:
-    """The folder of one ablation: its step budget and, unless base, the student shape of its rows."""
-    return f"ablation{steps}" + ("" if shape == "base" else f"_{shape}")
-
-
-def parse_group(name: str) -> tuple[int, str] | None:
-    """(steps, shape) of an ablation folder name, or None for any other name."""
-    match = re.fullmatch(r"ablation(\d+)(?:_(\w+))?", name)
-    if not match or (match[2] or "base") not in STUDENT_SHAPES:
-        return None
-    return int(match[1]), match[2] or "base"
-
-
-def row_name(run_name: str, shape: str) -> str:
-    """A row's recipe name from its run name in an ablation of `shape`: the shape suffix and the seed dropped."""
-    name = re.sub(r"_seed\d+$", "", run_name.rsplit("/", 1)[-1])
-    return name.removesuffix(f"_{shape}") if shape != "base" else name
-
-
 def plan(seeds: list[int], rows: list[str] | None = None, shape: str = "base") -> list[tuple[Recipe, int]]:
     """(recipe, seed) for every row, or only the rows named (recipe names such as `none`, `seq_contrastive`), each
     with the student architecture `shape`."""
@@ -70,7 +49,8 @@ def plan(seeds: list[int], rows: list[str] | None = None, shape: str = "base") -
     unknown = sorted(set(rows or []) - set(known))
     if unknown:
         raise ValueError(f"unknown ablation row(s) {', '.join(unknown)}: choose from {', '.join(known)}")
-    return [(replace(recipe, shape=shape), seed) for seed in seeds for recipe in RECIPES if not rows or recipe.name in rows]
+    return [(replace(recipe, shape=shape), seed) for seed in seeds for recipe in RECIPES
+            if not rows or recipe.name in rows]
 
 
 def split_jobs(runs: list[tuple[Recipe, int]], jobs: int) -> list[list[tuple[Recipe, int]]]:
@@ -84,7 +64,8 @@ def split_jobs(runs: list[tuple[Recipe, int]], jobs: int) -> list[list[tuple[Rec
     return parts
 
 
-def run_rows(config: PipelineConfig, steps: int, runs: list[tuple[Recipe, int]], repeat_sounds: bool = False) -> list[str]:
+def run_rows(config: PipelineConfig, steps: int, runs: list[tuple[Recipe, int]],
+             repeat_sounds: bool = False) -> list[str]:
     names = []
     for recipe, seed in runs:
         group = group_name(steps, recipe.shape)
@@ -128,7 +109,9 @@ def main(args: argparse.Namespace) -> int:
     logs = run_path(config, "students", group_name(steps, shape))
     logs.mkdir(parents=True, exist_ok=True)
     base = [sys.executable, "-m", "train", "ablation", "--preset", config.name, "--run-dir", str(config.run_dir),
-            "--steps", str(steps), "--seeds", *map(str, args.seeds), "--shape", shape] + (["--rows", *args.rows] if args.rows else [])
+            "--steps", str(steps), "--seeds", *map(str, args.seeds), "--shape", shape]
+    if args.rows:
+        base += ["--rows", *args.rows]
     if config.audio_only_scenes is not None:
         base += ["--audio-only-scenes", str(config.audio_only_scenes)]
     if args.repeat_sounds:

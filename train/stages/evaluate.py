@@ -12,16 +12,16 @@ import json
 import time
 
 import numpy as np
-import torch
 
 from eacap.decoding import DecodingOptions
 from eacap.metrics import caption_metrics, event_f1
 from eacap.models import CaptionModel
+from train.core import held_out
 from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.core.data import class_keywords, load_split, run_path
+from train.core.models import load_run_model
+from train.core.runs import checkpoint_run, targets_decoding
 from train.corpus.datasets import item_waveform
-from train.stages import realworld
-from train.stages.runs import checkpoint_run, load_run_model, targets_decoding
 
 
 def latency(model: CaptionModel, wave: np.ndarray, options: DecodingOptions, repeats: int = 5) -> float:
@@ -43,12 +43,8 @@ def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size:
     items = load_split(config, split)
     options = DecodingOptions(config.eval_beam, config.eval_max_length, no_repeat_sounds=not repeat_sounds)
     tic = time.time()
-    predictions = {}
-    with torch.inference_mode():
-        for start in range(0, len(items), batch_size):
-            chunk = items[start: start + batch_size]
-            for item, caption in zip(chunk, model.caption_batch([item_waveform(i) for i in chunk], options)):
-                predictions[item.audio_id] = caption.text
+    captions = model.caption_many((item_waveform(item) for item in items), options, batch_size=batch_size)
+    predictions = {item.audio_id: caption.text for item, caption in zip(items, captions)}
     decode_seconds = time.time() - tic
     references = {item.audio_id: list(item.captions) for item in items}
     scores = caption_metrics(predictions, references, meteor=meteor, sbert=sbert)
@@ -72,18 +68,19 @@ def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size:
     m = result["metrics"]
     print(f"{name}: CIDEr-D {m['cider_d']:.3f}  BLEU-4 {m['bleu_4']:.3f}  ROUGE-L {m['rouge_l']:.3f}  "
           f"SBERT {m.get('sbert_sim', float('nan')):.3f}  event-F1 {result['event_f1']['f1']:.3f}  -> {out}")
-    if cross_source and (realworld.HELD_OUT_BANK / "manifest.csv").is_file() and sbert:
+    if cross_source and (held_out.HELD_OUT_BANK / "manifest.csv").is_file() and sbert:
         # The measure that matters, beside the in-corpus one: the same model on the held-out packages.
-        realworld.score(config, source, model, options)
+        held_out.score(config, source, model, options)
     elif cross_source:
-        print(f"{name}: cross-source test skipped: no held-out bank at {realworld.HELD_OUT_BANK} "
+        print(f"{name}: cross-source test skipped: no held-out bank at {held_out.HELD_OUT_BANK} "
               f"(`python -m train soundbank --held-out` builds it)")
     return result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_preset_arguments(parser)
-    parser.add_argument("--model", required=True, help="'teacher', a student run name (folder under students/) or a checkpoint folder")
+    parser.add_argument("--model", required=True,
+                        help="'teacher', a student run name (folder under students/) or a checkpoint folder")
     parser.add_argument("--split", default="test", help="split to score (default: test)")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves the ~10 s JVM start)")
     parser.add_argument("--no-sbert", action="store_true", help="skip SBERT-sim")

@@ -11,12 +11,9 @@ from pathlib import Path
 
 from eacap.checkpoint import save_checkpoint
 from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
-from train.core.data import run_path
-from train.stages.runs import command, load_run_model, shipped_student, started_from
-
-
-def default_out(config: PipelineConfig) -> Path:
-    return Path("checkpoints") if config.name == "full" else run_path(config, "checkpoints")
+from train.core.data import class_keywords, run_path
+from train.core.models import load_run_model
+from train.core.runs import checkpoints_dir, command, shipped_student, started_from
 
 
 def training_summary(config: PipelineConfig, role: str, run_name: str) -> list[str]:
@@ -32,7 +29,8 @@ def training_summary(config: PipelineConfig, role: str, run_name: str) -> list[s
             f"(the preset's budget is {schedule.steps}); ")
     if validated:
         best = max(validated, key=lambda r: r["val"])
-        text += f"the weights are those of step {best['step']}, the best validation CIDEr-D ({best['val']:.3f}, greedy)."
+        text += (f"the weights are those of step {best['step']}, the best validation CIDEr-D ({best['val']:.3f}, "
+                 "greedy).")
     text += schedule_history(folder, records[-1]["step"])
     if role == "student" and config.audio_only_scenes is not None:
         text += f" Audio-only data: the first {config.audio_only_scenes} scenes of the pool."
@@ -61,9 +59,10 @@ def student_origin(config: PipelineConfig, run_name: str) -> str:
     init = started_from(config, run_name)
     if not init:
         return "Trained from scratch by "
-    source = "" if init["from"] == init["run"] else f", read from the checkpoint folder `{init['from']}` when training started"
-    return (f"Started from the trained student `{init['run']}`{source} (its weights pruned to this shape: the first decoder "
-            f"layer(s) kept, {'a narrower FFN keeping its strongest units, ' if init['pruned'] else ''}"
+    source = ("" if init["from"] == init["run"]
+              else f", read from the checkpoint folder `{init['from']}` when training started")
+    return (f"Started from the trained student `{init['run']}`{source} (its weights pruned to this shape: the first "
+            f"decoder layer(s) kept, {'a narrower FFN keeping its strongest units, ' if init['pruned'] else ''}"
             f"{len(init['fresh'])} tensors fresh), then trained by ")
 
 
@@ -100,9 +99,9 @@ def results_section(config: PipelineConfig, run_name: str) -> list[str]:
 
 def limitations(config: PipelineConfig, run_name: str) -> str:
     """What the model cannot do: the classes it knows and, when measured, how it fares on unheard recording sources."""
-    from train.core.data import class_keywords
     text = (f"Trained on synthetic mixtures of a few thousand recordings ({len(class_keywords(config))} classes of "
-            "everyday sounds): it names sounds from those classes, and describes other sounds with the nearest of them.")
+            "everyday sounds): it names sounds from those classes, and describes other sounds with the nearest of "
+            "them.")
     path = run_path(config, "results", f"realworld_{run_name}.json")
     if path.is_file():
         result = json.loads(path.read_text())
@@ -152,7 +151,7 @@ ROLES = ("teacher", "student")
 
 def export(config: PipelineConfig, out: Path | None = None, student: str | None = None,
            roles: tuple[str, ...] = ROLES) -> list[Path]:
-    out = out or default_out(config)
+    out = out or checkpoints_dir(config)
     student = student or shipped_student(config)
     written = []
     for role, run_name in (("teacher", "teacher"), ("student", student)):

@@ -11,9 +11,12 @@ import argparse
 import time
 from dataclasses import replace
 
+from train.core import runs
 from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.core.data import run_path
+from train.corpus import scenes
 from train.corpus.datasets import SCENES_ROOT
+from train.stages import cache, evaluate, export, pseudo, report, student, teacher, teacher_init  # what `all` runs
 
 
 def stage(name: str):
@@ -22,9 +25,6 @@ def stage(name: str):
 
 
 def run(config: PipelineConfig, teacher_steps: int | None = None, student_steps: int | None = None) -> dict:
-    from train.stages import cache, evaluate, export, pseudo, report, runs, student, teacher
-    from train.corpus import scenes
-
     timings = {}
     tic = stage("scenes")
     if not (SCENES_ROOT / config.scenes / "dataset.json").is_file():
@@ -35,7 +35,6 @@ def run(config: PipelineConfig, teacher_steps: int | None = None, student_steps:
     timings["scenes"] = time.time() - tic
     if config.teacher_init == "whisper":
         tic = stage("teacher-init")
-        from train.stages import teacher_init
         parser = argparse.ArgumentParser()
         teacher_init.add_arguments(parser)
         if teacher_init.main(parser.parse_args([])) != 0:

@@ -6,6 +6,7 @@ For the captioned train split and the audio-only pool:
 - `pseudo/<split>_decoding.json`: the decoding options the captions were made with (eacap's defaults);
 and for the train split, `pseudo/train_topk.npz`: the teacher's top-k next-token distribution at every position
 of every reference caption under teacher forcing (token-level KD targets; `--no-token-targets` skips them).
+The students read them back with `train/core/kd_targets.py`.
 """
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ import numpy as np
 import torch
 
 from eacap.decoding import DecodingOptions
-from train.stages.cache import HiddenCache, frozen_layers
 from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.core.data import load_split, pad_tokens, run_path, tokenize
-from train.stages.teacher import TeacherTop, cached_captions, load_trained_teacher
+from train.core.models import frozen_layers, load_trained_teacher
+from train.core.teacher_cache import HiddenCache, TeacherTop, cached_captions
 
 SPLITS = ("train", "audio_only")
 
@@ -81,20 +82,6 @@ def run(config: PipelineConfig, token_targets: bool = True) -> None:
         pseudo_captions(config, top, split)
     if token_targets:
         token_distributions(config, top)
-
-
-def pseudo_decoding(config: PipelineConfig, split: str = "train") -> dict | None:
-    """The decoding options of the split's pseudo captions (None: made before they were recorded)."""
-    path = run_path(config, "pseudo", f"{split}_decoding.json")
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def read_pseudo(config: PipelineConfig, split: str) -> tuple[list[str], np.ndarray]:
-    path = run_path(config, "pseudo", f"{split}.jsonl")
-    if not path.is_file():
-        raise FileNotFoundError(f"no teacher pseudo captions at {path}: run `python -m train pseudo --preset {config.name}`")
-    captions = [json.loads(line)["caption"] for line in path.read_text().splitlines()]
-    return captions, np.load(run_path(config, "pseudo", f"{split}_embedding.npy"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from train.stages.ablation import parse_group, row_name
 from train.core.config import COMMITTED_RESULTS, PRESETS, PipelineConfig, add_preset_arguments, config_from_args
 from train.core.data import run_path
-from train.stages.runs import shipped_student
+from train.core.runs import parse_group, row_name, shipped_student
 
 COLUMNS = [("BLEU-4", "bleu_4"), ("METEOR", "meteor"), ("ROUGE-L", "rouge_l"), ("CIDEr-D", "cider_d"),
            ("SBERT-sim", "sbert_sim")]
@@ -113,8 +112,8 @@ def _compare(groups, better: str, worse: str, claim: str) -> str | None:
                 TIE * max(a[0], b[0]))
     diff = a[0] - b[0]
     verdict = "holds" if diff > noise else ("does not hold" if diff < -noise else "undecided (within the noise)")
-    return (f"**{claim}**: {verdict}: {ROW_LABELS.get(better, better)} CIDEr-D {a[0]:.3f} vs {ROW_LABELS.get(worse, worse)} "
-            f"{b[0]:.3f} ({diff / b[0] * 100:+.0f}%).")
+    return (f"**{claim}**: {verdict}: {ROW_LABELS.get(better, better)} CIDEr-D {a[0]:.3f} vs "
+            f"{ROW_LABELS.get(worse, worse)} {b[0]:.3f} ({diff / b[0] * 100:+.0f}%).")
 
 
 def _robustness(groups) -> str | None:
@@ -170,8 +169,8 @@ def _verdict(ok: bool) -> str:
 
 
 def targets_section(config: PipelineConfig, results: list[dict], teacher: dict | None) -> list[str]:
-    """Issue 6's targets, each with the measured figure and whether it is met: quality from the results JSONs,
-    speed from the saved benchmark (if any)."""
+    """The shipped checkpoints' targets, each with the measured figure and whether it is met: quality from the
+    results JSONs, speed from the saved benchmark (if any)."""
     rows = []
     student = next((r for r in results if r["model"] == shipped_student(config)), None)
     if teacher is not None:
@@ -193,10 +192,12 @@ def targets_section(config: PipelineConfig, results: list[dict], teacher: dict |
             for label, key in (("CIDEr-D", "cider_d"), ("SBERT-sim", "sbert_sim")):
                 ratio = student["metrics"][key] / t[key]
                 rows.append((f"shipped student >= 95% of the teacher's {label}",
-                             f"{student['metrics'][key]:.3f} vs {t[key]:.3f}: {ratio * 100:.1f}%", _verdict(ratio >= 0.95)))
+                             f"{student['metrics'][key]:.3f} vs {t[key]:.3f}: {ratio * 100:.1f}%",
+                             _verdict(ratio >= 0.95)))
             share = student["parameters"] / teacher["parameters"]
             rows.append(("student parameters <= 1/5 of the teacher's",
-                         f"{student['parameters'] / 1e6:.2f} M vs {teacher['parameters'] / 1e6:.2f} M: 1/{1 / share:.1f}",
+                         f"{student['parameters'] / 1e6:.2f} M vs {teacher['parameters'] / 1e6:.2f} M: "
+                         f"1/{1 / share:.1f}",
                          _verdict(share <= 0.2)))
     bench_path = run_path(config, "results", BENCH_FILE)
     if bench_path.is_file():
@@ -204,7 +205,8 @@ def targets_section(config: PipelineConfig, results: list[dict], teacher: dict |
         speed = bench["speedup"]
         rows.append(("student throughput (batch 32) >= 19x the teacher's", f"{speed['throughput']:.1f}x",
                      _verdict(speed["throughput"] >= 19)))
-        rows.append(("student latency (batch 1) >= 8x lower", f"{speed['latency']:.1f}x", _verdict(speed["latency"] >= 8)))
+        rows.append(("student latency (batch 1) >= 8x lower", f"{speed['latency']:.1f}x",
+                     _verdict(speed["latency"] >= 8)))
         ref = bench.get("student_vs_reference")
         if ref:
             rows.append(("student faster than the paper's EfficientNet-B2 student",
@@ -245,13 +247,17 @@ def ablation_sections(config: PipelineConfig, teacher: dict | None) -> list[str]
             command = (f"`{base} --seeds {seeds[0]}`, then "
                        f"`--seeds {' '.join(map(str, seeds[1:]))} --rows {' '.join(sorted(full))}`")
         shape_note = "" if shape == "base" else f", student shape `{shape}`"
+        noise_note = (f"Single seed: differences under {round(TIE * 100)}% relative are called undecided."
+                      if len(seeds) == 1 else
+                      "Mean ± std over seeds; a difference within the summed spreads of the two rows (a single-seed "
+                      "row counted with the largest spread measured in the table, at least 2% relative) is called "
+                      "undecided.")
         out += [f"## Ablation: every student row at {steps} steps{shape_note}", "",
                 f"{command}: "
                 f"each student row trained for {steps} steps of batch {config.student.batch_size} (the preset's "
                 f"schedule shape rescaled to that budget), seed(s) {', '.join(map(str, seeds))} (the seeds column says "
                 f"how many each row has), then scored on the "
-                f"test split like the table above. The teacher row is the trained teacher, for reference. "
-                f"{'Single seed: differences under ' + str(round(TIE * 100)) + '% relative are called undecided.' if len(seeds) == 1 else 'Mean ± std over seeds; a difference within the summed spreads of the two rows (a single-seed row counted with the largest spread measured in the table, at least 2% relative) is called undecided.'}",
+                f"test split like the table above. The teacher row is the trained teacher, for reference. {noise_note}",
                 *decoding_note(results), "", table(rows, shape), "", "The paper's claims on this data (CIDEr-D):", "",
                 *claims(groups, teacher), ""]
     return out
@@ -276,8 +282,8 @@ def real_sounds_section(config: PipelineConfig) -> list[str]:
     rows = json.loads(path.read_text())
     lines = ["## Real sounds", "",
              "Recordings never heard in training (`python -m train real-sounds`): the app's examples, mixed from "
-             "recordings of the corpus test split only, speech recorded with TTS engines, and music played by fluidsynth with a "
-             "soundfont the training never used. Good and bad alike.", "",
+             "recordings of the corpus test split only, speech recorded with TTS engines, and music played by "
+             "fluidsynth with a soundfont the training never used. Good and bad alike.", "",
              "| clip | what it is | teacher | student | teacher / student ms |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['file']} | {r['source']} | {r['teacher']} | {r['student']} | "
@@ -314,11 +320,12 @@ def realworld_section(config: PipelineConfig) -> list[str]:
     return ["## Cross-source test (the measure that matters)", "",
             f"Real recordings from whole packages never used in training ({sources}): "
             f"{json.loads(files[0].read_text())['all']['n']} clips, single sounds and two-sound mixes, labelled by "
-            "the reviewed table `train/corpus/soundbank_labels.tsv`; beam 3. *Names every sound*: the caption names each "
-            "class in the clip (any of its keywords); *names one twice*: the same keyword twice, or a class named again "
-            "in a later clause by any of its keywords (\"a songbird chirps as a bird is chirping\"). Decoding rules: "
-            "*n-gram N*, no word sequence of N tokens twice; *sounds*, no sound named again (`no_repeat_sounds`); "
-            "both are eacap's defaults. `python -m train realworld --model ...` writes these rows.", "",
+            "the reviewed table `train/corpus/soundbank_labels.tsv`; beam 3. *Names every sound*: the caption names "
+            "each class in the clip (any of its keywords); *names one twice*: the same keyword twice, or a class named "
+            "again in a later clause by any of its keywords (\"a songbird chirps as a bird is chirping\"). Decoding "
+            "rules: *n-gram N*, no word sequence of N tokens twice; *sounds*, no sound named again "
+            "(`no_repeat_sounds`); both are eacap's defaults. `python -m train realworld --model ...` writes these "
+            "rows.", "",
             "| model | decoding rules | names every sound | singles | mixes | event P / R | names one twice | SBERT |",
             "|---|---|---|---|---|---|---|---|", *rows, ""]
 
@@ -329,8 +336,9 @@ def encoder_probe_section(config: PipelineConfig) -> list[str]:
     if not path.is_file():
         return []
     data = json.loads(path.read_text())
-    rows = [f"| {name}{' *' if e.get('external') else ''} | {e['dim']} | {e['linear']['accuracy']:.1%} | {e['linear']['balanced_accuracy']:.1%} | "
-            f"{e['knn']['accuracy']:.1%} | {e['knn']['balanced_accuracy']:.1%} | {e['seconds_per_clip'] * 1000:.0f} ms |"
+    rows = [f"| {name}{' *' if e.get('external') else ''} | {e['dim']} | {e['linear']['accuracy']:.1%} | "
+            f"{e['linear']['balanced_accuracy']:.1%} | {e['knn']['accuracy']:.1%} | "
+            f"{e['knn']['balanced_accuracy']:.1%} | {e['seconds_per_clip'] * 1000:.0f} ms |"
             for name, e in data["encoders"].items()]
     return ["## Encoder probe: which encoder hears held-out sounds", "",
             f"Clip embeddings (the mean of the encoder's frames) of {data['train_clips']} training-bank clips of the "
@@ -351,9 +359,10 @@ def _ceiling_rows(data: dict) -> list[str]:
     rows = [f"| {name} | {r['all']['names_all']:.1%} | {r['single']['names_all']:.1%} | {r['mix']['names_all']:.1%} |"
             for name, r in data["ceiling"].items()]
     n = next(iter(data["ceiling"].values()))
-    return ["What a frozen encoder allows a captioner (`--ceiling`): the same linear probe, told how many sounds a clip "
-            "has, names every sound when the clip's classes are its most probable one (singles) or two (mixes), over "
-            f"the whole cross-source split ({n['all']['n']} clips: {n['single']['n']} singles, {n['mix']['n']} mixes). "
+    return ["What a frozen encoder allows a captioner (`--ceiling`): the same linear probe, told how many sounds a "
+            "clip has, names every sound when the clip's classes are its most probable one (singles) or two (mixes), "
+            f"over the whole cross-source split ({n['all']['n']} clips: {n['single']['n']} singles, "
+            f"{n['mix']['n']} mixes). "
             f"It chooses among the {len(data['classes'])} held-out classes only, where a captioner may name any class "
             "it was trained on, so this is generous to the encoder:", "",
             "| encoder | names every sound | singles | mixes |", "|---|---|---|---|", *rows, ""]
@@ -368,8 +377,8 @@ def _top_layer_rows(data: dict) -> list[str]:
             for name, r in data["top_layer"].items()]
     return ["Fine-tuning vs freezing the top layer (`--fine-tune`): the lower layers frozen and cached, the top layer "
             "and final norm trained with a linear head for the same number of steps, on the training clips alone "
-            "(clean) or with four re-recorded copies of each (augmented, `train/core/augment.py`). Accuracy on the held-out "
-            "singles (balanced in brackets):", "",
+            "(clean) or with four re-recorded copies of each (augmented, `train/core/augment.py`). Accuracy on the "
+            "held-out singles (balanced in brackets):", "",
             "| encoder, training clips | frozen top layer | fine-tuned top layer |", "|---|---|---|", *rows, ""]
 
 
@@ -394,7 +403,9 @@ def report(config: PipelineConfig, out: Path | None = None) -> Path:
     text = "\n".join([
         f"# Results ({config.name} preset)", "",
         f"Test split of the scene corpus ({results[0]['clips']} clips), beam {config.eval_beam}; mean ± std over seeds "
-        "where several were run. Latency: one 10 s clip, batch 1, timed by `train evaluate` on whatever else the machine was running then (so not comparable across rows run at different times: speed ratios come from `python -m eacap.bench`, which times both models in one run). Regenerate with "
+        "where several were run. Latency: one 10 s clip, batch 1, timed by `train evaluate` on whatever else the "
+        "machine was running then (so not comparable across rows run at different times: speed ratios come from "
+        "`python -m eacap.bench`, which times both models in one run). Regenerate with "
         f"`python -m train report --preset {config.name}`.", "", *realworld_section(config),
         *encoder_probe_section(config),
         *targets_section(config, results, teacher),

@@ -1,6 +1,7 @@
-"""`python -m train student --kd none|seq|token|seq+mse|seq+contrastive [--audio-only] [--label-fraction F] [--shape fast|lite|slim]`
+"""`python -m train student --kd none|seq|token|seq+mse|seq+contrastive [--audio-only] [--label-fraction F]
+[--shape fast|lite|slim]`
 
-L = w_sup L_sup + w_seq L_seq + w_tok L_tok + w_enc L_enc (method.md §1.4):
+L = w_sup L_sup + w_seq L_seq + w_tok L_tok + w_enc L_enc (docs/method.md §1.4; train/core/losses.py):
 - L_sup: cross-entropy on a human caption of the clip (one of its five, drawn per step);
 - L_seq: cross-entropy on the teacher's beam-3 caption of the clip (sequence-level KD);
 - L_tok: KL to the teacher's next-token distributions on the same human caption (decoder-level KD);
@@ -24,15 +25,32 @@ from eacap.decoding import DecodingOptions
 from eacap.models import CaptionModel
 from eacap.models.presets import STUDENT_SHAPES
 from train.core.config import PipelineConfig, add_training_arguments, config_from_args
-from train.core.data import (Prefetcher, apply_spec_augment, audio_batch, load_split, pad_tokens, pick_caption, run_path,
-                        step_indices, token_normaliser, tokenize)
-from train.corpus.datasets import item_waveform
+from train.core.data import (
+    Prefetcher,
+    apply_spec_augment,
+    audio_batch,
+    load_split,
+    pad_tokens,
+    pick_caption,
+    step_indices,
+    token_normaliser,
+    tokenize,
+)
+from train.core.kd_targets import pseudo_decoding, read_pseudo, read_token_targets
 from train.core.losses import caption_ce, clip_embedding, contrastive_kd, mse_kd, token_kd
-from train.stages.pseudo import pseudo_decoding, read_pseudo
-from train.stages.teacher import validation_score
-from train.stages.runs import (INIT_FILE, KD_CHOICES, MODEL_FILE, TARGETS_FILE, Recipe, build_student,
-                               checkpoint_run, load_run_model, student_dir)
-from train.core.trainer import Dist, Trainer, device_for, init_distributed
+from train.core.models import build_student, load_run_model
+from train.core.runs import (
+    INIT_FILE,
+    KD_CHOICES,
+    MODEL_FILE,
+    TARGETS_FILE,
+    Recipe,
+    checkpoint_run,
+    command,
+    student_dir,
+)
+from train.core.trainer import Dist, Trainer, device_for, init_distributed, validation_score
+from train.corpus.datasets import item_waveform
 
 
 class StudentObjective(nn.Module):
@@ -156,11 +174,7 @@ def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: 
     if need_teacher:
         pseudo_train, emb_train = read_pseudo(config, "train")
     if recipe.kd == "token":
-        if not run_path(config, "pseudo", "train_topk.npz").is_file():
-            raise FileNotFoundError(f"no teacher token distributions at {run_path(config, 'pseudo', 'train_topk.npz')}: "
-                                    f"run `python -m train pseudo --preset {config.name}` without --no-token-targets")
-        topk = np.load(run_path(config, "pseudo", "train_topk.npz"))
-        topk_ids, topk_probs = topk["ids"], topk["probs"]
+        topk_ids, topk_probs = read_token_targets(config)
     if recipe.audio_only:
         pool = load_split(config, "audio_only")
         pseudo_pool, emb_pool = read_pseudo(config, "audio_only")
@@ -196,9 +210,7 @@ def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: 
     val_waves = [item_waveform(item) for item in val_items]
 
     def validate() -> float:
-        captions = []
-        for start in range(0, len(val_waves), 32):
-            captions += model.caption_batch(val_waves[start: start + 32], DecodingOptions(1, config.eval_max_length))
+        captions = model.caption_many(val_waves, DecodingOptions(1, config.eval_max_length), batch_size=32)
         return validation_score({item.audio_id: c.text for item, c in zip(val_items, captions)},
                                 {item.audio_id: list(item.captions) for item in val_items})
 
@@ -206,7 +218,8 @@ def run(config: PipelineConfig, recipe: Recipe, steps: int | None = None, bf16: 
     init = start_from(config, model, recipe.init_from, folder) if recipe.init_from else None
     if init and d.main:
         print(f"{folder.name}: starting from {init['from']} (run {init['run']}): {init['copied']} tensors copied, "
-              f"{len(init['pruned'])} pruned, {len(init['fresh'])} fresh, dropped {', '.join(init['dropped']) or 'nothing'}")
+              f"{len(init['pruned'])} pruned, {len(init['fresh'])} fresh, "
+              f"dropped {', '.join(init['dropped']) or 'nothing'}")
     if d.main:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MODEL_FILE).write_text(json.dumps(model.config.to_dict(), indent=1) + "\n")
@@ -234,12 +247,12 @@ def start_from(config: PipelineConfig, model: CaptionModel, init_from: str, fold
     try:
         source = load_run_model(config, init_from)
     except FileNotFoundError as error:
-        raise ValueError(f"--init-from {init_from}: {error} (or give a checkpoint folder such as checkpoints/student)") from None
+        raise ValueError(f"--init-from {init_from}: {error} (or give a checkpoint folder such as "
+                         "checkpoints/student)") from None
     meta = Path(init_from) / "config.json"
     if meta.is_file():  # an exported checkpoint says how it was trained
         trained_by = json.loads(meta.read_text()).get("trained_by")
     else:
-        from train.stages.runs import command
         trained_by = command(config, "student", run_name)
     return {"from": init_from, "run": run_name, "trained_by": trained_by, **prune_into(model, source)}
 

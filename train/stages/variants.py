@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def table(rows: list[dict], batch: int) -> str:
-    lines = [f"| model | params | latency, batch 1 (front-end / encoder / decoder) | batch {batch} (front-end / encoder / decoder) "
-             "| latency speed-up | throughput speed-up |", "|---|---|---|---|---|---|"]
+    lines = [f"| model | params | latency, batch 1 (front-end / encoder / decoder) | batch {batch} (front-end / "
+             "encoder / decoder) | latency speed-up | throughput speed-up |", "|---|---|---|---|---|---|"]
     for r in rows:
         stages = " / ".join(f"{v:.0f}" for v in r["latency_stages_ms"])
         batch_stages = " / ".join(f"{v:.0f}" for v in r["batch_stages_ms"])

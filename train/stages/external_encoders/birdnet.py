@@ -37,7 +37,7 @@ def load(num_threads=2):
     # needs experimental_preserve_all_tensors=True with ai-edge-litert's XNNPACK delegate.
     emb_idx = [t["index"] for t in interp.get_tensor_details() if t["name"] == "model/GLOBAL_AVG_POOL/Mean"][0]
     with open(os.path.join(d, "BirdNET_GLOBAL_6K_V2.4_Labels.txt")) as f:
-        labels = [l.strip() for l in f]
+        labels = [line.strip() for line in f]
     state = {"batch": 1}
 
     def _run(wave_16k):

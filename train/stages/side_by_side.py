@@ -1,4 +1,5 @@
-"""`python -m train real-sounds`: teacher vs student captions of real recordings never heard in training.
+"""`python -m train real-sounds`: teacher and student captions side by side, of real recordings never heard in
+training (unscored; the scored test on recordings from unheard sources is `train realworld`).
 
 The app's examples (mixes of recordings from the corpus *test* split only), speech recorded here with TTS engines
 in sentences no training clip says, and music played here by fluidsynth: new melodies and a drum groove, with the
@@ -16,12 +17,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from eacap import load_model
 from eacap.compare import compare
 from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.core.data import run_path
-from train.stages.export import default_out
+from train.core.runs import checkpoints_dir
+from train.corpus.soundbank_generate import drum_pattern, melody, render_midi, write_midi
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # (engine, voice, text): sentences unlike the IVR prompts and TTS lines of the sound bank
@@ -39,11 +42,8 @@ SOUNDFONTS = [Path("/usr/share/sounds/sf2/TimGM6mb.sf2"), Path("/usr/share/sound
 
 
 def play(folder: Path) -> list[tuple[Path, str]]:
-    """Music rendered by fluidsynth from generated MIDI; skipped with a note when fluidsynth or a soundfont is missing."""
-    import soundfile as sf
-
-    from train.corpus.soundbank_generate import drum_pattern, melody, render_midi, write_midi
-
+    """Music rendered by fluidsynth from generated MIDI; skipped with a note when fluidsynth or a soundfont is
+    missing."""
     soundfont = next((path for path in SOUNDFONTS if path.is_file()), None)
     if shutil.which("fluidsynth") is None or soundfont is None:
         print("note: fluidsynth or a GM soundfont missing, skipping the music (apt-get install fluidsynth)")
@@ -81,11 +81,12 @@ def record(folder: Path) -> list[tuple[Path, str]]:
 
 
 def run(config: PipelineConfig, checkpoints: Path | None = None) -> Path:
-    checkpoints = checkpoints or default_out(config)
+    checkpoints = checkpoints or checkpoints_dir(config)
     teacher, student = load_model(checkpoints / "teacher"), load_model(checkpoints / "student")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        sources = [(p, "example mix of test-split recordings (examples/ATTRIBUTION.md)") for p in sorted(EXAMPLES.glob("*.flac"))]
+        sources = [(p, "example mix of test-split recordings (examples/ATTRIBUTION.md)")
+                   for p in sorted(EXAMPLES.glob("*.flac"))]
         sources += record(Path(tmp)) + play(Path(tmp))
         for path, what in sources:
             result = compare(path, teacher, student)
@@ -103,7 +104,8 @@ def run(config: PipelineConfig, checkpoints: Path | None = None) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_preset_arguments(parser)
-    parser.add_argument("--checkpoints", type=Path, help="folder with teacher/ and student/ (default: the exported ones)")
+    parser.add_argument("--checkpoints", type=Path,
+                        help="folder with teacher/ and student/ (default: the exported ones)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,23 +1,23 @@
-"""What a trained run is, for every stage that trains, scores or ships one: a student's recipe and run folder, the
-architecture it recorded, how to load a run (or an exported checkpoint folder) as a model, and the command that
-trained it. Teacher runs are `teacher/`; student runs `students/[<group>/]<recipe>_seed<seed>/`.
+"""What a trained run is, by name and folder, for every stage that trains, scores or ships one: a student's recipe
+and run folder, what a run records when it starts (its architecture, the student it started from, how its KD
+targets were decoded), the names of ablation runs, the shipped student, where checkpoints are exported, and the
+command that trained a run. Teacher runs are `teacher/`; student runs `students/[<group>/]<recipe>_seed<seed>/`.
+Building or loading a run's model: `train.core.models`.
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors.torch import load_file
-
-from eacap.models import CaptionModel, ModelConfig
-from eacap.models.presets import STUDENT_SHAPES, named_shape, student_config
+from eacap.models import ModelConfig
+from eacap.models.presets import STUDENT_SHAPES, named_shape
 from train.core.config import PipelineConfig
 from train.core.data import run_path
-from train.stages.cache import build_tokenizer, caption_model
 
 KD_CHOICES = ("none", "seq", "token", "seq+mse", "seq+contrastive")
-MODEL_FILE = "model.json"  # a student run's architecture, written when it starts (read by `load_run_model`)
+MODEL_FILE = "model.json"  # a student run's architecture, written when it starts (`recorded_architecture`)
 INIT_FILE = "init.json"    # the trained student a run started from (`--init-from`), written when it starts
 TARGETS_FILE = "kd_targets.json"  # how its seq-KD targets (the teacher's pseudo captions) were decoded
 SHIPPED_KD = "seq+contrastive"  # the shipped recipe: seq-KD + contrastive encoder KD + audio-only data
@@ -41,7 +41,8 @@ class Recipe:
         if self.kd not in KD_CHOICES:
             raise ValueError(f"--kd must be one of {', '.join(KD_CHOICES)}, got {self.kd!r}")
         if self.audio_only and self.kd in ("none", "token"):
-            raise ValueError("--audio-only needs a KD target for unlabelled clips: use --kd seq, seq+mse or seq+contrastive")
+            raise ValueError("--audio-only needs a KD target for unlabelled clips: use --kd seq, seq+mse or "
+                             "seq+contrastive")
 
     @property
     def uses_seq(self) -> bool:
@@ -65,18 +66,10 @@ class Recipe:
         return name
 
 
-def build_student(config: PipelineConfig, shape: str = "base") -> CaptionModel:
-    vocab_size = build_tokenizer(config).vocab_size
-    teacher_width = config.teacher_model(vocab_size).encoder.out_dim
-    return caption_model(config, student_config(vocab_size, config.model_size, teacher_dim=teacher_width, shape=shape))
-
-
-def load_student_architecture(config: PipelineConfig, folder: Path) -> CaptionModel:
-    """An untrained student with the architecture the run in `folder` trained (older runs: the base shape)."""
+def recorded_architecture(folder: Path) -> ModelConfig | None:
+    """The architecture a student run in `folder` recorded when it started (None: an older run, of the base shape)."""
     path = folder / MODEL_FILE
-    if not path.is_file():
-        return build_student(config)
-    return caption_model(config, ModelConfig.from_dict(json.loads(path.read_text())))
+    return ModelConfig.from_dict(json.loads(path.read_text())) if path.is_file() else None
 
 
 def student_dir(config: PipelineConfig, recipe: Recipe, group: str = ""):
@@ -92,24 +85,6 @@ def checkpoint_run(name: str) -> str | None:
         return None
     data = json.loads(config.read_text())
     return "teacher" if data.get("model", {}).get("role") == "teacher" else data.get("run") or Path(name).name
-
-
-def load_run_model(config: PipelineConfig, name: str) -> CaptionModel:
-    """'teacher', a student run's folder name under students/ (e.g. seq_contrastive_audio_seed0), or an exported
-    checkpoint folder (e.g. checkpoints/student: the shipped model, whose run folder a fresh machine lacks)."""
-    if checkpoint_run(name) is not None:
-        from eacap.checkpoint import load_model
-        return load_model(name)
-    if name == "teacher":
-        from train.stages.teacher import load_trained_teacher
-        return load_trained_teacher(config)
-    path = run_path(config, "students", name, "best.safetensors")
-    if not path.is_file():
-        known = sorted(p.name for p in run_path(config, "students").glob("*") if (p / "best.safetensors").is_file())
-        raise FileNotFoundError(f"no trained student {name!r} at {path}; trained ones: {', '.join(known) or 'none'}")
-    model = load_student_architecture(config, path.parent)
-    model.load_state_dict(load_file(path))
-    return model.eval()
 
 
 def targets_decoding(config: PipelineConfig, name: str) -> dict | None:
@@ -137,7 +112,8 @@ def command(config: PipelineConfig, role: str, run_name: str) -> str:
     if role == "teacher":
         return f"python -m train teacher --preset {config.name}"
     parts = [f"python -m train student --preset {config.name} --kd {SHIPPED_KD} --audio-only"]
-    named = named_shape(load_student_architecture(config, run_path(config, "students", run_name)).config)
+    architecture = recorded_architecture(run_path(config, "students", run_name))
+    named = named_shape(architecture) if architecture is not None else None
     if named is not None and named[1] != "base":
         parts.append(f"--shape {named[1]}")
     init = started_from(config, run_name)
@@ -159,3 +135,28 @@ def started_from(config: PipelineConfig, run_name: str) -> dict | None:
     """The run's `init.json` (what `--init-from` did), or None for a student trained from random weights."""
     path = run_path(config, "students", run_name, INIT_FILE)
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def group_name(steps: int, shape: str = "base") -> str:
+    """The folder of one ablation: its step budget and, unless base, the student shape of its rows."""
+    return f"ablation{steps}" + ("" if shape == "base" else f"_{shape}")
+
+
+def parse_group(name: str) -> tuple[int, str] | None:
+    """(steps, shape) of an ablation folder name, or None for any other name."""
+    match = re.fullmatch(r"ablation(\d+)(?:_(\w+))?", name)
+    if not match or (match[2] or "base") not in STUDENT_SHAPES:
+        return None
+    return int(match[1]), match[2] or "base"
+
+
+def row_name(run_name: str, shape: str) -> str:
+    """A row's recipe name from its run name in an ablation of `shape`: the shape suffix and the seed dropped."""
+    name = re.sub(r"_seed\d+$", "", run_name.rsplit("/", 1)[-1])
+    return name.removesuffix(f"_{shape}") if shape != "base" else name
+
+
+def checkpoints_dir(config: PipelineConfig) -> Path:
+    """Where `train export` writes the preset's checkpoint folders: the shipped checkpoints/ for the full preset,
+    elsewhere under the run folder (so CI never touches the committed checkpoints)."""
+    return Path("checkpoints") if config.name == "full" else run_path(config, "checkpoints")

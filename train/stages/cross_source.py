@@ -1,0 +1,37 @@
+"""`python -m train realworld`: the cross-source test (`train/core/held_out.py`) for each `--model`: caption and score
+recordings from whole packages never used in training, and write `results/realworld_<model>.json`.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from eacap.decoding import DecodingOptions
+from train.core.config import add_preset_arguments, config_from_args
+from train.core.held_out import HELD_OUT_BANK, build_items, score
+from train.core.models import load_run_model
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_preset_arguments(parser)
+    parser.add_argument("--model", action="append", required=True,
+                        help="'teacher', a student run name or a checkpoint folder (repeatable)")
+    parser.add_argument("--bank", type=Path, default=HELD_OUT_BANK, help="held-out sound bank (default %(default)s)")
+    parser.add_argument("--beam-size", type=int, default=3)
+    parser.add_argument("--no-repeat-ngram", type=int, default=None,
+                        help="no_repeat_ngram_size for decoding (default: eacap's default)")
+    parser.add_argument("--repeat-sounds", action="store_true",
+                        help="let captions name a sound twice (turns off eacap's no_repeat_sounds rule)")
+    parser.add_argument("--tag", default="", help="suffix of the results file, e.g. the decoding setting")
+
+
+def main(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    items = build_items(args.bank)
+    options = replace(DecodingOptions(beam_size=args.beam_size), no_repeat_sounds=not args.repeat_sounds)
+    if args.no_repeat_ngram is not None:
+        options = replace(options, no_repeat_ngram_size=args.no_repeat_ngram)
+    for name in args.model:
+        score(config, name, load_run_model(config, name), options, args.bank, args.tag, items)
+    return 0
