@@ -1,8 +1,15 @@
-"""Batched greedy and beam-search decoding over a `CaptionDecoder`, with a key/value cache.
+"""Batched greedy and beam-search decoding over a `CaptionDecoder`: the one decode loop of every model.
 
 Beam search keeps `beam_size` live hypotheses per clip. A hypothesis that emits </s> leaves the beam and is
 scored by its length-normalised log-probability (sum / length ** length_penalty); the best finished one per
 clip wins. A clip stops once its best live hypothesis no longer beats its best finished one, or at `max_length`.
+
+A step is: the decoder's next-token log-probabilities (`CaptionDecoder.step`), the score filters that say what a
+caption may not say next (`BlockedTokens`, `NoRepeatNgram`, `NoRepeatSounds`), then the search's bookkeeping, all
+as tensor operations on preallocated buffers. Nothing inside a step reads a result back to Python: finished
+hypotheses are kept with `torch.where`, not by looping over clips, and whether every clip is done is read only
+every `_check_every` steps. Models this small are bound by how many operations they dispatch, not by arithmetic,
+so the loop is written to dispatch few.
 """
 from __future__ import annotations
 
@@ -22,9 +29,8 @@ class DecodingOptions:
     max_length: int = 30          # generated tokens, </s> included
     length_penalty: float = 1.0   # 0: raw log-probability (favours short captions); 1: mean per token
     # No word sequence of this many tokens occurs twice in a caption (0: off). Captions a person writes do not say
-    # "a rain shower pours down while a rain shower pours down".
-    # 2 by default: on the cross-source split it cuts the captions that name a sound twice from 19.9% to 0.5%
-    # (teacher) and 41.9% to 1.0% (student), naming every sound as often within a clip (train/RESULTS.md).
+    # "a rain shower pours down while a rain shower pours down"; 2 blocks repeated word pairs (the README has what
+    # each rule changes on the cross-source split).
     no_repeat_ngram_size: int = 2
     # No sound is named again in a later clause, by the same word or a synonym ("a songbird chirps steadily as a
     # bird is chirping", "a frog croaks as a toad croaks"), nor by the same keyword twice. Needs the model's sound
@@ -48,35 +54,78 @@ class Hypotheses:
     scores: list[float]       # length-normalised log-probabilities
 
 
-def _blocked(vocab_size: int, special: dict[str, int], device) -> torch.Tensor:
-    """Tokens never generated: padding, <s>, and unknown words (a caption with <unk> is no caption), as a row added
-    to the log-probabilities: -inf for them, 0 elsewhere. The same result as masking them to -inf (x + 0 is x), in
-    one addition instead of a masked copy (~20 us per step at a few rows)."""
-    bias = torch.zeros(vocab_size, device=device)
-    for name in ("pad", "bos", "unk"):
-        bias[special[name]] = float("-inf")
-    return bias
+# -- score filters: what a caption may not say next ------------------------------------------------------------
+# Each filter takes next-token log-probabilities [rows, vocab] (modified in place and returned), the rows' tokens
+# so far [rows, t] and t. They are plain tensor operations with no data-dependent shapes and no host round-trip,
+# so a step never waits on its own results.
+
+
+class BlockedTokens:
+    """Tokens never generated: padding, <s> and unknown words (a caption with <unk> is no caption). One added row:
+    -inf for them, 0 elsewhere (x + 0 is x)."""
+
+    def __init__(self, vocab_size: int, special: dict[str, int], device):
+        self.bias = torch.zeros(vocab_size, device=device)
+        for name in ("pad", "bos", "unk"):
+            self.bias[special[name]] = float("-inf")
+
+    def __call__(self, logp: torch.Tensor, history: torch.Tensor, t: int) -> torch.Tensor:
+        return logp.add_(self.bias)
+
+
+class NoRepeatNgram:
+    """No word sequence of `n` tokens twice in a caption: every token that would complete an n-gram already in the
+    row's history is set to -inf. Each earlier (n-1)-gram is compared with the row's last n-1 tokens, and the token
+    that followed each match is blocked."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __call__(self, logp: torch.Tensor, history: torch.Tensor, t: int) -> torch.Tensor:
+        n = self.n
+        if t < n:  # a repeat needs one whole n-gram before it
+            return logp
+        follows = history[:, n - 1: t]                                   # the token after each window
+        if n == 1:
+            match = torch.ones_like(follows, dtype=torch.bool)
+        elif n == 2:
+            match = history[:, : t - 1] == history[:, t - 1: t]
+        else:
+            match = (history[:, :t].unfold(1, n - 1, 1)[:, : t - n + 1] == history[:, None, t - n + 1: t]).all(-1)
+        return logp.masked_fill_(token_mask(follows, match, logp.shape[1]), float("-inf"))
+
+
+def token_mask(tokens: torch.Tensor, hit: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """[rows, vocab] bool: True at each token of `tokens` [rows, k] where `hit` [rows, k]. Misses are written to a
+    spare column past the vocabulary, so every scattered value is True and duplicates cannot disagree."""
+    mask = torch.zeros(tokens.shape[0], vocab_size + 1, dtype=torch.bool, device=tokens.device)
+    return mask.scatter_(1, tokens.masked_fill(~hit, vocab_size), True)[:, :vocab_size]
+
+
+class NoRepeatSounds:
+    """No sound named again in a later clause, nor by the same keyword twice (`SoundWords.block_named`)."""
+
+    def __init__(self, sounds: SoundWords, device):
+        self.sounds = sounds.to(device)
+
+    def __call__(self, logp: torch.Tensor, history: torch.Tensor, t: int) -> torch.Tensor:
+        return logp if t == 0 else self.sounds.block_named(logp, history[:, :t])
 
 
 def block_repeats(logp: torch.Tensor, history: torch.Tensor, n: int) -> torch.Tensor:
-    """Set to -inf, in place, every token of `logp` [rows, vocab] that would complete an n-gram already in that
-    row's `history` [rows, t] (the generated tokens so far), and return `logp`. Each earlier (n-1)-gram is compared
-    with the row's last n-1 tokens and the token that followed each match is blocked: a few small tensor operations
-    per step whatever the number of rows (a step of the small student is ~0.5 ms, so this must stay cheap)."""
-    t = history.shape[1]
-    if n <= 0 or t < n:  # a repeat needs one whole n-gram before it
-        return logp
-    follows = history[:, n - 1:]                                      # [rows, t-n+1]: the token after each window
-    if n == 1:
-        match = torch.ones_like(follows, dtype=torch.bool)
-    elif n == 2:
-        match = history[:, :-1] == history[:, -1:]
-    else:
-        match = (history.unfold(1, n - 1, 1)[:, : t - n + 1] == history[:, None, t - n + 1:]).all(-1)
-    rows, cols = match.nonzero(as_tuple=True)
-    if rows.numel():
-        logp[rows, follows[rows, cols]] = float("-inf")
-    return logp
+    """`NoRepeatNgram(n)` over a whole history [rows, t]: in place on `logp`, which is returned."""
+    return NoRepeatNgram(n)(logp, history, history.shape[1]) if n > 0 else logp
+
+
+def score_filters(options: DecodingOptions, vocab_size: int, special: dict[str, int], device,
+                  sounds: SoundWords | None) -> list:
+    """The filters `options` asks for, in the order they apply."""
+    filters: list = [BlockedTokens(vocab_size, special, device)]
+    if options.no_repeat_ngram_size:
+        filters.append(NoRepeatNgram(options.no_repeat_ngram_size))
+    if options.no_repeat_sounds and sounds is not None:
+        filters.append(NoRepeatSounds(sounds, device))
+    return filters
 
 
 @dataclass
@@ -84,8 +133,8 @@ class ThreadChoice:
     """Which intra-op thread count runs a decoder's steps fastest at one number of rows (batch x beam).
 
     A step at a few rows is many operations of a few microseconds each, where waking a second thread can cost more
-    than it saves (measured here: the small student decodes a clip 20% faster on one thread, the teacher 25% faster
-    on two, and at batch 32 both prefer two). So the first steps at a new row count alternate between the caller's
+    than it saves, and which way it goes differs by model and batch (docs/performance.md). So the first steps of a
+    CPU decode at a new row count alternate between the caller's
     thread count and one thread, `TRIALS` each, and the faster (median step time) is used from then on. The same
     rule applies to every model; each gets its own faster setting.
     """
@@ -116,6 +165,9 @@ class StepThreads:
 
     def __init__(self, state: DecodeState, rows: int):
         self.caller = torch.get_num_threads()
+        if state.cache.device.type != "cpu":  # a GPU's steps do not run on these threads: nothing to choose
+            self.choice = ThreadChoice((self.caller,))
+            return
         choices = state.plan.thread_choices
         key = (rows, self.caller)
         if key not in choices:
@@ -146,135 +198,121 @@ def decode(decoder: CaptionDecoder, frames: torch.Tensor, lengths: torch.Tensor,
     """Captions for a batch of encoder frames. `sounds` (the model's `SoundWords`) enables
     `options.no_repeat_sounds`."""
     options.validate(decoder.config.max_length)
-    rules = _Rules(options, sounds if options.no_repeat_sounds else None)
-    if options.beam_size == 1:
-        return _greedy(decoder, frames, lengths, special, options, rules)
-    return _beam(decoder, frames, lengths, special, options, rules)
+    filters = score_filters(options, decoder.config.vocab_size, special, frames.device, sounds)
+    search = _greedy if options.beam_size == 1 else _beam
+    return search(decoder, frames, lengths, special, options, filters)
 
 
-@dataclass
-class _Rules:
-    """What a caption may not say next, given what it said so far."""
-    options: DecodingOptions
-    sounds: SoundWords | None
+# How many steps run between two checks that every clip has finished. A check reads a flag back to the host: on a
+# CPU that costs a few operations, less than a wasted step; on a GPU it stalls the queue of launched steps.
+# Steps after a clip has finished change nothing it returns, so the interval changes no caption.
+def _check_every(device: torch.device) -> int:
+    return 1 if device.type == "cpu" else 4
 
-    def apply(self, logp: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        if self.options.no_repeat_ngram_size:
-            logp = block_repeats(logp, history, self.options.no_repeat_ngram_size)
-        if self.sounds is not None:
-            logp = self.sounds.block_named(logp, history)
-        return logp
+
+def _next_logp(decoder, tokens, position, state, filters, history) -> torch.Tensor:
+    logp = decoder.step(tokens, position, state).float().log_softmax(-1)
+    for keep_out in filters:
+        logp = keep_out(logp, history, position)
+    return logp
 
 
 def _normalise(score: torch.Tensor, length: int | torch.Tensor, penalty: float) -> torch.Tensor:
     return score / (length ** penalty if penalty else 1.0)
 
 
-def _greedy(decoder, frames, lengths, special, options, rules: _Rules) -> Hypotheses:
+def _greedy(decoder, frames, lengths, special, options, filters) -> Hypotheses:
     batch, device = frames.shape[0], frames.device
+    eos, pad, last = special["eos"], special["pad"], options.max_length - 1
     state = decoder.start(frames, lengths)
-    blocked = _blocked(decoder.config.vocab_size, special, device)
     tokens = torch.full((batch, 1), special["bos"], dtype=torch.long, device=device)
-    out = torch.full((batch, options.max_length), special["pad"], dtype=torch.long, device=device)
+    out = torch.full((batch, options.max_length), pad, dtype=torch.long, device=device)
     score = torch.zeros(batch, device=device)
     n_tokens = torch.zeros(batch, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
+    every = _check_every(device)
     with StepThreads(state, batch) as steps:
         for position in steps.range(options.max_length):
-            logp = decoder.step(tokens, position, state).float().log_softmax(-1)
-            logp = logp + blocked
-            logp = rules.apply(logp, out[:, :position])
-            if position == options.max_length - 1:
-                next_token = torch.full_like(done, special["eos"], dtype=torch.long)  # the caption must end here
+            logp = _next_logp(decoder, tokens, position, state, filters, out)
+            if position == last:
+                next_token = torch.full_like(done, eos, dtype=torch.long)  # the caption must end here
             else:
                 next_token = logp.argmax(-1)
             step_logp = logp.gather(1, next_token[:, None])[:, 0]
-            score += torch.where(done, 0.0, step_logp)
-            n_tokens += (~done).float()
-            out[:, position] = torch.where(done, special["pad"], next_token)
-            done |= next_token == special["eos"]
-            if bool(done.all()):
+            score += step_logp.masked_fill(done, 0.0)
+            n_tokens += ~done
+            out[:, position] = next_token.masked_fill(done, pad)
+            done |= next_token == eos
+            if (position + 1) % every == 0 and bool(done.all()):
                 break
             tokens = next_token[:, None]
     return Hypotheses([_strip(row, special) for row in out.tolist()],
                       _normalise(score, n_tokens, options.length_penalty).tolist())
 
 
-def _beam(decoder, frames, lengths, special, options, rules: _Rules) -> Hypotheses:
+def _beam(decoder, frames, lengths, special, options, filters) -> Hypotheses:
     batch, beam, device = frames.shape[0], options.beam_size, frames.device
-    vocab = decoder.config.vocab_size
-    eos = special["eos"]
+    vocab, eos, pad, last = decoder.config.vocab_size, special["eos"], special["pad"], options.max_length - 1
+    penalty, minus_inf = options.length_penalty, float("-inf")
     # Each clip's frames are projected once and its `beam` hypotheses attend to them together (consecutive rows),
     # so all beams decode as one batch without copies of the memory.
     state = decoder.start(frames, lengths, group=beam)
-    blocked = _blocked(vocab, special, device)
-
-    tokens = torch.full((batch * beam, 1), special["bos"], dtype=torch.long, device=device)
-    history = torch.empty((batch * beam, 0), dtype=torch.long, device=device)
+    rows_total = batch * beam
+    tokens = torch.full((rows_total, 1), special["bos"], dtype=torch.long, device=device)
+    history = torch.full((rows_total, options.max_length), pad, dtype=torch.long, device=device)
+    spare_history = torch.empty_like(history)
     # At the start all beams are the same <s>: only the first may expand, or the beam fills with copies.
-    scores = torch.full((batch, beam), float("-inf"), device=device)
+    scores = torch.full((batch, beam), minus_inf, device=device)
     scores[:, 0] = 0.0
-    best_score = torch.full((batch,), float("-inf"), device=device)
-    best_tokens: list[list[int]] = [[] for _ in range(batch)]
+    best_score = torch.full((batch,), minus_inf, device=device)
+    best_tokens = torch.full((batch, options.max_length), pad, dtype=torch.long, device=device)
     active = torch.ones(batch, dtype=torch.bool, device=device)
-    any_finished = False
-    offsets = (torch.arange(batch, device=device) * beam)[:, None]
+    offsets = torch.arange(batch, device=device) * beam
+    within_beam = (torch.arange(2 * beam, device=device) < beam)[None, :]
+    only_eos = torch.full((vocab,), minus_inf, device=device)
+    only_eos[eos] = 0.0
+    every = _check_every(device)
 
-    with StepThreads(state, batch * beam) as steps:
+    with StepThreads(state, rows_total) as steps:
         for position in steps.range(options.max_length):
-            logp = decoder.step(tokens, position, state).float().log_softmax(-1)
-            logp = logp + blocked
-            logp = rules.apply(logp, history)
-            if position == options.max_length - 1:  # last slot: only </s> may follow
-                only_eos = torch.full_like(logp, float("-inf"))
-                only_eos[:, eos] = logp[:, eos]
-                logp = only_eos
+            logp = _next_logp(decoder, tokens, position, state, filters, history)
+            if position == last:  # last slot: only </s> may follow
+                logp = logp + only_eos
             candidates = (scores.reshape(-1, 1) + logp).view(batch, beam * vocab)
             top_scores, top_index = candidates.topk(2 * beam, dim=1)  # 2*beam: enough to refill after </s> exits
-            top_beam, top_token = top_index // vocab, top_index % vocab
+            top_beam, top_token = top_index.div(vocab, rounding_mode="floor"), top_index.remainder(vocab)
             is_eos = top_token == eos
-            # Most steps end no hypothesis: one check skips the bookkeeping of finished ones (exactly: with no </s>
-            # among the candidates it changes nothing), which at a few rows is a real share of a step's time.
-            any_eos = bool(is_eos.any())
 
-            # Hypotheses ending now: keep each clip's best, normalised by its length (</s> included).
-            if any_eos:
-                finished = _normalise(top_scores, position + 1, options.length_penalty)
-                finished = finished.masked_fill(~is_eos | ~active[:, None], float("-inf"))
-                # Only candidates ranked within the first `beam` may finish, as in standard beam search.
-                finished[:, beam:] = float("-inf")
-                cand_best, cand_index = finished.max(dim=1)
-                improved = cand_best > best_score
-                if bool(improved.any()):
-                    for b in improved.nonzero()[:, 0].tolist():
-                        row = int(offsets[b, 0] + top_beam[b, cand_index[b]])
-                        best_tokens[b] = history[row].tolist()
-                    best_score = torch.where(improved, cand_best, best_score)
-                    any_finished = True
+            # Hypotheses ending now: keep each clip's best, normalised by its length (</s> included). Only candidates
+            # ranked within the first `beam` may finish, as in standard beam search. Normalising divides every
+            # candidate of a step by the same length, so the best is picked first and normalised alone.
+            may_end = is_eos & within_beam & active[:, None]
+            cand_best, cand_index = top_scores.masked_fill(~may_end, minus_inf).max(dim=1)
+            cand_best = _normalise(cand_best, position + 1, penalty)
+            improved = cand_best > best_score
+            ended_rows = offsets + top_beam.gather(1, cand_index[:, None])[:, 0]
+            best_tokens = torch.where(improved[:, None], history.index_select(0, ended_rows), best_tokens)
+            best_score = torch.maximum(cand_best, best_score)
 
-            # The live beams: the best non-</s> candidates (without </s>, the first `beam` of the sorted top-k).
-            if any_eos:
-                live_scores, order = top_scores.masked_fill(is_eos, float("-inf")).topk(beam, dim=1)
-                chosen_beam, chosen_token = top_beam.gather(1, order), top_token.gather(1, order)
-            else:
-                live_scores, chosen_beam, chosen_token = top_scores[:, :beam], top_beam[:, :beam], top_token[:, :beam]
-            scores = live_scores
+            # The live beams: the best non-</s> candidates.
+            scores, order = top_scores.masked_fill(is_eos, minus_inf).topk(beam, dim=1)
+            chosen_beam, chosen_token = top_beam.gather(1, order), top_token.gather(1, order)
             # Stop a clip once its best live beam, normalised at the current length, no longer beats its best
             # finished hypothesis. A heuristic (with length_penalty > 0 a longer caption could still raise its
             # mean), the same one Hugging Face's generate() uses without early_stopping. Until a hypothesis has
-            # finished, best_score is -inf and only a dead beam (-inf) stops a clip, which isfinite covers.
-            if any_finished:
-                active &= ~(best_score >= _normalise(scores[:, 0], position + 1, options.length_penalty))
-            active &= scores[:, 0] > float("-inf")  # log-probabilities: a dead beam is -inf (one op, isfinite is 3)
-            if not bool(active.any()):
+            # finished, best_score is -inf, so only a dead beam (-inf) stops a clip.
+            active &= (best_score < _normalise(scores[:, 0], position + 1, penalty)) & (scores[:, 0] > minus_inf)
+            if (position + 1) % every == 0 and not bool(active.any()):
                 break
 
-            rows = (offsets + chosen_beam).reshape(-1)
-            history = torch.cat([history[rows], chosen_token.reshape(-1, 1)], dim=1)
+            rows = (offsets[:, None] + chosen_beam).view(rows_total)
+            tokens = chosen_token.view(rows_total, 1)
+            torch.index_select(history, 0, rows, out=spare_history)
+            history, spare_history = spare_history, history
+            history[:, position: position + 1] = tokens
             state.reorder(rows)
-            tokens = chosen_token.reshape(-1, 1)
 
-    return Hypotheses([_strip(t, special) for t in best_tokens], best_score.tolist())
+    return Hypotheses([_strip(t, special) for t in best_tokens.tolist()], best_score.tolist())
 
 
 def _strip(tokens: list[int], special: dict[str, int]) -> list[int]:
