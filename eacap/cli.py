@@ -10,6 +10,8 @@ import json
 import os
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 from .audio import AudioError, load_audio
@@ -116,37 +118,40 @@ def run_caption(args) -> int:
     model = load(args.model, "student", "--model", args)
     options = decoding_options(args, model)
     failed = False
-    for start in range(0, len(args.files), args.batch_size):
-        results = caption_files(model, args.files[start: start + args.batch_size], options)
-        for result in results:
-            failed |= "error" in result
-            print_result(result, args.json)
+    for result in caption_files(model, args.files, options, args.batch_size):
+        failed |= "error" in result
+        print_result(result, args.json)
     return EXIT_INPUT if failed else 0
 
 
-def caption_files(model, files: list[str], options: DecodingOptions) -> list[dict]:
-    """Caption a batch of files in one model call; a file that cannot be read gets an `error` entry instead."""
-    results, audios = [], []
-    for file in files:
-        start = time.perf_counter()
-        try:
-            audio = load_audio(file)
-        except AudioError as error:
-            results.append({"file": file, "error": str(error)})
-            continue
-        audios.append(audio)
-        results.append({"file": file, "load_seconds": time.perf_counter() - start, "audio": audio})
-    if audios:
-        start = time.perf_counter()
-        captions = model.caption_batch([a.waveform for a in audios], options)
-        # The clips share one padded model call; each is charged an equal share of it.
-        share = (time.perf_counter() - start) / len(audios)
-        for result, caption in zip((r for r in results if "audio" in r), captions):
+def caption_files(model, files: list[str], options: DecodingOptions, batch_size: int) -> Iterator[dict]:
+    """One result per file, in order, as soon as its batch is captioned (`batch_size` clips per model call); a file
+    that cannot be read gets an `error` entry instead. Files are read as the batches need them."""
+    entries: deque[dict] = deque()
+
+    def readable():
+        for file in files:
+            start = time.perf_counter()
+            try:
+                audio = load_audio(file)
+            except AudioError as error:
+                entries.append({"file": file, "error": str(error)})
+                continue
+            entries.append({"file": file, "load_seconds": time.perf_counter() - start, "audio": audio})
+            yield audio.waveform
+
+    for captions, seconds in model.caption_batches(readable(), options, batch_size):
+        share = seconds / len(captions)  # the clips share one padded model call: each is charged an equal share
+        for caption in captions:
+            while "audio" not in entries[0]:
+                yield entries.popleft()
+            result = entries.popleft()
             audio = result.pop("audio")
             result.update(caption=caption.text, score=round(caption.score, 4), duration=round(audio.duration, 3),
                           seconds=round(result.pop("load_seconds") + share, 4), model=model.source,
                           silent=caption.silent, warnings=audio.warnings)
-    return results
+            yield result
+    yield from entries  # files after the last readable one that could not be read
 
 
 def print_result(result: dict, as_json: bool) -> None:

@@ -116,13 +116,9 @@ def caption_timeline(model: CaptionModel, source, options: DecodingOptions = Dec
     clock = time.perf_counter()
     with open_stream(source) as stream:
         starts = window_starts(stream.duration, window, hop)
-        captions = []
-        for first in range(0, len(starts), batch_size):
-            chunk = starts[first: first + batch_size]
-            waves = [stream.read(start, min(window, stream.duration - start)) for start in chunk]
-            captions += model.caption_batch(waves, options)
-            if progress is not None:
-                progress(len(captions), len(starts))
+        windows = (stream.read(start, min(window, stream.duration - start)) for start in starts)
+        report = None if progress is None else (lambda done: progress(done, len(starts)))
+        captions = model.caption_many(windows, options, batch_size, report)
         warnings = list(stream.warnings)
         duration, name = stream.duration, stream.name
     segments = merge_segments(owned_spans(starts, window, duration), captions)

@@ -6,8 +6,9 @@ its checkpoint, and are what the app uses to show how close the two encoders are
 """
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -171,24 +172,30 @@ class CaptionModel(nn.Module):
         """Caption 16 kHz mono clips (use `eacap.load_audio` to get them from files); timings per stage."""
         return self.run_batch(waveforms, options).captions
 
-    def caption_many(self, waveforms: Iterable[np.ndarray | torch.Tensor], options: DecodingOptions = DecodingOptions(),
-                     batch_size: int = 16, progress: Callable[[int], None] | None = None) -> list[Caption]:
-        """Caption any number of clips, `batch_size` per model call, in order. `waveforms` may be a generator: it is
-        read one batch at a time, so a long recording's windows or a whole split never sit in memory together.
-        `progress(done)` is called after each batch with the number of clips captioned so far."""
+    def caption_batches(self, waveforms: Iterable[np.ndarray | torch.Tensor],
+                        options: DecodingOptions = DecodingOptions(),
+                        batch_size: int = 16) -> Iterator[tuple[list[Caption], float]]:
+        """Caption any number of clips, `batch_size` per model call, in order, yielding each batch's captions and the
+        wall seconds of its call as soon as it is done. `waveforms` may be a generator: it is read one batch at a
+        time, so a long recording's windows or a whole split never sit in memory together."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        captions: list[Caption] = []
         pending: list = []
-        for waveform in waveforms:
-            pending.append(waveform)
-            if len(pending) == batch_size:
-                captions += self.caption_batch(pending, options)
+        for waveform in itertools.chain(waveforms, [None]):
+            if waveform is not None:
+                pending.append(waveform)
+            if pending and (len(pending) == batch_size or waveform is None):
+                started = time.perf_counter()
+                captions = self.caption_batch(pending, options)
+                yield captions, time.perf_counter() - started
                 pending = []
-                if progress is not None:
-                    progress(len(captions))
-        if pending:
-            captions += self.caption_batch(pending, options)
+
+    def caption_many(self, waveforms: Iterable[np.ndarray | torch.Tensor], options: DecodingOptions = DecodingOptions(),
+                     batch_size: int = 16, progress: Callable[[int], None] | None = None) -> list[Caption]:
+        """`caption_batches` as one list; `progress(done)` is called after each batch with the clips captioned."""
+        captions: list[Caption] = []
+        for batch, _ in self.caption_batches(waveforms, options, batch_size):
+            captions += batch
             if progress is not None:
                 progress(len(captions))
         return captions
