@@ -38,10 +38,22 @@ class FrontendConfig:
 STUDENT_FRONTEND = FrontendConfig("logmel", n_mels=64, n_fft=512, hop_length=160, top_db=120.0)
 TEACHER_FRONTEND = FrontendConfig("whisper", n_mels=80, n_fft=400, hop_length=160)
 WHISPER_WINDOW = 30 * SAMPLE_RATE
-# Clips per STFT pass. A batch's complex spectrogram overflows the CPU caches (32 clips of 10 s: 66 MB), so
-# chunks of a few clips run faster (docs/performance.md). Every clip's features depend on that clip alone, so
-# chunking changes no number.
-FRONTEND_CHUNK = 8
+# Clips per STFT pass on a CPU. A batch's complex spectrogram overflows the CPU caches (32 clips of 10 s: 66 MB),
+# and buffers that large are fetched fresh from the system on every call, so chunks of two clips run fastest
+# (docs/performance.md). A GPU takes the batch whole. Every clip's features depend on that clip alone, so chunking
+# changes no number.
+FRONTEND_CHUNK = 2
+
+
+def centred_stft(x: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor) -> torch.Tensor:
+    """`torch.stft(x, ..., center=True, pad_mode="reflect")`, the same numbers, with the reflection built from two
+    flipped edges and one concatenation: PyTorch's reflection-pad kernel costs more on a CPU than the rest of the
+    padding and a third of the whole transform at a batch of 10 s clips."""
+    half = n_fft // 2
+    if x.shape[-1] <= half:  # too short to reflect: torch.stft says so
+        return torch.stft(x, n_fft, hop_length, window=window, center=True, pad_mode="reflect", return_complex=True)
+    padded = torch.cat([x[:, 1: half + 1].flip(1), x, x[:, -half - 1: -1].flip(1)], dim=1)
+    return torch.stft(padded, n_fft, hop_length, window=window, center=False, return_complex=True)
 
 
 def power_spectrum(stft: torch.Tensor) -> torch.Tensor:
@@ -54,9 +66,10 @@ class Frontend(nn.Module):
     at a time; subclasses define `features` for one chunk."""
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if waveforms.shape[0] <= FRONTEND_CHUNK:
+        chunk = FRONTEND_CHUNK if waveforms.device.type == "cpu" else waveforms.shape[0]
+        if waveforms.shape[0] <= chunk:
             return self.features(waveforms, lengths)
-        parts = [self.features(w, n) for w, n in zip(waveforms.split(FRONTEND_CHUNK), lengths.split(FRONTEND_CHUNK))]
+        parts = [self.features(w, n) for w, n in zip(waveforms.split(chunk), lengths.split(chunk))]
         return torch.cat([f for f, _ in parts]), torch.cat([n for _, n in parts])
 
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,8 +90,7 @@ class LogMel(Frontend):
 
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        spec = power_spectrum(torch.stft(waveforms.float(), c.n_fft, c.hop_length, window=self.window, center=True,
-                                         pad_mode="reflect", return_complex=True))
+        spec = power_spectrum(centred_stft(waveforms.float(), c.n_fft, c.hop_length, self.window))
         mel = self.mel_fb @ spec
         db = 10.0 * torch.log10(mel.clamp(min=1e-10))
         frames = self.frame_lengths(lengths)
@@ -108,8 +120,7 @@ class WhisperLogMel(Frontend):
         # Whisper pads every clip with silence to 30 s before its centred STFT: a shorter clip's last frames see
         # zeros, and only a clip filling the whole window is reflected on the right.
         x = F.pad(x, (0, min(c.n_fft // 2, max(0, WHISPER_WINDOW - x.shape[-1]))))
-        stft = torch.stft(x, c.n_fft, c.hop_length, window=self.window, center=True, pad_mode="reflect",
-                          return_complex=True)
+        stft = centred_stft(x, c.n_fft, c.hop_length, self.window)
         power = power_spectrum(stft[..., : waveforms.shape[-1] // c.hop_length])
         log_spec = torch.log10((self.mel_fb @ power).clamp(min=1e-10))
         frames = self.frame_lengths(lengths)
