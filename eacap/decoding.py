@@ -203,11 +203,17 @@ def decode(decoder: CaptionDecoder, frames: torch.Tensor, lengths: torch.Tensor,
     return search(decoder, frames, lengths, special, options, filters)
 
 
-# How many steps run between two checks that every clip has finished. A check reads a flag back to the host: on a
-# CPU that costs a few operations, less than a wasted step; on a GPU it stalls the queue of launched steps.
-# Steps after a clip has finished change nothing it returns, so the interval changes no caption.
+def _reads_are_free(device: torch.device) -> bool:
+    """Whether reading a tensor back to Python costs no wait: on a CPU every operation has finished when it returns;
+    a GPU queues them, and a read waits for the whole queue."""
+    return device.type == "cpu"
+
+
+# How many steps run between two checks that every clip has finished. On a CPU a check costs a few operations, less
+# than a wasted step; on a GPU it stalls the queue of launched steps. Steps after a clip has finished change nothing
+# it returns, so the interval changes no caption.
 def _check_every(device: torch.device) -> int:
-    return 1 if device.type == "cpu" else 4
+    return 1 if _reads_are_free(device) else 4
 
 
 def _next_logp(decoder, tokens, position, state, filters, history) -> torch.Tensor:
@@ -271,7 +277,7 @@ def _beam(decoder, frames, lengths, special, options, filters) -> Hypotheses:
     within_beam = (torch.arange(2 * beam, device=device) < beam)[None, :]
     only_eos = torch.full((vocab,), minus_inf, device=device)
     only_eos[eos] = 0.0
-    every = _check_every(device)
+    every, reads_free = _check_every(device), _reads_are_free(device)
 
     with StepThreads(state, rows_total) as steps:
         for position in steps.range(options.max_length):
@@ -283,20 +289,25 @@ def _beam(decoder, frames, lengths, special, options, filters) -> Hypotheses:
             top_beam, top_token = top_index.div(vocab, rounding_mode="floor"), top_index.remainder(vocab)
             is_eos = top_token == eos
 
-            # Hypotheses ending now: keep each clip's best, normalised by its length (</s> included). Only candidates
-            # ranked within the first `beam` may finish, as in standard beam search. Normalising divides every
-            # candidate of a step by the same length, so the best is picked first and normalised alone.
-            may_end = is_eos & within_beam & active[:, None]
-            cand_best, cand_index = top_scores.masked_fill(~may_end, minus_inf).max(dim=1)
-            cand_best = _normalise(cand_best, position + 1, penalty)
-            improved = cand_best > best_score
-            ended_rows = offsets + top_beam.gather(1, cand_index[:, None])[:, 0]
-            best_tokens = torch.where(improved[:, None], history.index_select(0, ended_rows), best_tokens)
-            best_score = torch.maximum(cand_best, best_score)
-
-            # The live beams: the best non-</s> candidates.
-            scores, order = top_scores.masked_fill(is_eos, minus_inf).topk(beam, dim=1)
-            chosen_beam, chosen_token = top_beam.gather(1, order), top_token.gather(1, order)
+            # Most steps end no hypothesis. Where reading a flag back costs no wait (a CPU), those steps skip the
+            # finished-hypothesis bookkeeping, exactly: with no </s> among the candidates it would change nothing.
+            # On a GPU the read would stall the queue of launched steps, so the bookkeeping runs every step.
+            if not reads_free or bool(is_eos.any()):
+                # Hypotheses ending now: keep each clip's best, normalised by its length (</s> included). Only
+                # candidates ranked within the first `beam` may finish, as in standard beam search. Normalising
+                # divides every candidate of a step by the same length, so the best is picked first.
+                may_end = is_eos & within_beam & active[:, None]
+                cand_best, cand_index = top_scores.masked_fill(~may_end, minus_inf).max(dim=1)
+                cand_best = _normalise(cand_best, position + 1, penalty)
+                improved = cand_best > best_score
+                ended_rows = offsets + top_beam.gather(1, cand_index[:, None])[:, 0]
+                best_tokens = torch.where(improved[:, None], history.index_select(0, ended_rows), best_tokens)
+                best_score = torch.maximum(cand_best, best_score)
+                # The live beams: the best non-</s> candidates.
+                scores, order = top_scores.masked_fill(is_eos, minus_inf).topk(beam, dim=1)
+                chosen_beam, chosen_token = top_beam.gather(1, order), top_token.gather(1, order)
+            else:  # no </s>: the live beams are the first `beam` of the sorted candidates
+                scores, chosen_beam, chosen_token = top_scores[:, :beam], top_beam[:, :beam], top_token[:, :beam]
             # Stop a clip once its best live beam, normalised at the current length, no longer beats its best
             # finished hypothesis. A heuristic (with length_penalty > 0 a longer caption could still raise its
             # mean), the same one Hugging Face's generate() uses without early_stopping. Until a hypothesis has
@@ -306,7 +317,7 @@ def _beam(decoder, frames, lengths, special, options, filters) -> Hypotheses:
                 break
 
             rows = (offsets[:, None] + chosen_beam).view(rows_total)
-            tokens = chosen_token.view(rows_total, 1)
+            tokens = chosen_token.reshape(rows_total, 1)
             torch.index_select(history, 0, rows, out=spare_history)
             history, spare_history = spare_history, history
             history[:, position: position + 1] = tokens
