@@ -1,0 +1,263 @@
+"""Live captions: caption a stream as it plays, with one or both models, and say which model keeps up.
+
+    captioner = LiveCaptioner([teacher, student], window=8.0, hop=1.0)
+    for chunk in chunks:                       # float32 mono 16 kHz, any size
+        for caption in captioner.feed(chunk):  # the captions finished since the last call
+            print(caption.model, caption.end, caption.text)
+    captioner.finish()                         # waits for the windows in flight
+    print(captioner.stats())
+
+Audio goes into a ring buffer that holds one window. Every `hop` seconds of audio, the last `window` seconds (less at
+the start of the stream) are offered to each model. A model still busy with its previous window does not take the
+new one: the window is skipped for that model, so a slow model captions less often instead of falling further
+behind, and a fast one captions every hop. Each model works in a thread of its own, so the student's captions never
+wait for the teacher's. A quiet window is captioned as silence without running the model (the silence rule of
+`eacap.audio.silence_level`). Nothing grows with the stream's length: the buffer is one window, the statistics are
+running sums, and only the last `history` captions per model are kept.
+
+Lag is the wall time from the moment a window's last sample was fed to the moment its caption was ready: on a live
+source, how far the caption trails the sound. The real-time factor is a model's mean compute time per window divided
+by the hop: below 1 it can caption every hop.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .audio import MIN_SECONDS, SAMPLE_RATE, SILENCE_CAPTION, AudioError, silence_level
+from .decoding import DecodingOptions
+
+WINDOW_SECONDS = 8.0
+HOP_SECONDS = 1.0
+
+
+@dataclass
+class LiveCaption:
+    model: str            # the model's name (its checkpoint or Hub id, else its role)
+    role: str             # "teacher" | "student"
+    text: str
+    start: float          # stream seconds the window covers
+    end: float
+    lag: float            # seconds from the window's last sample being fed to this caption being ready
+    compute: float        # seconds the model took (0 for a silent window)
+    silent: bool
+    changed: bool         # the text differs from this model's previous caption
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "role": self.role, "text": self.text, "start": round(self.start, 3),
+                "end": round(self.end, 3), "lag": round(self.lag, 4), "compute": round(self.compute, 4),
+                "silent": self.silent, "changed": self.changed}
+
+
+@dataclass
+class ModelStats:
+    """Running figures of one model over a stream."""
+    hop: float
+    windows: int = 0            # captioned (silent ones included)
+    skipped: int = 0            # offered while the model was still busy
+    compute_seconds: float = 0.0
+    lag_seconds: float = 0.0
+    last_lag: float = 0.0
+
+    @property
+    def compute_per_window(self) -> float:
+        return self.compute_seconds / self.windows if self.windows else 0.0
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.compute_per_window / self.hop
+
+    @property
+    def mean_lag(self) -> float:
+        return self.lag_seconds / self.windows if self.windows else 0.0
+
+    def to_dict(self) -> dict:
+        return {"windows": self.windows, "skipped": self.skipped,
+                "compute_per_window": round(self.compute_per_window, 4),
+                "real_time_factor": round(self.real_time_factor, 4), "mean_lag": round(self.mean_lag, 4),
+                "last_lag": round(self.last_lag, 4)}
+
+
+class RingBuffer:
+    """The last `capacity` samples of a stream, in a fixed array."""
+
+    def __init__(self, capacity: int):
+        self.data = np.zeros(capacity, dtype=np.float32)
+        self.filled = 0   # valid samples, up to capacity
+        self.head = 0     # where the next sample goes
+
+    def write(self, samples: np.ndarray) -> None:
+        capacity = len(self.data)
+        if len(samples) >= capacity:
+            self.data[:] = samples[-capacity:]
+            self.head, self.filled = 0, capacity
+            return
+        first = min(len(samples), capacity - self.head)
+        self.data[self.head: self.head + first] = samples[:first]
+        self.data[: len(samples) - first] = samples[first:]
+        self.head = (self.head + len(samples)) % capacity
+        self.filled = min(capacity, self.filled + len(samples))
+
+    def last(self, count: int) -> np.ndarray:
+        """The most recent `count` samples (at most what is held), oldest first, as a new array."""
+        count = min(count, self.filled)
+        start = (self.head - count) % len(self.data)
+        if start + count <= len(self.data):
+            return self.data[start: start + count].copy()
+        return np.concatenate([self.data[start:], self.data[: self.head]])
+
+
+class _Worker:
+    """One model's captioning thread: takes one window at a time and reports each caption when done."""
+
+    def __init__(self, model, options: DecodingOptions, hop: float, history: int, threaded: bool):
+        self.model, self.options = model, options
+        self.name = getattr(model, "source", "") or model.role
+        self.stats = ModelStats(hop)
+        self.recent: deque[LiveCaption] = deque(maxlen=history)
+        self.done: deque[LiveCaption] = deque()
+        self.threaded = threaded
+        self.idle = threading.Event()
+        self.idle.set()
+        self.error: Exception | None = None
+
+    def offer(self, waveform: np.ndarray, start: float, end: float, fed_at: float) -> None:
+        if not self.idle.is_set():
+            self.stats.skipped += 1
+            return
+        self.idle.clear()
+        if self.threaded:
+            threading.Thread(target=self._run, args=(waveform, start, end, fed_at), daemon=True).start()
+        else:
+            self._run(waveform, start, end, fed_at)
+
+    def _run(self, waveform: np.ndarray, start: float, end: float, fed_at: float) -> None:
+        try:
+            began = time.perf_counter()
+            if silence_level(waveform):
+                text, silent = SILENCE_CAPTION, True
+            else:
+                with torch.inference_mode():
+                    text, silent = self.model.caption_batch([waveform], self.options)[0].text, False
+            compute = 0.0 if silent else time.perf_counter() - began
+            previous = self.recent[-1].text if self.recent else None
+            caption = LiveCaption(self.name, self.model.role, text, start, end, time.perf_counter() - fed_at,
+                                  compute, silent, text != previous)
+            self.stats.windows += 1
+            self.stats.compute_seconds += compute
+            self.stats.lag_seconds += caption.lag
+            self.stats.last_lag = caption.lag
+            self.recent.append(caption)
+            self.done.append(caption)
+        except Exception as error:  # whatever failed is raised to the caller by the next `feed` or `finish`
+            self.error = error
+        finally:
+            self.idle.set()
+
+    def take(self) -> list[LiveCaption]:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise RuntimeError(f"{self.name}: captioning a window failed: {error}") from error
+        taken = []
+        while self.done:
+            taken.append(self.done.popleft())
+        return taken
+
+
+@dataclass
+class LiveCaptioner:
+    """Captions a stream fed in chunks; see the module docstring. `threaded=False` captions each window inline
+    (no skipping, deterministic: for tests and for files read faster than they play)."""
+    models: Sequence
+    window: float = WINDOW_SECONDS
+    hop: float = HOP_SECONDS
+    options: DecodingOptions = field(default_factory=DecodingOptions)
+    threaded: bool = True
+    history: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("live captions need at least one model")
+        if not 1.0 <= self.window <= 30.0:
+            raise ValueError(f"window must be 1-30 s (the models hear at most 30 s), got {self.window:g}")
+        if not 0.1 <= self.hop <= self.window:
+            raise ValueError(f"hop must be from 0.1 s to the window ({self.window:g} s), got {self.hop:g}")
+        self.buffer = RingBuffer(round(self.window * SAMPLE_RATE))
+        self.received = 0                                   # samples fed so far
+        self.next_hop = round(self.hop * SAMPLE_RATE)       # the sample count at which the next window is offered
+        self.workers = [_Worker(m, self.options, self.hop, self.history, self.threaded) for m in self.models]
+        self.closed = False
+
+    @property
+    def seconds(self) -> float:
+        """Stream time: the seconds of audio fed so far."""
+        return self.received / SAMPLE_RATE
+
+    def feed(self, samples) -> list[LiveCaption]:
+        """Add a chunk of 16 kHz mono float samples (any length, empty included); returns the captions finished
+        since the last call, oldest first."""
+        if self.closed:
+            raise ValueError("this live captioner is finished: start a new one")
+        chunk = check_chunk(samples)
+        hop = round(self.hop * SAMPLE_RATE)
+        while len(chunk):
+            # Feed up to the next hop boundary, offer the window there, go on with the rest of the chunk.
+            part = chunk[: self.next_hop - self.received]
+            chunk = chunk[len(part):]
+            self.buffer.write(part)
+            self.received += len(part)
+            if self.received >= self.next_hop:
+                self._offer()
+                self.next_hop += hop
+        return self._collect()
+
+    def finish(self, timeout: float | None = 60.0) -> list[LiveCaption]:
+        """No more audio: waits for the windows in flight (at most `timeout` seconds each) and returns their
+        captions. The captioner takes no more audio after this."""
+        self.closed = True
+        for worker in self.workers:
+            worker.idle.wait(timeout)
+        return self._collect()
+
+    def stats(self) -> dict[str, dict]:
+        return {worker.name: worker.stats.to_dict() for worker in self.workers}
+
+    def recent(self) -> dict[str, list[LiveCaption]]:
+        """Each model's last `history` captions, oldest first."""
+        return {worker.name: list(worker.recent) for worker in self.workers}
+
+    def _offer(self) -> None:
+        held = self.buffer.last(self.buffer.filled)
+        if len(held) < MIN_SECONDS * SAMPLE_RATE:
+            return
+        end = self.seconds
+        fed_at = time.perf_counter()
+        for worker in self.workers:
+            worker.offer(held, end - len(held) / SAMPLE_RATE, end, fed_at)
+
+    def _collect(self) -> list[LiveCaption]:
+        captions = [caption for worker in self.workers for caption in worker.take()]
+        return sorted(captions, key=lambda caption: (caption.end, caption.role))
+
+
+def check_chunk(samples) -> np.ndarray:
+    """A chunk of a live stream as float32 mono, or an AudioError saying what is wrong with it."""
+    if torch.is_tensor(samples):
+        samples = samples.detach().cpu().numpy()
+    chunk = np.asarray(samples)
+    if chunk.ndim != 1:
+        raise AudioError(f"a live chunk must be mono samples (1-D), got shape {chunk.shape}: downmix it first")
+    if chunk.dtype.kind not in "fi":
+        raise AudioError(f"a live chunk must hold float or signed integer samples, got {chunk.dtype}")
+    if chunk.dtype.kind == "i":  # PCM: full scale is the type's range
+        chunk = chunk.astype(np.float32) / float(np.iinfo(chunk.dtype).max + 1)
+    chunk = chunk.astype(np.float32, copy=False)
+    if not np.isfinite(chunk).all():
+        raise AudioError("a live chunk holds NaN or infinite samples")
+    return chunk
