@@ -24,13 +24,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
-from .audio import MIN_SECONDS, SAMPLE_RATE, SILENCE_CAPTION, AudioError, silence_level
+from .audio import MIN_SECONDS, SAMPLE_RATE, SILENCE_CAPTION, AudioError, open_stream, silence_level
 from .decoding import DecodingOptions
 
 WINDOW_SECONDS = 8.0
@@ -260,4 +261,71 @@ def check_chunk(samples) -> np.ndarray:
     chunk = chunk.astype(np.float32, copy=False)
     if not np.isfinite(chunk).all():
         raise AudioError("a live chunk holds NaN or infinite samples")
+    return chunk
+
+
+# -- a live source on a byte stream (stdin) ----------------------------------------------------------------------
+
+PCM_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+CONTAINERS = {b"RIFF": "WAV", b"fLaC": "FLAC", b"OggS": "OGG", b"ID3": "MP3", b"\xff\xfb": "MP3", b"\xff\xf3": "MP3"}
+CONVERT_HINT = "ffmpeg -i SOURCE -f s16le -ac 1 -ar 16000 - | python -m eacap stream"
+
+
+def byte_stream_chunks(binary: BinaryIO, sample_format: str = "s16le", chunk_seconds: float = 0.25,
+                       warnings: list[str] | None = None) -> Iterator[np.ndarray]:
+    """float32 mono 16 kHz chunks from a byte stream: raw PCM (`sample_format` s16le or f32le, little-endian, mono,
+    16 kHz) as it arrives, or, when the stream starts with a WAV/FLAC/OGG/MP3 header, that file's audio (read whole,
+    up to an hour, and cut into chunks). Raises AudioError for a stream that is not audio; a stream that stops in
+    the middle of a sample drops the partial sample with a line in `warnings`."""
+    if sample_format not in PCM_FORMATS:
+        raise ValueError(f"sample format must be one of {', '.join(PCM_FORMATS)}, got {sample_format!r}")
+    dtype = PCM_FORMATS[sample_format]
+    size = max(dtype.itemsize, round(chunk_seconds * SAMPLE_RATE) * dtype.itemsize)
+    data = binary.read(size)
+    if not data:
+        raise AudioError("the input ended before any audio arrived: pipe raw 16 kHz mono PCM into it "
+                         f"({CONVERT_HINT}) or an audio file")
+    container = next((kind for magic, kind in CONTAINERS.items() if data.startswith(magic)), None)
+    if container is not None:
+        yield from _file_chunks(data + binary.read(), container, chunk_seconds)
+        return
+    _check_pcm_start(data, sample_format)
+    pending = b""
+    while data:
+        data = pending + data
+        whole = len(data) - len(data) % dtype.itemsize
+        pending = data[whole:]
+        if whole:
+            chunk = np.frombuffer(data[:whole], dtype=dtype)
+            yield chunk.astype(np.float32) / 32768.0 if dtype.kind == "i" else _finite(chunk.astype(np.float32))
+        data = binary.read(size)
+    if pending and warnings is not None:
+        warnings.append(f"the stream stopped in the middle of a sample: its last {len(pending)} byte(s) were "
+                        "dropped")
+
+
+def _file_chunks(data: bytes, container: str, chunk_seconds: float) -> Iterator[np.ndarray]:
+    with open_stream(data, name=f"the {container} file on the input") as stream:
+        start = 0.0
+        while start < stream.duration:
+            yield stream.read(start, min(chunk_seconds, stream.duration - start))
+            start += chunk_seconds
+
+
+def _check_pcm_start(data: bytes, sample_format: str) -> None:
+    head = data[:4096]
+    if len(head) >= 64 and all(byte in b"\t\n\r" or 32 <= byte < 127 for byte in head):
+        raise AudioError(f"the input looks like text, not audio: pipe raw 16 kHz mono {sample_format} PCM "
+                         f"({CONVERT_HINT}) or an audio file")
+    if sample_format == "f32le":
+        usable = len(head) - len(head) % 4
+        values = np.frombuffer(head[:usable], dtype="<f4")
+        if usable and (not np.isfinite(values).all() or np.abs(values).max() > 100):
+            raise AudioError("the input is not float32 PCM in -1..1 (its first samples are out of range): "
+                             "if it is 16-bit PCM, pass --sample-format s16le")
+
+
+def _finite(chunk: np.ndarray) -> np.ndarray:
+    if not np.isfinite(chunk).all():
+        raise AudioError("the input holds NaN or infinite samples: it is not float32 PCM")
     return chunk

@@ -129,3 +129,30 @@ def test_bad_chunks_and_settings_are_refused():
     live.finish()
     with pytest.raises(ValueError, match="finished"):
         live.feed(tone(0.5))
+
+
+def test_byte_streams_raw_pcm_files_and_what_is_not_audio(tmp_path):
+    import io
+
+    import soundfile as sf
+
+    from eacap.live import byte_stream_chunks
+    audio = tone(1.0)
+    pcm = (audio * 32767).astype("<i2").tobytes()
+    warnings = []
+    chunks = list(byte_stream_chunks(io.BytesIO(pcm + b"\x01"), warnings=warnings))  # stops mid-sample
+    joined = np.concatenate(chunks)
+    assert len(joined) == 16000 and np.allclose(joined, audio, atol=1e-4)
+    assert max(len(c) for c in chunks) == 4000 and warnings == [
+        "the stream stopped in the middle of a sample: its last 1 byte(s) were dropped"]
+    floats = list(byte_stream_chunks(io.BytesIO(audio.astype("<f4").tobytes()), "f32le"))
+    assert np.array_equal(np.concatenate(floats), audio)
+    sf.write(tmp_path / "clip.wav", audio, 16000)
+    from_file = np.concatenate(list(byte_stream_chunks(io.BytesIO((tmp_path / "clip.wav").read_bytes()))))
+    assert len(from_file) == 16000 and np.allclose(from_file, audio, atol=1e-4)
+    with pytest.raises(AudioError, match="looks like text"):
+        list(byte_stream_chunks(io.BytesIO(b"this is not a sound, just a line of text " * 10)))
+    with pytest.raises(AudioError, match="not float32 PCM.*--sample-format s16le"):
+        list(byte_stream_chunks(io.BytesIO(pcm), "f32le"))
+    with pytest.raises(AudioError, match="ended before any audio"):
+        list(byte_stream_chunks(io.BytesIO(b"")))
