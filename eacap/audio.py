@@ -82,22 +82,22 @@ def load_audio(
         path = Path(source).expanduser()
         name = name or path.name or str(path)
         _check_path(path, name)
-        samples, rate, source_frames, warnings = _read(path, name, max_seconds)
+        mono, rate, channels, source_frames, warnings = _read(path, name, max_seconds)
         _check_given_rate(sample_rate, rate, name)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         name = name or "<bytes>"
         if len(source) == 0:
             raise AudioError(f"{name}: the data is empty (0 bytes); upload the audio file again")
-        samples, rate, source_frames, warnings = _read(io.BytesIO(source), name, max_seconds)
+        mono, rate, channels, source_frames, warnings = _read(io.BytesIO(source), name, max_seconds)
         _check_given_rate(sample_rate, rate, name)
     else:
         name = name or "<array>"
         if isinstance(source, tuple):
             source, sample_rate = _untuple(source, sample_rate, name)
         samples, rate, source_frames = _from_array(source, sample_rate, name, max_seconds)
-        warnings = []
+        mono, channels, warnings = downmix(samples), samples.shape[1], []
 
-    return _finish(samples, rate, source_frames, name, warnings)
+    return _finish(mono, channels, rate, source_frames, name, warnings)
 
 
 class AudioStream:
@@ -156,20 +156,19 @@ class AudioStream:
             raise ValueError(f"start {start:g} s is outside the {self.duration:.1f} s of {self.name}")
         try:
             self._file.seek(round(start * rate))
-            samples = self._file.read(round(seconds * rate), dtype="float32", always_2d=True)
+            mono = _read_mono(self._file, round(seconds * rate), keep_partial=False)
         except (sf.LibsndfileError, sf.SoundFileError, OSError, RuntimeError) as err:
             raise AudioError(f"{self.name}: decoding failed at {start:.1f} s ({err}); the file may be damaged, "
                              f"{FORMATS_HINT} again") from err
-        short = len(samples) < round(seconds * rate) - max(1, rate // 100)
+        short = len(mono) < round(seconds * rate) - max(1, rate // 100)
         if short and not any("shorter" in w for w in self.warnings):
             self.warnings.append(f"the file ended early: nothing could be read after "
-                                 f"{start + len(samples) / rate:.1f} s of the {self.duration:.1f} s its header gives; "
+                                 f"{start + len(mono) / rate:.1f} s of the {self.duration:.1f} s its header gives; "
                                  "it may be cut off")
-        if len(samples) == 0:
+        if len(mono) == 0:
             return np.zeros(round(MIN_SECONDS * SAMPLE_RATE), dtype=np.float32)  # heard (and captioned) as silence
-        if not np.isfinite(samples).all():
+        if not np.isfinite(mono).all():  # a NaN or infinity in any channel is one in the mix
             raise AudioError(f"{self.name}: it contains NaN or infinite samples near {start:.1f} s; re-export it")
-        mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)
         if rate != SAMPLE_RATE:
             mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
         return np.ascontiguousarray(mono, dtype=np.float32)
@@ -203,11 +202,14 @@ def _check_path(path: Path, name: str) -> None:
         raise AudioError(f"{name}: the file is empty (0 bytes); record or export it again")
 
 
-def _read(file, name: str, max_seconds: float) -> tuple[np.ndarray, int, int, list[str]]:
-    """Decode at most the first window of a file, after checking its header.
+def _read(file, name: str, max_seconds: float) -> tuple[np.ndarray, int, int, int, list[str]]:
+    """Decode at most the first window of a file, after checking its header: (mono, rate, channels, source frames,
+    warnings), the mono mix float32 at the file's own rate.
 
     The header is checked first so that an hour-long or 400 kHz file is refused before a byte of
-    audio is decoded, and only the window is read, so a long file costs no more than a short one.
+    audio is decoded, and only the window is read, so a long file costs no more than a short one. The window is
+    decoded a block at a time and each block is downmixed at once, so memory follows the window's length at the
+    file's rate, not also its channel count (32 channels at 192 kHz would be 25 MB per second of audio).
     """
     try:
         with sf.SoundFile(file) as f:
@@ -216,16 +218,16 @@ def _read(file, name: str, max_seconds: float) -> tuple[np.ndarray, int, int, li
             _check_channels(channels, name)
             _check_not_too_long(frames, rate, name)
             window = round(max_seconds * rate)
-            samples = _read_what_decodes(f, min(frames, window))
+            mono = _read_mono(f, min(frames, window), keep_partial=True)
     except sf.LibsndfileError as err:
         raise AudioError(f"{name}: not readable as audio ({err.error_string.rstrip('.')}); {FORMATS_HINT}") from err
     except (sf.SoundFileError, OSError) as err:
         raise AudioError(f"{name}: cannot read the file ({err}); {FORMATS_HINT}") from err
     # Headers can overstate the length (truncated files, MP3 estimates): trust what was decoded,
     # unless the read stopped at the window, in which case the rest was never looked at.
-    source_frames = frames if len(samples) == window else len(samples)
+    source_frames = frames if len(mono) == window else len(mono)
     warning = truncation_warning(promised_frames(file, frames, mp3), source_frames, rate)
-    return samples, rate, source_frames, [warning] if warning else []
+    return mono, rate, channels, source_frames, [warning] if warning else []
 
 
 def promised_frames(file, frames: int, mp3: bool) -> int:
@@ -238,23 +240,34 @@ def promised_frames(file, frames: int, mp3: bool) -> int:
     return 0 if mp3 else frames
 
 
-def _read_what_decodes(f: sf.SoundFile, frames: int) -> np.ndarray:
-    """Up to `frames` frames, a second at a time: a stream that breaks off (a FLAC cut in half loses sync) gives
-    what was decoded before the break, and the length check then warns; a stream of which nothing decodes raises
-    libsndfile's error."""
+def _read_mono(f: sf.SoundFile, frames: int, *, keep_partial: bool) -> np.ndarray:
+    """Up to `frames` frames from the file's position, downmixed to float32 mono, read and downmixed a second at a
+    time: only one block of all the channels is in memory at once (at most MAX_CHANNELS x MAX_RATE x 4 bytes, 25 MB).
+
+    With `keep_partial`, a stream that breaks off (a FLAC cut in half loses sync) gives what was decoded before the
+    break, and the length check then warns; a stream of which nothing decodes raises libsndfile's error. Without it,
+    any decoding error is raised."""
     blocks, left = [], frames
     while left > 0:
         try:
             block = f.read(min(left, f.samplerate), dtype="float32", always_2d=True)
         except sf.LibsndfileError:
-            if not blocks:
+            if not blocks or not keep_partial:
                 raise
             break
         if len(block) == 0:
             break
-        blocks.append(block)
-        left -= len(block)
-    return np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
+        blocks.append(downmix(block))
+        del block  # free it before the next read allocates one
+        left -= len(blocks[-1])
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
+def downmix(samples: np.ndarray) -> np.ndarray:
+    """(frames, channels) float32 -> (frames,) float32: the mean of the channels. Averaging keeps the level of a
+    channel that is the same everywhere (e.g. dual-mono). Row by row, so downmixing block by block gives exactly
+    what downmixing the whole does."""
+    return samples[:, 0].copy() if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
 
 
 def truncation_warning(promised: int, decoded_frames: int, rate: int) -> str | None:
@@ -376,7 +389,8 @@ def _check_rate(rate, name: str) -> int:
 
 def _check_channels(channels: int, name: str) -> None:
     if channels > MAX_CHANNELS:
-        raise AudioError(f"{name}: {channels} channels is more than {MAX_CHANNELS}; downmix it first")
+        raise AudioError(f"{name}: {channels} channels is more than {MAX_CHANNELS}; downmix it first, to stereo "
+                         "or mono (e.g. `ffmpeg -i IN -ac 2 OUT.flac`)")
 
 
 def _check_not_too_long(frames: int, rate: int, name: str) -> None:
@@ -405,21 +419,19 @@ def silence_level(waveform: np.ndarray) -> str | None:
     return level
 
 
-def _finish(samples: np.ndarray, rate: int, source_frames: int, name: str, warnings: list[str]) -> Audio:
-    """Validate, downmix and resample the decoded window (frames, channels) at `rate`."""
-    frames, channels = samples.shape
+def _finish(mono: np.ndarray, channels: int, rate: int, source_frames: int, name: str, warnings: list[str]) -> Audio:
+    """Validate and resample the decoded window, downmixed to mono (`downmix`) at `rate` from `channels`."""
+    frames = len(mono)
     if frames == 0:
         raise AudioError(f"{name}: there are no samples in it; record or export it again")
     if frames / rate < MIN_SECONDS:
         raise AudioError(f"{name}: only {frames / rate:.3g} s of audio; record at least {MIN_SECONDS:g} s")
-    if not np.isfinite(samples).all():
+    if not np.isfinite(mono).all():  # a NaN or infinity in any channel is one in the mix
         raise AudioError(
             f"{name}: it contains NaN or infinite samples; the recording or the code that produced it is broken, "
             "re-export it or fix the array"
         )
 
-    # Averaging keeps the level of a channel that is the same everywhere (e.g. dual-mono).
-    mono = samples[:, 0] if channels == 1 else samples.mean(axis=1)
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
     waveform = np.ascontiguousarray(mono, dtype=np.float32)

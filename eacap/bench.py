@@ -50,6 +50,7 @@ from .decoding import DecodingOptions, decode
 from .devices import DeviceError, device_name, resolve_device, synchronize
 from .features import STUDENT_FRONTEND, LogMel
 from .models.decoder import CaptionDecoder, DecoderConfig
+from .requests import BEAM_SIZE, RequestError, whole_number
 from .sounds import SoundWords
 
 DEFAULT_TOKENS = 20
@@ -448,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=positive, default=32, help="clips per call for throughput (default 32)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the generated clip (default 10)")
     parser.add_argument("--audio", help="time this file instead of generated noise (the first 30 s)")
-    parser.add_argument("--beam-size", type=positive, default=3, help="beam width for every model (default 3)")
+    parser.add_argument("--beam-size", type=positive, default=3,
+                        help=f"beam width for every model, {BEAM_SIZE[0]}-{BEAM_SIZE[1]} (default 3)")
     parser.add_argument("--tokens", type=positive, default=DEFAULT_TOKENS,
                         help=f"forced caption length, </s> included (default {DEFAULT_TOKENS})")
     parser.add_argument("--no-repeat-ngram", type=int, default=DecodingOptions().no_repeat_ngram_size,
@@ -475,6 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:  # the app's and the CLI's limit: a benchmark times what users can ask for
+        whole_number("beam_size", args.beam_size, *BEAM_SIZE)
+    except RequestError as error:
+        print(f"error: {error}: change --beam-size", file=sys.stderr)
+        return 2
     if args.long_worker:
         print(json.dumps(long_worker(*args.long_worker, args.beam_size, args.threads, args.device)))
         return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 from .audio import AudioError, load_audio
 from .checkpoint import CheckpointError, load_model
 from .decoding import DecodingOptions
+from .requests import BEAM_SIZE, MAX_LENGTH, RequestError, decoding_request
 from .timeline import FORMATS, WINDOW_SECONDS, caption_timeline, render
 
 # The shipped checkpoints live next to the package (the repository root), not in the working directory, so the
@@ -93,9 +94,10 @@ def add_decoding_options(parser: argparse.ArgumentParser) -> None:
     add_device_options(parser)
     defaults = DecodingOptions()
     parser.add_argument("--beam-size", type=positive, default=defaults.beam_size,
-                        help=f"beam width; 1 is greedy (default {defaults.beam_size})")
+                        help=f"beam width, {BEAM_SIZE[0]}-{BEAM_SIZE[1]}; 1 is greedy (default {defaults.beam_size})")
     parser.add_argument("--max-length", type=positive, default=defaults.max_length,
-                        help=f"longest caption in tokens, </s> included (default {defaults.max_length})")
+                        help=f"longest caption in tokens, </s> included, {MAX_LENGTH[0]}-{MAX_LENGTH[1]} "
+                             f"(default {defaults.max_length})")
 
 
 def positive(text: str) -> int:
@@ -304,10 +306,9 @@ def load(name: str | None, role: str, option: str, args=None):
 
 
 def decoding_options(args, *models) -> DecodingOptions:
-    options = DecodingOptions(beam_size=args.beam_size, max_length=args.max_length)
+    """The request's decoding options, within the limits the app and the bench share (`eacap.requests`)."""
     try:
-        for model in models:
-            options.validate(model.config.decoder.max_length)
-    except ValueError as error:
-        raise UsageError(f"{error}: change --beam-size/--max-length") from None
-    return options
+        return decoding_request(args.beam_size, args.max_length, *models)
+    except RequestError as error:
+        option = "--beam-size" if str(error).startswith("beam_size") else "--max-length"
+        raise UsageError(f"{error}: change {option}") from None

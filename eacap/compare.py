@@ -25,6 +25,7 @@ from .audio import Audio, load_audio
 from .decoding import DecodingOptions
 from .models import CaptionModel
 from .models.caption_model import BatchRun
+from .requests import total_seconds
 
 STAGES = ("load", "frontend", "encoder", "decoder")
 
@@ -93,12 +94,10 @@ def compare(source, teacher: CaptionModel, student: CaptionModel,
         audio = load_audio(source)
         load_seconds = time.perf_counter() - start
 
-    runs, totals = [], []
+    runs = []
     for model in (teacher, student):
         warm_up(model, audio.waveform, options)
-        start = time.perf_counter()
         runs.append(model.run_batch([audio.waveform], options))
-        totals.append(time.perf_counter() - start)
 
     t_run, s_run = runs
     # The KD heads live in the student, which may sit on another device than the teacher.
@@ -111,8 +110,8 @@ def compare(source, teacher: CaptionModel, student: CaptionModel,
         matrix = F.normalize(s_emb, dim=-1) @ F.normalize(t_emb, dim=-1).T
         time_axis, time_cosine = cosine_along_time(s_emb, t_emb, audio.duration)
 
-    teacher_run = _model_run(teacher, t_run, totals[0], load_seconds)
-    student_run = _model_run(student, s_run, totals[1], load_seconds)
+    teacher_run = _model_run(teacher, t_run, load_seconds)
+    student_run = _model_run(student, s_run, load_seconds)
     return Comparison(
         name=audio.name, duration=audio.duration, warnings=list(audio.warnings),
         teacher=teacher_run, student=student_run,
@@ -194,9 +193,10 @@ def _clip_embedding(model: CaptionModel, student: CaptionModel, waveform: np.nda
     return student.kd_embedding(frames, side).mean(0).cpu()
 
 
-def _model_run(model: CaptionModel, run: BatchRun, total: float, load_seconds: float) -> ModelRun:
+def _model_run(model: CaptionModel, run: BatchRun, load_seconds: float) -> ModelRun:
     caption = run.captions[0]
-    seconds = {"load": load_seconds, **{s: caption.seconds[s] for s in STAGES[1:]}, "total": total}
+    seconds = {"load": load_seconds, **{s: caption.seconds[s] for s in STAGES[1:]}}
+    seconds["total"] = total_seconds(seconds)
     return ModelRun(role=model.role, name=model.source or model.role, caption=caption.text,
                     score=caption.score, parameters=model.num_parameters(), seconds=seconds)
 

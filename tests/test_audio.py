@@ -342,8 +342,48 @@ def test_absurd_shapes(shape):
 
 def test_too_many_channels_in_file(tmp_path):
     sf.write(tmp_path / "many.wav", np.full((1600, 40), 0.1, dtype=np.float32), 16000)
-    with pytest.raises(AudioError, match=r"many\.wav: 40 channels is more than 32; downmix it first"):
+    with pytest.raises(AudioError, match=r"many\.wav: 40 channels is more than 32; downmix it first") as error:
         load_audio(tmp_path / "many.wav")
+    assert "to stereo or mono" in str(error.value)
+    with pytest.raises(AudioError, match="40 channels is more than 32"):
+        audio.open_stream(tmp_path / "many.wav")
+    sf.write(tmp_path / "32.wav", np.full((1600, 32), 0.1, dtype=np.float32), 16000)
+    assert load_audio(tmp_path / "32.wav").source_channels == 32  # the limit itself is accepted
+
+
+def test_memory_follows_one_channel_not_all_of_them(tmp_path):
+    """A file is decoded a block at a time and each block downmixed at once: 32 channels at 192 kHz must not hold all
+    its channels in memory (the whole 10 s would be 246 MB of float32), and the result is the whole-file downmix."""
+    import tracemalloc
+
+    import soxr
+
+    rate, channels, seconds = 192000, audio.MAX_CHANNELS, 10
+    path = tmp_path / "many.wav"
+    with sf.SoundFile(path, "w", rate, channels, subtype="PCM_16") as f:  # WAV: encoding Vorbis this big takes 30 s
+        for second in range(seconds):
+            t = second + np.arange(rate)[:, None] / rate
+            f.write((0.5 * np.sin(2 * np.pi * (100.0 + 37.0 * np.arange(channels)) * t)).astype(np.float32))
+    all_channels = channels * rate * seconds * 4  # bytes of every channel as float32
+
+    tracemalloc.start()
+    try:
+        result = load_audio(path)
+        _, load_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        with audio.open_stream(path) as stream:
+            streamed = stream.read(0.0, seconds)
+        _, stream_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert load_peak < all_channels / 4, f"load_audio peaked at {load_peak / 2**20:.0f} MiB"
+    assert stream_peak < all_channels / 4, f"AudioStream.read peaked at {stream_peak / 2**20:.0f} MiB"
+
+    whole = sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1)  # the old way: every channel, then mix
+    expected = soxr.resample(whole, rate, SAMPLE_RATE, quality="HQ")
+    assert result.source_channels == channels and result.source_rate == rate
+    np.testing.assert_allclose(result.waveform, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(streamed, expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.uint16, np.complex64, bool])

@@ -92,7 +92,7 @@ def test_usage_errors_exit_2(tiny_checkpoints, clips, capsys, monkeypatch, tmp_p
     assert "no student checkpoint at" in err and "python -m train all" in err and "--model" in err
 
     assert cli.main(["caption", str(clips / "a.wav"), "--model", student, "--max-length", "400"]) == 2
-    assert "max_length must be between 1 and 47" in capsys.readouterr().err
+    assert "max_length must be a whole number from 1 to 47, got 400" in capsys.readouterr().err
 
     with pytest.raises(SystemExit) as exit_info:  # argparse: a non-number
         cli.main(["caption", "a.wav", "--beam-size", "three"])
