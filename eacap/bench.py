@@ -46,9 +46,13 @@ from torch import nn
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .checkpoint import CheckpointError, load_model
 from .cli import CHECKPOINTS, positive
+from .compare import warm_up
 from .decoding import DecodingOptions, decode
 from .devices import DeviceError, device_name, resolve_device, synchronize
 from .features import STUDENT_FRONTEND, LogMel
+from .live import HOP_SECONDS as LIVE_HOP
+from .live import WINDOW_SECONDS as LIVE_WINDOW
+from .live import check_timing
 from .models.decoder import CaptionDecoder, DecoderConfig
 from .requests import BEAM_SIZE, RequestError, whole_number
 from .sounds import SoundWords
@@ -435,6 +439,53 @@ def report_long(result: dict) -> str:
     return "\n".join(lines)
 
 
+# -- live captioning -------------------------------------------------------------------------------------------
+
+def run_stream(args) -> dict:
+    """Each model's cost of one live window: the median wall time of captioning `--window` seconds of sound, as
+    `LiveCaptioner` does every hop, alone on the machine. A model keeps up with any hop at least that long."""
+    torch.set_num_threads(args.threads)
+    try:
+        check_timing(args.window, args.hop)
+        device = resolve_device(args.device)
+    except (DeviceError, ValueError) as error:
+        raise BenchError(f"{error} (--device/--window/--hop)") from None
+    models = {"teacher": load_model(args.teacher, device=device), "student": load_model(args.student, device=device)}
+    rng = np.random.default_rng(0)
+    windows = [(0.1 * rng.standard_normal(round(args.window * SAMPLE_RATE))).astype(np.float32)
+               for _ in range(args.repeats)]
+    options = DecodingOptions(beam_size=args.beam_size, max_length=args.max_length)
+    result = {"window": args.window, "hop": args.hop, "beam_size": args.beam_size, "threads": torch.get_num_threads(),
+              "device": str(device), "device_name": device_name(device), "models": {}}
+    for role, model in models.items():
+        warm_up(model, windows[0], options)
+        seconds = []
+        for waveform in windows:
+            synchronize(device)
+            started = time.perf_counter()
+            model.caption_batch([waveform], options)
+            synchronize(device)
+            seconds.append(time.perf_counter() - started)
+        per_window = statistics.median(seconds)
+        result["models"][role] = {"seconds_per_window": per_window, "real_time_factor": per_window / args.hop,
+                                  "shortest_hop": per_window, "repeats": len(seconds)}
+    t, s = result["models"]["teacher"], result["models"]["student"]
+    result["speedup"] = {"stream": t["seconds_per_window"] / s["seconds_per_window"]}
+    return result
+
+
+def report_stream(result: dict) -> str:
+    lines = [f"eacap bench --stream: a {result['window']:g} s window every {result['hop']:g} s, beam "
+             f"{result['beam_size']}, natural captions; {result['threads']} threads",
+             f"device: {result['device']} ({result['device_name']})", "",
+             f"{'model':<8} {'per window':>11} {'real-time factor':>17} {'shortest hop it keeps up with':>30}"]
+    for role, m in result["models"].items():
+        lines.append(f"{role:<8} {_ms(m['seconds_per_window']):>11} {m['real_time_factor']:>17.3f} "
+                     f"{m['shortest_hop']:>29.2f}s")
+    lines += ["", f"speed-up: stream {result['speedup']['stream']:.1f}x"]
+    return "\n".join(lines)
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -472,6 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instead: caption a generated recording of MINUTES as a timeline with each model and "
                              "report time per audio hour and peak memory (e.g. --long 60)")
     parser.add_argument("--long-worker", nargs=2, metavar=("MODEL", "AUDIO"), help=argparse.SUPPRESS)
+    parser.add_argument("--stream", action="store_true",
+                        help="instead: live captioning (eacap.live): each model's compute time per window, its "
+                             "real-time factor at --hop and the shortest hop it keeps up with")
+    parser.add_argument("--window", type=float, default=LIVE_WINDOW,
+                        help=f"with --stream: seconds each caption hears (default {LIVE_WINDOW:g})")
+    parser.add_argument("--hop", type=float, default=LIVE_HOP,
+                        help=f"with --stream: seconds between captions (default {LIVE_HOP:g})")
     return parser
 
 
@@ -490,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --long must be within 0.1-60 minutes (the 1-hour limit), got {args.long:g}", file=sys.stderr)
             return 2
         return finish(args, run_long, report_long)
+    if args.stream:
+        return finish(args, run_stream, report_stream)
     if not 0.1 <= args.seconds <= 30:
         print(f"error: --seconds must be within 0.1-30 (the models' window), got {args.seconds:g}", file=sys.stderr)
         return 2

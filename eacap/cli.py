@@ -1,4 +1,4 @@
-"""Command line: `python -m eacap caption FILE...` and `python -m eacap compare FILE`.
+"""Command line: `python -m eacap caption FILE...`, `python -m eacap compare FILE` and `python -m eacap stream`.
 
 Exit codes: 0 all went well; 1 some input could not be captioned (the others still were); 2 the command itself
 cannot run (bad option, missing or broken checkpoint). Errors are one line naming the input and the fix.
@@ -14,11 +14,14 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
-from .audio import AudioError, load_audio
+from .audio import AudioError, load_audio, open_stream
 from .checkpoint import CheckpointError, load_model
 from .decoding import DecodingOptions
+from .live import HOP_SECONDS as LIVE_HOP
+from .live import PCM_FORMATS, LiveCaptioner, byte_stream_chunks
+from .live import WINDOW_SECONDS as LIVE_WINDOW
 from .requests import BEAM_SIZE, MAX_LENGTH, RequestError, decoding_request
-from .timeline import FORMATS, WINDOW_SECONDS, caption_timeline, render
+from .timeline import FORMATS, WINDOW_SECONDS, caption_timeline, clock_time, render
 
 # The shipped checkpoints live next to the package (the repository root), not in the working directory, so the
 # CLI finds them wherever it is run from; EACAP_CHECKPOINTS points elsewhere, as it does for the app.
@@ -80,6 +83,26 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true", help="print one JSON object")
     compare.add_argument("--plots", metavar="DIR", help="save timing.png, similarity.png and logmel.png in DIR")
     compare.set_defaults(run=run_compare)
+
+    stream = commands.add_parser(
+        "stream", help="caption a live stream from stdin (raw 16 kHz PCM or an audio file) as it plays",
+        description="Caption a live stream: the last --window seconds every --hop seconds, one line per caption that "
+                    "changes. `ffmpeg -i SOURCE -f s16le -ac 1 -ar 16000 - | python -m eacap stream` captions any "
+                    "source ffmpeg can read.")
+    stream.add_argument("--input", default="-", metavar="FILE",
+                        help="an audio file to caption as if it were playing, or - for stdin (default)")
+    stream.add_argument("--model", action="append", metavar="DIR|HUB_ID",
+                        help="a model to caption with (repeat for more; default: the student)")
+    stream.add_argument("--both", action="store_true", help="caption with the default teacher and student")
+    stream.add_argument("--window", type=float, default=LIVE_WINDOW, help=f"seconds each caption hears "
+                        f"(default {LIVE_WINDOW:g})")
+    stream.add_argument("--hop", type=float, default=LIVE_HOP, help=f"seconds between captions (default {LIVE_HOP:g})")
+    stream.add_argument("--sample-format", choices=sorted(PCM_FORMATS), default="s16le",
+                        help="raw PCM on stdin: 16-bit or 32-bit float little-endian, mono, 16 kHz (default s16le)")
+    stream.add_argument("--every", action="store_true", help="print every caption, not only those that change")
+    stream.add_argument("--json", action="store_true", help="one JSON object per caption instead of a line")
+    add_decoding_options(stream)
+    stream.set_defaults(run=run_stream)
     return parser
 
 
@@ -230,6 +253,64 @@ def caption_with_progress(model, file: str, options: DecodingOptions, args):
 
 
 # -- compare ------------------------------------------------------------------------------------------------
+
+def run_stream(args) -> int:
+    if args.both and args.model:
+        raise UsageError("--both means the default teacher and student: leave out --model, or leave out --both")
+    if args.both:
+        models = [load(None, "teacher", "--model", args), load(None, "student", "--model", args)]
+    else:
+        models = [load(name, "student", "--model", args) for name in (args.model or [None])]
+    options = decoding_options(args, *models)
+    from_stdin = args.input == "-"
+    try:
+        live = LiveCaptioner(models, args.window, args.hop, options, threaded=from_stdin)
+    except ValueError as error:
+        raise UsageError(f"{error}: change --window/--hop") from None
+    warnings: list[str] = []
+    try:
+        if from_stdin:
+            chunks = byte_stream_chunks(sys.stdin.buffer, args.sample_format, warnings=warnings)
+        else:  # a file plays through the same windows, captioned inline: every hop, none skipped
+            chunks = file_chunks(args.input)
+        for chunk in chunks:
+            print_live(live.feed(chunk), args)
+    except AudioError as error:
+        print(f"error: {error}", file=sys.stderr)
+        live.finish()
+        return EXIT_INPUT
+    finally:
+        if not live.closed:
+            print_live(live.finish(), args)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for name, stats in live.stats().items():
+        print(f"{name}: {stats['windows']} windows captioned, {stats['skipped']} skipped, "
+              f"{stats['compute_per_window'] * 1000:.0f} ms per window (real-time factor "
+              f"{stats['real_time_factor']:.2f} at a {args.hop:g} s hop), mean lag {stats['mean_lag'] * 1000:.0f} ms",
+              file=sys.stderr)
+    return 0
+
+
+def file_chunks(path: str, seconds: float = 0.25) -> Iterator:
+    with open_stream(path) as stream:
+        for warning in stream.warnings:
+            print(f"warning: {stream.name}: {warning}", file=sys.stderr)
+        start = 0.0
+        while start < stream.duration:
+            yield stream.read(start, min(seconds, stream.duration - start))
+            start += seconds
+
+
+def print_live(captions, args) -> None:
+    for caption in captions:
+        if not (caption.changed or args.every):
+            continue
+        if args.json:
+            print(json.dumps(caption.to_dict(), ensure_ascii=False), flush=True)
+        else:
+            print(f"{clock_time(caption.end)}\t{caption.role}\t{caption.text}", flush=True)
+
 
 def run_compare(args) -> int:
     from .compare import compare

@@ -156,3 +156,67 @@ def test_byte_streams_raw_pcm_files_and_what_is_not_audio(tmp_path):
         list(byte_stream_chunks(io.BytesIO(pcm), "f32le"))
     with pytest.raises(AudioError, match="ended before any audio"):
         list(byte_stream_chunks(io.BytesIO(b"")))
+
+
+def run_stream(args, stdin: bytes, timeout=120):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-m", "eacap", "stream", *args], input=stdin, capture_output=True,
+                          timeout=timeout, cwd=root)
+
+
+def test_cli_captions_a_piped_stream(tiny_checkpoints):
+    teacher, student = tiny_checkpoints
+    pcm = (tone(3.0) * 32767).astype("<i2").tobytes()
+    done = run_stream(["--model", teacher, "--model", student, "--every", "--hop", "1", "--window", "2"], pcm + b"\x07")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.decode().splitlines()
+    # Piped faster than it plays: each model captions the first window, and skips what comes while it is busy
+    assert sorted(line.split("\t")[:2] for line in lines[:2]) == [["00:01", "student"], ["00:01", "teacher"]]
+    assert all(len(line.split("\t")) == 3 for line in lines)
+    err = done.stderr.decode()
+    assert "stopped in the middle of a sample" in err and "windows captioned" in err and "real-time factor" in err
+
+
+def test_cli_stream_of_silence_json_and_bad_input(tiny_checkpoints, tmp_path):
+    import json
+
+    import soundfile as sf
+    _, student = tiny_checkpoints
+    silence = np.zeros(2 * 16000, dtype="<i2").tobytes()
+    done = run_stream(["--model", student, "--json", "--hop", "1"], silence)
+    assert done.returncode == 0, done.stderr
+    captions = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert captions[0]["text"] == SILENCE_CAPTION and captions[0]["silent"] and len(captions) == 1  # no change after
+    sf.write(tmp_path / "clip.wav", tone(2.0), 16000)
+    done = run_stream(["--model", student, "--input", str(tmp_path / "clip.wav"), "--every"], b"")
+    assert done.returncode == 0 and len(done.stdout.decode().splitlines()) == 2
+    done = run_stream(["--model", student], b"hello, this is a text file and certainly no sound at all\n" * 5)
+    assert done.returncode == 1 and "looks like text" in done.stderr.decode()
+    done = run_stream(["--model", student, "--sample-format", "f32le"], (tone(1.0) * 32767).astype("<i2").tobytes())
+    assert done.returncode == 1 and "--sample-format s16le" in done.stderr.decode()
+    done = run_stream(["--model", student, "--both"], b"")
+    assert done.returncode == 2 and "--both" in done.stderr.decode()
+    done = run_stream(["--model", student, "--hop", "20", "--window", "5"], b"")
+    assert done.returncode == 2 and "hop must be" in done.stderr.decode()
+
+
+def test_bench_stream_reports_each_models_real_time_factor(tiny_checkpoints, capsys):
+    import json
+
+    from eacap import bench
+    teacher, student = tiny_checkpoints
+    args = ["--teacher", teacher, "--student", student, "--stream", "--repeats", "2", "--window", "2", "--hop", "0.5",
+            "--device", "cpu"]
+    assert bench.main(args + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for m in result["models"].values():
+        assert m["seconds_per_window"] > 0 and m["real_time_factor"] == pytest.approx(m["seconds_per_window"] / 0.5)
+        assert m["shortest_hop"] == m["seconds_per_window"]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert "real-time factor" in out and out.strip().splitlines()[-1].startswith("speed-up: stream ")
+    assert bench.main(args + ["--hop", "5"]) == 2
+    assert "hop must be" in capsys.readouterr().err
