@@ -325,6 +325,14 @@ def _untuple(source: tuple, sample_rate, name: str):
     return array, rate
 
 
+def array_to_mono(array, sample_rate, name: str = "audio") -> tuple[np.ndarray, int]:
+    """A numpy array or torch tensor of any layout `load_audio` takes as (float32 mono samples at its own rate, the
+    rate): the same checks and conversions, without resampling, silence or length rules. For audio that arrives
+    in pieces (a microphone's chunks), which `eacap.live` resamples as one continuous signal."""
+    samples, rate, _ = _from_array(array, sample_rate, name, MAX_SOURCE_SECONDS)
+    return downmix(samples), rate
+
+
 def _from_array(array, sample_rate, name: str, max_seconds: float) -> tuple[np.ndarray, int, int]:
     if hasattr(array, "detach") and hasattr(array, "numpy"):  # a torch tensor, without importing torch
         array = array.detach().cpu()

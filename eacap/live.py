@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
+import soxr
 import torch
 
-from .audio import MIN_SECONDS, SAMPLE_RATE, SILENCE_CAPTION, AudioError, open_stream, silence_level
+from .audio import MIN_SECONDS, SAMPLE_RATE, SILENCE_CAPTION, AudioError, array_to_mono, open_stream, silence_level
 from .compare import warm_up
 from .decoding import DecodingOptions
 
@@ -260,20 +261,36 @@ def check_timing(window: float, hop: float) -> None:
 
 
 def check_chunk(samples) -> np.ndarray:
-    """A chunk of a live stream as float32 mono, or an AudioError saying what is wrong with it."""
+    """A chunk of a live stream at 16 kHz as float32 mono, or an AudioError saying what is wrong with it."""
     if torch.is_tensor(samples):
         samples = samples.detach().cpu().numpy()
     chunk = np.asarray(samples)
     if chunk.ndim != 1:
         raise AudioError(f"a live chunk must be mono samples (1-D), got shape {chunk.shape}: downmix it first")
-    if chunk.dtype.kind not in "fi":
-        raise AudioError(f"a live chunk must hold float or signed integer samples, got {chunk.dtype}")
-    if chunk.dtype.kind == "i":  # PCM: full scale is the type's range
-        chunk = chunk.astype(np.float32) / float(np.iinfo(chunk.dtype).max + 1)
-    chunk = chunk.astype(np.float32, copy=False)
+    if chunk.size == 0:
+        return np.zeros(0, dtype=np.float32)
+    chunk, _ = array_to_mono(chunk, SAMPLE_RATE, "a live chunk")
     if not np.isfinite(chunk).all():
         raise AudioError("a live chunk holds NaN or infinite samples")
     return chunk
+
+
+class Resampler:
+    """Chunks at any rate and channel count, as a browser's microphone sends them, to 16 kHz mono float32,
+    resampled as one continuous signal (per-chunk resampling would click at every chunk's edges)."""
+
+    def __init__(self):
+        self.rate: int | None = None
+        self.stream = None
+
+    def __call__(self, rate, samples) -> np.ndarray:
+        if np.asarray(samples).size == 0:
+            return np.zeros(0, dtype=np.float32)
+        mono, rate = array_to_mono(samples, rate, "the microphone")
+        if rate != self.rate:  # a new stream, or the device changed its rate
+            self.rate = rate
+            self.stream = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, "float32")
+        return mono if self.stream is None else self.stream.resample_chunk(mono)
 
 
 # -- a live source on a byte stream (stdin) ----------------------------------------------------------------------
