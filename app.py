@@ -8,6 +8,12 @@ folder in `EACAP_CHECKPOINTS`), warmed up, and the example gallery is computed o
 
 API (gradio_client): `/caption` (one model, JSON), `/compare` (both models, JSON) and `/timeline` (both models'
 timelines of the whole recording, JSON); see README.md.
+
+Built to be public (README.md, "Running it as a public Space"): every request argument is checked by
+`eacap.requests` before any work; models come only from an allow-list (the checkpoint folders found at start-up and
+the Hub ids in $EACAP_HUB_MODELS); timelines queue apart from the short requests, so a long recording never holds
+up a caption; one client may have only so many requests waiting; uploads are deleted after a while. The limits are
+`Settings`, read from the environment.
 """
 from __future__ import annotations
 
@@ -18,11 +24,13 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import inspect
 import logging
+import math
 import re
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +38,12 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from eacap import SAMPLE_RATE, AudioError, CaptionModel, CheckpointError, DecodingOptions, load_audio, load_model, plots
+from eacap import SAMPLE_RATE, AudioError, CaptionModel, CheckpointError, load_audio, load_model, plots
+from eacap.audio import MAX_SECONDS, MAX_SOURCE_SECONDS, open_stream
 from eacap.checkpoint import CONFIG, read_config
 from eacap.compare import Comparison, Gallery, compare, gallery
 from eacap.devices import DEVICE_VARIABLE, DeviceError, device_name, resolve_device
+from eacap.requests import BEAM_SIZE, MAX_LENGTH, RequestError, decoding_request, model_name, shown, total_seconds
 from eacap.timeline import Timeline, caption_timeline, clock_time
 
 log = logging.getLogger("eacap.app")
@@ -53,18 +63,13 @@ HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 AUDIO_SUFFIXES = (".flac", ".ogg", ".wav", ".mp3")
 TITLE = "eacap: teacher vs. distilled student audio captioning"
-# A Hub model id, "owner/name". Anything else typed into a model box must be a folder listed there:
-# arbitrary server paths are refused, so a public Space cannot be used to probe its file system.
+# A Hub model id, "owner/name", as $EACAP_HUB_MODELS lists them. Requests may name only the checkpoint folders found
+# at start-up and those ids: nothing a client types is ever looked up as a server path or sent to the Hub.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 # Models kept in memory besides the two defaults: enough to flip between a few choices, bounded so that
-# users typing Hub ids cannot fill the machine's memory.
+# the allowed Hub ids cannot fill the machine's memory.
 MODEL_CACHE_SIZE = 4
-# One model run at a time by default: on a small CPU machine two runs at once would each time the other's
-# load (and latency is what the app shows), and it bounds memory. More on bigger hardware.
-CONCURRENCY = int(os.environ.get("EACAP_CONCURRENCY", "1"))
-QUEUE_SIZE = int(os.environ.get("EACAP_QUEUE_SIZE", "64"))
-MAX_FILE_SIZE = "200mb"  # an hour of MP3 or 16 kHz FLAC fits (the timeline captions up to an hour)
-BEAM_MAX = 8
+SHORT, TIMELINES = "models", "timelines"  # the two queues (Gradio concurrency groups): short requests, timelines
 NO_AUDIO = "No audio: upload a file, record with the microphone, or pick one of the examples."
 
 HOW_TO_READ = {  # one sentence under each plot
@@ -90,18 +95,90 @@ class InputError(ValueError):
     """A problem with what the user chose or uploaded; shown to them as it is."""
 
 
+class SettingsError(ValueError):
+    """An environment setting the app cannot run with; raised at start-up, naming the variable."""
+
+
+# -- settings ------------------------------------------------------------------------------------------------
+
+
+def env_number(environ, name: str, default: float, low: float, high: float, whole: bool = True) -> float:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (low <= value <= high and (value.is_integer() or not whole)):
+        kind = "a whole number" if whole else "a number"
+        raise SettingsError(f"{name} must be {kind} from {low:g} to {high:g}, got {shown(text)}")
+    return int(value) if whole else value
+
+
+FILE_SIZE = re.compile(r"^\d+(\.\d+)?\s*(b|kb|mb|gb)?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a running app allows and keeps; `from_env` reads each from its EACAP_* variable (README.md lists them)."""
+    # Model runs at once in each queue. One by default: on a small CPU machine two runs at once would each time the
+    # other's (latency is what the app shows), and it bounds memory. More on bigger hardware.
+    concurrency: int = 1                  # EACAP_CONCURRENCY: /caption, /compare, the page's compare, page loads
+    timeline_concurrency: int = 1         # EACAP_TIMELINE_CONCURRENCY: /timeline and the page's timeline
+    queue_size: int = 64                  # EACAP_QUEUE_SIZE: requests waiting in all queues together
+    client_queue: int = 8                 # EACAP_CLIENT_QUEUE: requests one client may have waiting (0: no limit)
+    timeline_minutes: float = 10.0        # EACAP_TIMELINE_MAX_MINUTES: longest recording a timeline takes
+    upload_minutes: float = 60.0          # EACAP_UPLOAD_MINUTES: uploads are deleted this long after they came
+    max_file_size: str = "200mb"          # EACAP_MAX_FILE_SIZE: largest upload (an hour of MP3 or 16 kHz FLAC)
+    hub_models: tuple[str, ...] = ()      # EACAP_HUB_MODELS: Hub ids requests may name besides the folders
+    proxy_hops: int = 0                   # EACAP_PROXY_HOPS: proxies in front (a Space has one): who the client is
+
+    @classmethod
+    def from_env(cls, environ=None) -> "Settings":
+        env = os.environ if environ is None else environ
+        hub = tuple(dict.fromkeys(name.strip() for name in env.get("EACAP_HUB_MODELS", "").split(",") if name.strip()))
+        for name in hub:
+            if not HUB_ID.match(name) or len(name) > 200:
+                raise SettingsError(f"EACAP_HUB_MODELS: {shown(name)} is not a Hub model id of the form owner/name")
+        size = env.get("EACAP_MAX_FILE_SIZE", "").strip() or cls.max_file_size
+        if not FILE_SIZE.match(size):
+            raise SettingsError(f"EACAP_MAX_FILE_SIZE must be a size such as 200mb or 1gb, got {shown(size)}")
+        return cls(
+            concurrency=env_number(env, "EACAP_CONCURRENCY", cls.concurrency, 1, 64),
+            timeline_concurrency=env_number(env, "EACAP_TIMELINE_CONCURRENCY", cls.timeline_concurrency, 1, 64),
+            queue_size=env_number(env, "EACAP_QUEUE_SIZE", cls.queue_size, 1, 10_000),
+            client_queue=env_number(env, "EACAP_CLIENT_QUEUE", cls.client_queue, 0, 10_000),
+            timeline_minutes=env_number(env, "EACAP_TIMELINE_MAX_MINUTES", cls.timeline_minutes, 0.5,
+                                        MAX_SOURCE_SECONDS / 60, whole=False),
+            upload_minutes=env_number(env, "EACAP_UPLOAD_MINUTES", cls.upload_minutes, 0.01, 7 * 24 * 60, whole=False),
+            max_file_size=size.replace(" ", "").lower(),
+            hub_models=hub,
+            proxy_hops=env_number(env, "EACAP_PROXY_HOPS", 1 if env.get("SPACE_ID") else 0, 0, 8),
+        )
+
+    @property
+    def delete_cache(self) -> tuple[int, int]:
+        """Gradio's (how often, how old) in seconds: uploads older than `upload_minutes`, looked for every 5 min
+        (more often for short ages), so one is gone at most 5 min after its time."""
+        age = max(1, round(self.upload_minutes * 60))
+        return min(300, max(1, age // 4)), age
+
+
 # -- models --------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class ModelBank:
-    """The checkpoint folders on offer, the loaded models, and the per-pair example galleries.
+    """The models on offer, the loaded models, and the per-pair example galleries.
 
-    Folders are found once at start-up; a folder that is not a readable checkpoint is listed in `problems`
-    (shown in the page), never fatal. Models load on first use and stay cached (the defaults always).
+    On offer: the checkpoint folders found once at start-up and the Hub ids in `hub` (nothing else, whatever a
+    request names). A folder that is not a readable checkpoint is listed in `problems` (shown in the page), never
+    fatal. Models load on first use and stay cached (the defaults always).
     """
     root: Path
     examples: list[Path] = field(default_factory=list)
+    hub: tuple[str, ...] = ()                                  # Hub ids requests may name (EACAP_HUB_MODELS)
     roles: dict[str, str] = field(default_factory=dict)       # folder name -> "teacher" | "student"
     problems: list[str] = field(default_factory=list)
     _models: OrderedDict = field(default_factory=OrderedDict)  # choice -> CaptionModel, least recently used first
@@ -110,8 +187,8 @@ class ModelBank:
     device: object = field(default_factory=lambda: resolve_device("cpu"))  # torch.device: where every model runs
 
     @classmethod
-    def scan(cls, root: str | Path, examples: list[Path] | None = None) -> "ModelBank":
-        bank = cls(Path(root).expanduser().resolve(), list(examples or []))
+    def scan(cls, root: str | Path, examples: list[Path] | None = None, hub: tuple[str, ...] = ()) -> "ModelBank":
+        bank = cls(Path(root).expanduser().resolve(), list(examples or []), tuple(hub))
         try:  # a GPU when there is one, unless $EACAP_DEVICE says otherwise
             bank.device = resolve_device(os.environ.get(DEVICE_VARIABLE, "auto"))
         except DeviceError as error:
@@ -142,15 +219,29 @@ class ModelBank:
     def ready(self) -> bool:
         return self.default("teacher") is not None and self.default("student") is not None
 
-    def get(self, choice: str | None, role: str | None) -> CaptionModel:
-        """The model for a folder name or Hub id picked or typed in the `role` box (None: any role), loaded once."""
-        choice = (choice or "").strip() or (self.default(role) if role else None)
-        if not choice:
-            raise InputError(f"No {role or 'caption'} model is available. {self.setup_hint()}")
-        if choice not in self.roles and not HUB_ID.match(choice):
-            offered = ", ".join(self.choices(role) if role else self.roles) or "none"
-            raise InputError(f"{choice!r} is neither a {role or 'model'} folder in {self.root.name}/ ({offered}) "
-                             "nor a Hub model id of the form owner/name")
+    def offered(self, role: str | None) -> list[str]:
+        """What the `role` box (None: any role) offers: that role's folders, then the allowed Hub ids."""
+        return [*(self.choices(role) if role else self.roles), *self.hub]
+
+    def resolve(self, choice, role: str | None) -> str:
+        """The folder name or allowed Hub id a request names (empty: the role's default). Anything else gets one
+        message, whatever it is, so that it never tells whether such a path exists on the server."""
+        if choice is None or (isinstance(choice, str) and not choice.strip()):
+            name = self.default(role) if role else None
+            if not name:
+                raise InputError(f"No {role or 'caption'} model is available. {self.setup_hint()}")
+            return name
+        name = model_name(choice)  # text of at most 200 characters, or RequestError
+        if name in self.roles or name in self.hub:
+            return name
+        folders = ", ".join(self.choices(role) if role else self.roles) or "none"
+        raise InputError(f"unknown model {shown(name)}: choose one of: {folders} "
+                         f"(and Hub ids the server allows: {', '.join(self.hub) or 'none'})")
+
+    def get(self, choice, role: str | None) -> CaptionModel:
+        """The model for a folder name or allowed Hub id picked or typed in the `role` box (None: any role), loaded
+        once."""
+        choice = self.resolve(choice, role)
         with self._lock:
             if choice in self._models:
                 self._models.move_to_end(choice)
@@ -205,7 +296,7 @@ class ModelBank:
     def setup_hint(self) -> str:
         return (f"There are no teacher and student checkpoints in {self.root}. Train them with `python -m train all`, "
                 "point the EACAP_CHECKPOINTS environment variable at a folder holding `teacher/` and `student/` "
-                "checkpoint folders, or type Hub model ids (owner/name) in the model boxes "
+                "checkpoint folders, or list Hub model ids (owner/name) in EACAP_HUB_MODELS "
                 "(with HF_HUB_OFFLINE=0 to allow downloads).")
 
 
@@ -264,36 +355,43 @@ def audio_info(result: Comparison) -> str:
 class Captioner:
     """What the UI and the API call. Raises `gr.Error` with a message that names the problem."""
 
-    def __init__(self, bank: ModelBank):
+    def __init__(self, bank: ModelBank, settings: Settings | None = None):
         self.bank = bank
+        self.settings = settings or Settings()
 
     @classmethod
-    def from_folder(cls, checkpoints: str | Path | None = None, examples: str | Path | None = None) -> "Captioner":
-        """Models from `checkpoints` (default: $EACAP_CHECKPOINTS, else checkpoints/), loaded and warmed up now."""
+    def from_folder(cls, checkpoints: str | Path | None = None, examples: str | Path | None = None,
+                    settings: Settings | None = None) -> "Captioner":
+        """Models from `checkpoints` (default: $EACAP_CHECKPOINTS, else checkpoints/), loaded and warmed up now;
+        `settings` default to the environment's."""
+        settings = settings or Settings.from_env()
         checkpoints = checkpoints or os.environ.get("EACAP_CHECKPOINTS") or HERE / "checkpoints"
-        bank = ModelBank.scan(checkpoints, find_examples(Path(examples) if examples else EXAMPLES_DIR))
+        bank = ModelBank.scan(checkpoints, find_examples(Path(examples) if examples else EXAMPLES_DIR),
+                              settings.hub_models)
         bank.warm_up()
-        return cls(bank)
+        return cls(bank, settings)
 
     def caption(self, audio: str | None, model: str | None = None, beam_size: float = 3,
                 max_length: float = 30) -> dict:
-        """Caption `audio` (a file path) with one model: a folder name or Hub id (default: the student)."""
-        with user_errors():
-            choice = (model or "").strip() or "student"
+        """Caption `audio` (a file path) with one model: a folder name or allowed Hub id (default: the student)."""
+        with user_errors("/caption"):
+            choice = "student" if model is None or (isinstance(model, str) and not model.strip()) else model
+            choice = model_name(choice)
+            decoding_request(beam_size, max_length)  # the cheap checks before any model is loaded
             if choice in self.bank.roles:
                 chosen = self.bank.get(choice, self.bank.roles[choice])
-            elif choice in ("teacher", "student"):  # the default model of that role
+            elif choice in ("teacher", "student") and choice not in self.bank.hub:  # that role's default model
                 chosen = self.bank.get(None, choice)
-            else:  # a Hub id, of either role
+            else:  # an allowed Hub id, of either role (anything else is refused)
                 chosen = self.bank.get(choice, None)
-            options = decoding_options(beam_size, max_length)
+            options = decoding_request(beam_size, max_length, chosen)
             source = require_audio(audio)
             started = time.perf_counter()
             clip = load_audio(source)
             load = time.perf_counter() - started
             result = chosen.caption_batch([clip.waveform], options)[0]
             seconds = {"load": load, **result.seconds}
-            seconds["total"] = sum(v for k, v in seconds.items() if k != "load")  # like compare(): model stages
+            seconds["total"] = total_seconds(seconds)  # like compare(): the model stages
             for warning in clip.warnings:
                 gr.Warning(warning)
             return {"model": chosen.source, "role": chosen.role, "caption": result.text, "score": result.score,
@@ -304,13 +402,17 @@ class Captioner:
     def compare(self, audio: str | None, teacher: str | None = None, student: str | None = None,
                 beam_size: float = 3, max_length: float = 30) -> dict:
         """Both models on `audio`: captions, timings, parameters, speed-up and embedding similarity, as JSON."""
-        result, gallery_result = self._compare(audio, teacher, student, beam_size, max_length)
+        result, gallery_result = self._compare(audio, teacher, student, beam_size, max_length, "/compare")
         return api_result(result, gallery_result)
 
-    def _compare(self, audio, teacher, student, beam_size, max_length) -> tuple[Comparison, Gallery | None]:
-        with user_errors():
+    def _compare(self, audio, teacher, student, beam_size, max_length,
+                 what: str) -> tuple[Comparison, Gallery | None]:
+        with user_errors(what):
+            self.bank.resolve(teacher, "teacher")  # names on offer, or the one message for any other
+            self.bank.resolve(student, "student")
+            decoding_request(beam_size, max_length)  # the cheap checks before any model is loaded
             teacher_model, student_model = self.bank.get(teacher, "teacher"), self.bank.get(student, "student")
-            options = decoding_options(beam_size, max_length)
+            options = decoding_request(beam_size, max_length, teacher_model, student_model)
             result = compare(require_audio(audio), teacher_model, student_model, options)
             for warning in result.warnings:
                 gr.Warning(warning)
@@ -323,15 +425,20 @@ class Captioner:
 
     def timeline(self, audio: str | None, teacher: str | None = None, student: str | None = None,
                  beam_size: float = 3, max_length: float = 30, progress=gr.Progress()) -> dict:
-        """Both models' timelines of the whole recording (any length up to an hour), as JSON."""
-        timelines = self._timelines(audio, teacher, student, beam_size, max_length, progress)
+        """Both models' timelines of the whole recording (up to the app's limit, 10 min by default), as JSON."""
+        timelines = self._timelines(audio, teacher, student, beam_size, max_length, progress, "/timeline")
         return timeline_result(*timelines)
 
-    def _timelines(self, audio, teacher, student, beam_size, max_length, progress) -> tuple[Timeline, Timeline]:
-        with user_errors():
-            chosen = self.bank.get(teacher, "teacher"), self.bank.get(student, "student")
-            options = decoding_options(beam_size, max_length)
+    def _timelines(self, audio, teacher, student, beam_size, max_length, progress,
+                   what: str) -> tuple[Timeline, Timeline]:
+        with user_errors(what):
+            self.bank.resolve(teacher, "teacher")  # names on offer, or the one message for any other
+            self.bank.resolve(student, "student")
+            decoding_request(beam_size, max_length)  # the cheap checks before any model is loaded or file read
             source = require_audio(audio)
+            self.check_timeline_length(source)
+            chosen = self.bank.get(teacher, "teacher"), self.bank.get(student, "student")
+            options = decoding_request(beam_size, max_length, *chosen)
             timelines = []
             for i, model in enumerate(chosen):
                 def report(done, total, i=i, role=model.role):
@@ -341,14 +448,24 @@ class Captioner:
                 gr.Warning(warning)
             return tuple(timelines)
 
+    def check_timeline_length(self, source: str) -> None:
+        """Refuses a recording longer than the app's timeline limit, from its header (nothing is decoded)."""
+        limit = self.settings.timeline_minutes * 60
+        with open_stream(source) as stream:  # AudioError for what no timeline could take (format, rate, > 1 h)
+            duration, name = stream.duration, stream.name
+        if duration > limit:
+            raise InputError(f"{name}: {duration / 60:.1f} min of audio is over this app's timeline limit of "
+                             f"{limit / 60:g} min (EACAP_TIMELINE_MAX_MINUTES); the command line has no such limit "
+                             f"up to its {MAX_SOURCE_SECONDS / 3600:g} hour: python -m eacap caption FILE --timeline")
+
     def timeline_view(self, audio, teacher, student, beam_size, max_length, progress=gr.Progress()) -> tuple:
         """The timeline section's outputs: the two segment tables, the summary line and the JSON."""
-        timelines = self._timelines(audio, teacher, student, beam_size, max_length, progress)
+        timelines = self._timelines(audio, teacher, student, beam_size, max_length, progress, "the page's timeline")
         return (*(segment_rows(t) for t in timelines), timeline_summary(*timelines), timeline_result(*timelines))
 
     def compare_view(self, audio, teacher, student, beam_size, max_length) -> tuple:
         """The page's outputs, in `OUTPUT_NAMES` order."""
-        result, gallery_result = self._compare(audio, teacher, student, beam_size, max_length)
+        result, gallery_result = self._compare(audio, teacher, student, beam_size, max_length, "the page's compare")
         return (result.teacher.caption, model_stats(result.teacher), result.student.caption,
                 model_stats(result.student), summary(result, gallery_result),
                 plots.timing_figure(result), plots.similarity_figure(result), plots.logmel_figure(result),
@@ -369,8 +486,9 @@ class Captioner:
         matches = [p for p in self.bank.examples if wanted in (p.name.lower(), p.stem.lower(),
                                                                example_label(p).lower())]
         if not matches:
-            names = ", ".join(p.stem for p in self.bank.examples) or "none"
-            raise gr.Error(f"no example called {wanted!r} (examples: {names})", print_exception=False)
+            with user_errors("page load"):
+                names = ", ".join(p.stem for p in self.bank.examples) or "none"
+                raise InputError(f"no example called {shown(wanted)} (examples: {names})")
         path = str(matches[0])
         return (path, *self.compare_view(path, teacher, student, beam_size, max_length))
 
@@ -387,21 +505,28 @@ OUTPUT_NAMES = ("teacher_caption", "teacher_stats", "student_caption", "student_
 
 
 @contextmanager
-def user_errors():
-    """Turns what the user can fix (bad audio, bad model choice, bad options) into a `gr.Error` naming it;
-    anything else is logged with its traceback and reported as a bug, never shown as a traceback."""
+def user_errors(what: str = "request"):
+    """Turns what the user can fix (bad audio, bad model choice, bad options) into a `gr.Error` naming it, and logs
+    one line saying what was refused and why; anything else is logged with its traceback and reported as a bug,
+    never shown as a traceback."""
     try:
         yield
     except gr.Error:
         raise
     except AudioError as error:
+        log.info("refused %s: %s", what, error)
         raise gr.Error(f"Cannot caption this audio: {error}", title="Audio problem", print_exception=False) from error
+    except RequestError as error:  # an argument out of bounds (eacap.requests)
+        log.info("refused %s: %s", what, error)
+        raise gr.Error(str(error), title="Invalid request", print_exception=False) from error
     except ValueError as error:  # CheckpointError, InputError, DecodingOptions and compare() checks
+        log.info("refused %s: %s", what, error)
         raise gr.Error(str(error), title="Cannot run the models", print_exception=False) from error
     except Exception as error:
-        log.exception("unexpected failure")
-        raise gr.Error(f"Captioning failed unexpectedly ({type(error).__name__}: {error}). This is a bug in eacap; "
-                       "please report it with the audio file.", title="Internal error") from error
+        log.exception("unexpected failure in %s", what)
+        raise gr.Error(f"Captioning failed unexpectedly ({type(error).__name__}: {str(error)[:200]}). This is a bug "
+                       "in eacap; please report it with the audio file.", title="Internal error",
+                       print_exception=False) from error
 
 
 def require_audio(audio) -> str:
@@ -412,19 +537,6 @@ def require_audio(audio) -> str:
     if not isinstance(audio, str):
         raise InputError(f"expected an audio file, got {type(audio).__name__}")
     return audio
-
-
-def decoding_options(beam_size, max_length) -> DecodingOptions:
-    # Sliders give floats; API callers may send anything. Range checks live in DecodingOptions.validate.
-    try:
-        beam, length = float(beam_size), float(max_length)
-    except (TypeError, ValueError):
-        raise InputError(f"beam size and max length must be numbers, got {beam_size!r} and {max_length!r}") from None
-    if not (beam.is_integer() and length.is_integer()):
-        raise InputError(f"beam size and max length must be whole numbers, got {beam_size} and {max_length}")
-    if not 1 <= beam <= BEAM_MAX:
-        raise InputError(f"beam size must be between 1 and {BEAM_MAX}, got {beam:g}")
-    return DecodingOptions(beam_size=int(beam), max_length=int(length))
 
 
 def api_result(result: Comparison, gallery_result: Gallery | None) -> dict:
@@ -482,27 +594,182 @@ def gallery_view(gallery_result: Gallery | None):
     return None if gallery_result is None else plots.gallery_figure(gallery_result)
 
 
+# -- each client's share of the queues ---------------------------------------------------------------------------
+
+
+def client_of(request, proxy_hops: int = 0) -> str:
+    """Who sent a request, as the per-client limit counts them: the peer's address or, behind `proxy_hops` proxies,
+    the address the outermost proxy saw (X-Forwarded-For read from the right, so what a client writes there itself
+    cannot make it pass for someone else)."""
+    if request is None:
+        return "unknown"
+    if proxy_hops:
+        headers = getattr(request, "headers", None) or {}
+        forwarded = [part.strip() for part in (headers.get("x-forwarded-for") or "").split(",") if part.strip()]
+        if forwarded:
+            return forwarded[-min(proxy_hops, len(forwarded))]
+    return getattr(getattr(request, "client", None), "host", None) or "unknown"
+
+
+def admitted_requests(demo: gr.Blocks) -> list:
+    """The HTTP requests of the admitted events Gradio holds, queued or running. Read from its queue's internals
+    (Gradio 6), on the event loop, where the (async) validators run."""
+    queue = demo._queue
+    events = [event for waiting in list(queue.event_queue_per_concurrency_id.values()) for event in list(waiting.queue)]
+    events += [event for job in list(queue.active_jobs) if job for event in job]
+    return [event.request for event in events if event.fn.validator is not None]
+
+
+@dataclass
+class Ticket:
+    client: str
+    group: str     # SHORT or TIMELINES
+    since: float   # time.monotonic() at admission
+
+
+class Admission:
+    """Each client's share of the queues: at most `limit` of its requests waiting or running at once (0: no limit).
+
+    Gradio runs an event's validator before it queues the request, so a refused request never waits and costs no
+    queue place: `validator(...)` admits a request and takes a ticket for it, and `handler(...)` gives the ticket
+    back when the request's handler returns. A request that leaves the queue without running (its client went away)
+    never gives its ticket back: when a client reaches the limit, its tickets are checked against what Gradio still
+    holds for it (`live`) and the stale ones are dropped. The wait a refusal names comes from the last requests'
+    times in the same queue.
+    """
+
+    GRACE = 5.0  # s: a ticket this young may belong to a request Gradio is still queueing
+    FIRST_GUESS = {SHORT: 2.0, TIMELINES: 60.0}  # s a request takes, until some have been timed
+
+    def __init__(self, limit: int, concurrency: dict[str, int], proxy_hops: int = 0, live=None):
+        self.limit, self.concurrency, self.proxy_hops = limit, dict(concurrency), proxy_hops
+        self.live = live  # () -> the requests of the admitted events Gradio holds (`admitted_requests`)
+        self.tickets: list[Ticket] = []  # in the order they were taken
+        self.recent = {group: deque(maxlen=20) for group in self.concurrency}
+        self._lock = threading.Lock()
+
+    def admit(self, what: str, group: str, request) -> str | None:
+        """None if the request may queue (it then holds a ticket); else why not, logged in one line."""
+        if not self.limit:
+            return None
+        client = client_of(request, self.proxy_hops)
+        with self._lock:
+            held = [t for t in self.tickets if t.client == client]
+            if len(held) >= self.limit:
+                self._drop_stale(client, held)
+                held = [t for t in self.tickets if t.client == client]
+            if len(held) < self.limit:
+                self.tickets.append(Ticket(client, group, time.monotonic()))
+                return None
+            wait = self._wait(client)
+        log.warning("refused %s from %s: busy, %d of its requests already waiting or running (limit %d)",
+                    what, client, len(held), self.limit)
+        return f"busy: you already have {len(held)} requests waiting; try again in about {wait} s"
+
+    def release(self, group: str, request, seconds: float) -> None:
+        client = client_of(request, self.proxy_hops)
+        with self._lock:
+            self.recent[group].append(seconds)
+            for i, ticket in enumerate(self.tickets):
+                if ticket.client == client and ticket.group == group:
+                    del self.tickets[i]
+                    break
+
+    def _drop_stale(self, client: str, held: list[Ticket]) -> None:
+        if self.live is None:
+            return
+        try:
+            live = sum(client_of(request, self.proxy_hops) == client for request in self.live())
+        except Exception:  # another Gradio version's internals: keep counting tickets only
+            log.exception("cannot read Gradio's queue; stale tickets are kept")
+            self.live = None
+            return
+        young = sum(time.monotonic() - t.since < self.GRACE for t in held)
+        for ticket in held[: max(0, len(held) - live - young)]:  # the oldest: their requests have left the queue
+            self.tickets.remove(ticket)
+
+    def _wait(self, client: str) -> int:
+        """Seconds until the client's first request is likely done: the requests admitted before it in its queue,
+        run `concurrency` at a time, at the recent mean time of that queue."""
+        waits = []
+        for group, concurrency in self.concurrency.items():
+            queue = [t for t in self.tickets if t.group == group]
+            ahead = next((i for i, t in enumerate(queue) if t.client == client), None)
+            if ahead is not None:
+                times = self.recent[group]
+                mean = sum(times) / len(times) if times else self.FIRST_GUESS[group]
+                waits.append(mean * (ahead // concurrency + 1))
+        return max(1, math.ceil(min(waits, default=1)))
+
+    def validator(self, what: str, group: str, inputs: int):
+        """A Gradio validator for an event with `inputs` inputs: admits the request or refuses it as busy."""
+        async def validate(*args):
+            message = self.admit(what, group, args[-1])
+            # The message goes to the first input (the sound, on the page); the rest are fine.
+            checks = [gr.validate(message is None or i > 0, (message or "") if i == 0 else "") for i in range(inputs)]
+            return checks[0] if inputs == 1 else checks
+
+        request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)
+        values = [inspect.Parameter(f"value{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(inputs)]
+        validate.__signature__ = inspect.Signature([*values, request])
+        validate.__annotations__ = {"request": gr.Request}
+        return validate
+
+    def handler(self, group: str, fn):
+        """`fn` taking the client's request as an added last argument (Gradio passes it): the request's ticket is
+        given back when `fn` returns. `fn` gets the request too if it has a `request` parameter."""
+        signature = inspect.signature(fn)
+        passes_request = "request" in signature.parameters
+
+        def run(*args):
+            *values, request = args
+            started = time.perf_counter()
+            try:
+                return fn(*values, request) if passes_request else fn(*values)
+            finally:
+                self.release(group, request, time.perf_counter() - started)
+
+        request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                    annotation=gr.Request)
+        params = [p for p in signature.parameters.values() if p.name != "request"]
+        run.__signature__ = signature.replace(parameters=[*params, request])
+        run.__annotations__ = {"request": gr.Request}
+        run.__name__, run.__qualname__, run.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        return run
+
+
 # -- the page ------------------------------------------------------------------------------------------------
 
 
 def caption_length_limit(bank: ModelBank) -> int:
     """The decoder's position table bounds the caption length: offer what both default models can do."""
     try:
-        return min(bank.get(None, role).config.decoder.max_length - 1 for role in ("teacher", "student"))
-    except ValueError:  # no or broken defaults: the status line says so; keep the usual limit
-        return 47
+        return min(MAX_LENGTH[1], *(bank.get(None, role).config.decoder.max_length - 1
+                                    for role in ("teacher", "student")))
+    except ValueError:  # no or broken defaults: the status line says so; keep the shared limit
+        return MAX_LENGTH[1]
 
 
 def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
-    """The Gradio app. Tests pass a `Captioner` over small checkpoints; `python app.py` uses checkpoints/."""
+    """The Gradio app. Tests pass a `Captioner` over small checkpoints; `python app.py` uses checkpoints/. The
+    limits are the captioner's `settings`."""
     captioner = captioner or Captioner.from_folder()
-    bank = captioner.bank
+    bank, settings = captioner.bank, captioner.settings
     length_max = caption_length_limit(bank)
-    models = {"concurrency_id": "models", "concurrency_limit": "default"}
+    admission = Admission(settings.client_queue,
+                          {SHORT: settings.concurrency, TIMELINES: settings.timeline_concurrency}, settings.proxy_hops)
+    queues = {SHORT: {"concurrency_id": SHORT, "concurrency_limit": "default"},
+              TIMELINES: {"concurrency_id": TIMELINES, "concurrency_limit": settings.timeline_concurrency}}
 
-    with gr.Blocks(title="eacap: efficient audio captioning") as demo:
-        gr.Markdown(f"# {TITLE}\nUpload or record a sound (its first 30 s are captioned here; the timeline below "
-                    "captions a whole recording). A large **teacher** "
+    def event(what: str, group: str, handler, inputs: list) -> dict:
+        """An event's handler, inputs, queue and validator: timelines queue apart from the short requests (so one
+        never waits behind a timeline), and every request counts against its client's share of the queues."""
+        return {"fn": admission.handler(group, on_gpu(handler)), "inputs": inputs,
+                "validator": admission.validator(what, group, len(inputs)), **queues[group]}
+
+    with gr.Blocks(title="eacap: efficient audio captioning", delete_cache=settings.delete_cache) as demo:
+        gr.Markdown(f"# {TITLE}\nUpload or record a sound (its first {MAX_SECONDS:g} s are captioned here; the "
+                    "timeline below captions a whole recording). A large **teacher** "
                     "(Whisper-tiny encoder) and a small, fast **student** distilled from it (EfficientNet-style CNN) "
                     "each describe it; below, how long each took and how close the student's embeddings are to "
                     "the teacher's.")
@@ -522,15 +789,16 @@ def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
                     examples = None
                     gr.Markdown("No example clips in examples/.", elem_classes="how-to-read")
                 with gr.Accordion("Models and decoding", open=False):
-                    hub_info = "a folder in checkpoints/ or a Hub id (owner/name)"
-                    teacher = gr.Dropdown(bank.choices("teacher"), value=bank.default("teacher"), label="Teacher",
+                    # Custom values reach the app's own check (one message for anything not on offer), not Gradio's.
+                    hub_info = "a folder in checkpoints/ or a Hub id the server allows"
+                    teacher = gr.Dropdown(bank.offered("teacher"), value=bank.default("teacher"), label="Teacher",
                                           info=hub_info, allow_custom_value=True)
-                    student = gr.Dropdown(bank.choices("student"), value=bank.default("student"), label="Student",
+                    student = gr.Dropdown(bank.offered("student"), value=bank.default("student"), label="Student",
                                           info=hub_info, allow_custom_value=True)
-                    beam = gr.Slider(1, BEAM_MAX, value=3, step=1, label="Beam size",
+                    beam = gr.Slider(BEAM_SIZE[0], BEAM_SIZE[1], value=3, step=1, label="Beam size",
                                      info="1 = greedy; wider beams are slower but often better")
-                    length = gr.Slider(5, length_max, value=min(30, length_max), step=1, label="Max caption length",
-                                       info="in words, end-of-caption included")
+                    length = gr.Slider(MAX_LENGTH[0], length_max, value=min(30, length_max), step=1,
+                                       label="Max caption length", info="in words, end-of-caption included")
             with gr.Column(scale=3, min_width=420):
                 with gr.Row(equal_height=True):
                     with gr.Column(elem_id="teacher-panel"):
@@ -543,8 +811,8 @@ def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
                         student_stats = gr.Markdown("", elem_classes="how-to-read")
                 result_summary = gr.Markdown("")
 
-        with gr.Accordion("Timeline: the whole recording, window by window (any length up to 1 hour)", open=True,
-                          elem_id="timeline"):
+        with gr.Accordion(f"Timeline: the whole recording, window by window (up to {settings.timeline_minutes:g} min "
+                          "here; the command line takes up to an hour)", open=True, elem_id="timeline"):
             timeline_button = gr.Button("Caption the whole recording as a timeline")
             timeline_info = gr.Markdown("Long recordings are captioned in 10 s windows, 5 s apart; neighbouring "
                                         "windows that say the same merge into one segment.",
@@ -583,39 +851,49 @@ def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
         outputs = [teacher_caption, teacher_stats, student_caption, student_stats, result_summary, timing_plot,
                    similarity_plot, logmel_plot, info, gallery_plot, raw]
         assert len(outputs) == len(OUTPUT_NAMES)
-        button.click(on_gpu(captioner.compare_view), inputs, outputs, api_visibility="private", **models)
+        button.click(**event("the page's compare", SHORT, captioner.compare_view, inputs), outputs=outputs,
+                     api_visibility="private")
         if examples is not None:  # one click on an example captions it
-            examples.load_input_event.then(on_gpu(captioner.compare_view), inputs, outputs,
-                                           api_visibility="private",
-                                           **models)
-        timeline_button.click(on_gpu(captioner.timeline_view), inputs,
-                              [teacher_timeline, student_timeline, timeline_info, timeline_raw],
-                              api_visibility="private", **models)
+            examples.load_input_event.then(**event("an example", SHORT, captioner.compare_view, inputs),
+                                           outputs=outputs, api_visibility="private")
+        timeline_button.click(**event("the page's timeline", TIMELINES, captioner.timeline_view, inputs),
+                              outputs=[teacher_timeline, student_timeline, timeline_info, timeline_raw],
+                              api_visibility="private")
         for role, table in (("teacher", teacher_timeline), ("student", student_timeline)):
             table.select(segment_start(role), [timeline_raw], seek_to, api_visibility="private").then(
                 None, seek_to, None, js=SEEK_JS)
-        demo.load(on_gpu(captioner.page_load), [teacher, student, beam, length], [audio, *outputs],
-                  api_visibility="private",
-                  **models)
+        demo.load(**event("page load", SHORT, captioner.page_load, [teacher, student, beam, length]),
+                  outputs=[audio, *outputs], api_visibility="private")
 
-        # The API: JSON in, JSON out, on the same inputs. Hidden buttons carry them, so API users get one
-        # JSON value instead of the page's eleven outputs (plots included).
+        # The API: JSON in, JSON out. Hidden buttons carry it, so API users get one JSON value instead of the
+        # page's eleven outputs (plots included). Its numbers come in through unbounded Number boxes, not the
+        # sliders: whatever a client sends reaches `eacap.requests`, which names the argument and its range.
         api_model = gr.Textbox("student", visible=False, label="model")
+        api_beam = gr.Number(3, visible=False, label="beam_size")
+        api_length = gr.Number(min(30, length_max), visible=False, label="max_length")
         api_out = gr.JSON(visible=False, label="result")
-        gr.Button(visible=False).click(on_gpu(captioner.caption), [audio, api_model, beam, length], api_out,
-                                       api_name="caption", **models)
-        gr.Button(visible=False).click(on_gpu(captioner.compare), inputs, api_out, api_name="compare", **models)
-        gr.Button(visible=False).click(on_gpu(captioner.timeline), inputs, api_out, api_name="timeline", **models)
+        api_inputs = [audio, teacher, student, api_beam, api_length]
+        gr.Button(visible=False).click(**event("/caption", SHORT, captioner.caption,
+                                               [audio, api_model, api_beam, api_length]),
+                                       outputs=api_out, api_name="caption")
+        gr.Button(visible=False).click(**event("/compare", SHORT, captioner.compare, api_inputs), outputs=api_out,
+                                       api_name="compare")
+        gr.Button(visible=False).click(**event("/timeline", TIMELINES, captioner.timeline, api_inputs),
+                                       outputs=api_out, api_name="timeline")
 
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
+    admission.live = lambda: admitted_requests(demo)
+    demo.eacap_settings, demo.eacap_admission = settings, admission
     return demo
 
 
 def launch(demo: gr.Blocks, **options):
-    """Launch with the page's theme settings and upload limit; `options` go to `demo.launch`."""
-    settings = {"css": CSS, "max_file_size": MAX_FILE_SIZE, "server_name": os.environ.get("GRADIO_SERVER_NAME",
-                "127.0.0.1"), "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860"))}
-    return demo.launch(**{**settings, **options})
+    """Launch with the page's theme settings and the upload limit; `options` go to `demo.launch`."""
+    settings = getattr(demo, "eacap_settings", None) or Settings.from_env()
+    defaults = {"css": CSS, "max_file_size": settings.max_file_size,
+                "server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860"))}
+    return demo.launch(**{**defaults, **options})
 
 
 if __name__ == "__main__":  # before build_demo, so start-up (loading, warm-up) is logged

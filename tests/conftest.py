@@ -73,3 +73,30 @@ def write_examples(folder: Path) -> Path:
     sf.write(folder / "white_noise.flac", (0.1 * rng.standard_normal(24000)).astype(np.float32), 16000)
     (folder / "ATTRIBUTION.md").write_text("generated test tones\n")  # not audio: must be ignored
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner(app, tiny_checkpoints, tmp_path_factory):
+    """The app's `Captioner` over the tiny models and three generated example clips, with the default settings."""
+    examples = write_examples(tmp_path_factory.mktemp("app_examples"))
+    return app.Captioner.from_folder(Path(tiny_checkpoints[0]).parent, examples, app.Settings())
+
+
+@pytest.fixture
+def serve_app(app, tiny_captioner):
+    """`serve_app(**changes)` -> demo: the app over the tiny models with those `Settings` changed, listening on a
+    free loopback port (`demo.local_url`); every one is closed after the test."""
+    import dataclasses
+
+    demos = []
+
+    def serve(**changes):
+        settings = dataclasses.replace(tiny_captioner.settings, **changes)
+        demo = app.build_demo(app.Captioner(tiny_captioner.bank, settings))
+        app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+        demos.append(demo)
+        return demo
+
+    yield serve
+    for demo in demos:
+        demo.close()

@@ -5,6 +5,7 @@ consistent with each other, errors that name the problem), never the caption tex
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -32,12 +33,14 @@ def examples_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def captioner(app, tiny_checkpoints, examples_dir):
-    return app.Captioner.from_folder(Path(tiny_checkpoints[0]).parent, examples_dir)
+    return app.Captioner.from_folder(Path(tiny_checkpoints[0]).parent, examples_dir, app.Settings())
 
 
 @pytest.fixture(scope="session")
 def client(app, captioner):
-    demo = app.build_demo(captioner)
+    # Behind one (pretend) proxy: a test client that sends X-Forwarded-For counts as that address, so the load test
+    # can be 20 users, each with its own share of the queue, although all of them connect from 127.0.0.1.
+    demo = app.build_demo(app.Captioner(captioner.bank, dataclasses.replace(captioner.settings, proxy_hops=1)))
     app.launch(demo, server_port=None, prevent_thread_lock=True, quiet=True)
     try:
         yield Client(demo.local_url, verbose=False, httpx_kwargs={"timeout": CLIENT_TIMEOUT})
@@ -114,11 +117,13 @@ def test_warnings_are_shown_not_errors(captioner, tmp_path):
 
 
 @pytest.mark.parametrize("beam, length, message", [
-    (0, 20, "beam size must be between 1 and 8"),
-    (9, 20, "beam size must be between 1 and 8"),
-    (2.5, 20, "whole numbers"),
-    ("wide", 20, "must be numbers"),
-    (3, 500, "max_length must be between 1 and"),
+    (0, 20, "beam_size must be a whole number from 1 to 8, got 0"),
+    (9, 20, "beam_size must be a whole number from 1 to 8, got 9"),
+    (2.5, 20, "beam_size must be a whole number from 1 to 8, got 2.5"),
+    ("wide", 20, "beam_size must be a whole number from 1 to 8, got 'wide'"),
+    (True, 20, "beam_size must be a whole number from 1 to 8, got True"),
+    (3, 500, "max_length must be a whole number from 1 to 47, got 500"),
+    (3, None, "max_length must be a whole number from 1 to 47, got None"),
 ])
 def test_bad_decoding_options(captioner, clip, beam, length, message):
     with pytest.raises(gr.Error, match=message):
@@ -128,9 +133,9 @@ def test_bad_decoding_options(captioner, clip, beam, length, message):
 @pytest.mark.parametrize("teacher, student, message", [
     ("student", "student", "'student' is a student checkpoint; choose a teacher model"),
     ("teacher", "teacher", "'teacher' is a teacher checkpoint; choose a student model"),
-    ("../../etc", None, "neither a teacher folder in .* nor a Hub model id"),
-    ("/tmp", None, "neither a teacher folder"),
-    ("nobody/no-such-model", None, "not in the local cache and offline mode is on"),
+    ("../../etc", None, r"unknown model '../../etc': choose one of: teacher \(and Hub ids the server allows: none\)"),
+    ("/tmp", None, "unknown model '/tmp'"),
+    ("nobody/no-such-model", None, r"unknown model 'nobody/no-such-model': choose one of: teacher \(and Hub"),
 ])
 def test_bad_model_choices(captioner, clip, teacher, student, message):
     with pytest.raises(gr.Error, match=message):
@@ -187,6 +192,43 @@ def test_page_load_runs_an_example_from_the_address(captioner):
     assert all(isinstance(o, type(gr.skip())) for o in nothing)
     with pytest.raises(gr.Error, match="no example called 'dog'.*low_hum"):
         captioner.page_load("teacher", "student", 3, 20, SimpleNamespace(query_params={"example": "dog"}))
+
+
+def test_settings_from_the_environment(app):
+    assert app.Settings.from_env({}) == app.Settings()
+    settings = app.Settings.from_env({"EACAP_CLIENT_QUEUE": "3", "EACAP_TIMELINE_MAX_MINUTES": "2.5",
+                                      "EACAP_UPLOAD_MINUTES": "30", "EACAP_MAX_FILE_SIZE": "50MB",
+                                      "EACAP_HUB_MODELS": " owner/a, owner/b ,owner/a", "SPACE_ID": "me/space"})
+    assert settings.client_queue == 3 and settings.timeline_minutes == 2.5 and settings.max_file_size == "50mb"
+    assert settings.hub_models == ("owner/a", "owner/b")
+    assert settings.proxy_hops == 1  # on a Space, its proxy tells who the client is
+    assert settings.delete_cache == (300, 1800)  # looked for every 5 min, deleted after 30
+    for name, value, message in [
+        ("EACAP_CLIENT_QUEUE", "abc", "EACAP_CLIENT_QUEUE must be a whole number from 0 to 10000, got 'abc'"),
+        ("EACAP_CONCURRENCY", "0", "EACAP_CONCURRENCY must be a whole number from 1 to 64, got '0'"),
+        ("EACAP_TIMELINE_MAX_MINUTES", "90", "EACAP_TIMELINE_MAX_MINUTES must be a number from 0.5 to 60, got '90'"),
+        ("EACAP_HUB_MODELS", "owner/a,../etc", "EACAP_HUB_MODELS: '../etc' is not a Hub model id"),
+        ("EACAP_MAX_FILE_SIZE", "lots", "EACAP_MAX_FILE_SIZE must be a size such as 200mb"),
+    ]:
+        with pytest.raises(app.SettingsError, match=message):
+            app.Settings.from_env({name: value})
+
+
+def test_page_limits_and_queues(app, captioner):
+    """The sliders offer what eacap.requests allows; timelines have their own queue; uploads are temporary."""
+    from eacap.requests import BEAM_SIZE, MAX_LENGTH
+
+    settings = dataclasses.replace(captioner.settings, timeline_concurrency=2, upload_minutes=90)
+    demo = app.build_demo(app.Captioner(captioner.bank, settings))
+    beam, length = (b for b in demo.blocks.values() if isinstance(b, gr.Slider))
+    assert (beam.minimum, beam.maximum) == BEAM_SIZE
+    assert (length.minimum, length.maximum) == (MAX_LENGTH[0], app.caption_length_limit(captioner.bank))
+    queues = {fn.name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values() if fn.validator}
+    assert queues == {"caption": ("models", "default"), "compare": ("models", "default"),
+                      "compare_view": ("models", "default"), "page_load": ("models", "default"),
+                      "timeline": ("timelines", 2), "timeline_view": ("timelines", 2)}
+    assert demo.delete_cache == (300, 90 * 60)
+    assert demo._queue.max_size == settings.queue_size
 
 
 # -- the running app, through gradio_client -------------------------------------------------------------------
@@ -276,11 +318,13 @@ def test_silent_and_odd_inputs_work_with_warnings(client, tmp_path):
 
 
 def test_load_20_clients_5_requests_each(client, clip):
-    """20 users at once, 5 requests each: the queue serves them all, none fails."""
+    """20 users at once (20 addresses, as a proxy would name them), 5 requests each: the queue serves them all, none
+    fails."""
     url, errors, done = client.src, [], []
 
     def user(i: int) -> None:
-        own = Client(url, verbose=False, httpx_kwargs={"timeout": CLIENT_TIMEOUT})
+        own = Client(url, verbose=False, headers={"X-Forwarded-For": f"203.0.113.{i + 1}"},
+                     httpx_kwargs={"timeout": CLIENT_TIMEOUT})
         for j in range(5):
             try:
                 if (i + j) % 2:
