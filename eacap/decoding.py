@@ -14,6 +14,7 @@ so the loop is written to dispatch few.
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -161,10 +162,18 @@ class ThreadChoice:
 class StepThreads:
     """`with StepThreads(state, rows) as steps: for position in steps.range(n): ...` runs each step at the thread
     count `ThreadChoice` picks for this decoder and row count (kept with the decoder's step plan, so it lasts as
-    long as the weights do), and restores the caller's."""
+    long as the weights do), and restores the caller's.
+
+    The thread count is the process's, not the calling thread's: while another decode runs at the same time (the
+    app serves several requests at once, live captions decode in threads of their own), a decode leaves it as it is,
+    so no decode changes another's threads under it and the one that changed it sets it back."""
+
+    _running = 0                  # decodes in progress, in any thread
+    _lock = threading.Lock()
 
     def __init__(self, state: DecodeState, rows: int):
         self.caller = torch.get_num_threads()
+        self.changed = False
         if state.cache.device.type != "cpu":  # a GPU's steps do not run on these threads: nothing to choose
             self.choice = ThreadChoice((self.caller,))
             return
@@ -175,20 +184,29 @@ class StepThreads:
         self.choice = choices[key]
 
     def __enter__(self) -> "StepThreads":
+        with StepThreads._lock:
+            StepThreads._running += 1
         return self
 
     def __exit__(self, *exc) -> None:
-        if torch.get_num_threads() != self.caller:
-            torch.set_num_threads(self.caller)
+        with StepThreads._lock:
+            StepThreads._running -= 1
+            if self.changed:
+                torch.set_num_threads(self.caller)
 
     def range(self, count: int):
         for position in range(count):
             threads = self.choice.next_threads()
-            if threads != torch.get_num_threads():
-                torch.set_num_threads(threads)
+            with StepThreads._lock:
+                alone = StepThreads._running == 1
+                if alone and threads != torch.get_num_threads():
+                    torch.set_num_threads(threads)
+                    self.changed = True
             start = time.perf_counter()
             yield position
-            if position:  # the first step of a call also pays for one-off work (the weight plan): not a fair sample
+            # The first step of a call also pays for one-off work (the weight plan), and a step beside another
+            # decode is slowed by it: neither is a fair sample.
+            if position and alone:
                 self.choice.record(threads, time.perf_counter() - start)
 
 
