@@ -43,6 +43,9 @@ from eacap.audio import MAX_SECONDS, MAX_SOURCE_SECONDS, open_stream
 from eacap.checkpoint import CONFIG, read_config
 from eacap.compare import Comparison, Gallery, compare, gallery
 from eacap.devices import DEVICE_VARIABLE, DeviceError, device_name, resolve_device
+from eacap.live import HOP_SECONDS as LIVE_HOP
+from eacap.live import WINDOW_SECONDS as LIVE_WINDOW
+from eacap.live import LiveCaptioner, Resampler
 from eacap.requests import BEAM_SIZE, MAX_LENGTH, RequestError, decoding_request, model_name, shown, total_seconds
 from eacap.timeline import Timeline, caption_timeline, clock_time
 
@@ -70,6 +73,10 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 # the allowed Hub ids cannot fill the machine's memory.
 MODEL_CACHE_SIZE = 4
 SHORT, TIMELINES = "models", "timelines"  # the two queues (Gradio concurrency groups): short requests, timelines
+LIVE = "live"  # live captions' chunks: quick to take (the models caption in threads of their own), queued apart
+LIVE_SESSIONS = 4         # live captioning sessions at once; more are told to try again
+LIVE_IDLE_SECONDS = 30.0  # a session fed nothing for this long has been left (a closed tab): its place is freed
+LIVE_HISTORY = 8          # recent captions shown per model
 NO_AUDIO = "No audio: upload a file, record with the microphone, or pick one of the examples."
 
 HOW_TO_READ = {  # one sentence under each plot
@@ -358,6 +365,7 @@ class Captioner:
     def __init__(self, bank: ModelBank, settings: Settings | None = None):
         self.bank = bank
         self.settings = settings or Settings()
+        self.live_sessions = LiveSessions()
 
     @classmethod
     def from_folder(cls, checkpoints: str | Path | None = None, examples: str | Path | None = None,
@@ -492,12 +500,92 @@ class Captioner:
         path = str(matches[0])
         return (path, *self.compare_view(path, teacher, student, beam_size, max_length))
 
+    def live_chunk(self, chunk, session: "LiveSession | None", teacher, student, beam_size, max_length) -> tuple:
+        """One chunk of the microphone's stream: (session, teacher caption, student caption, summary, history).
+        The first chunk opens the session with the models and options chosen then."""
+        with user_errors("live captions"):
+            if session is None:
+                models = [self.bank.get(teacher, "teacher"), self.bank.get(student, "student")]
+                session = self.live_sessions.open(models, decoding_request(beam_size, max_length, *models))
+            if chunk is not None:
+                rate, samples = chunk
+                session.feed(rate, samples)
+            return (session, *live_view(session))
+
+    def live_stop(self, session: "LiveSession | None") -> tuple:
+        """Recording stopped: the session ends and nothing of it is kept; the last captions stay on the page."""
+        if session is not None:
+            self.live_sessions.close(session)
+            return None, live_view(session)[2]
+        return None, gr.skip()
+
     def status(self) -> str:
         lines = []
         if not self.bank.ready:
             lines.append(f"⚠️ **No models yet.** {self.bank.setup_hint()}")
         lines += [f"⚠️ {problem}" for problem in self.bank.problems]
         return "  \n".join(lines)
+
+
+class LiveSession:
+    """One browser's live captions: a resampler for its microphone and a `LiveCaptioner` over both models."""
+
+    def __init__(self, models: list[CaptionModel], options):
+        self.captioner = LiveCaptioner(models, LIVE_WINDOW, LIVE_HOP, options, history=LIVE_HISTORY)
+        self.resample = Resampler()
+        self.last_fed = time.monotonic()
+
+    def feed(self, rate, samples) -> None:
+        self.last_fed = time.monotonic()
+        self.captioner.feed(self.resample(rate, samples))
+
+
+class LiveSessions:
+    """The live sessions running, at most LIVE_SESSIONS; a session not fed for LIVE_IDLE_SECONDS is dropped."""
+
+    def __init__(self):
+        self.open_sessions: list[LiveSession] = []
+        self.lock = threading.Lock()
+
+    def open(self, models: list[CaptionModel], options) -> LiveSession:
+        with self.lock:
+            now = time.monotonic()
+            for left in [s for s in self.open_sessions if now - s.last_fed > LIVE_IDLE_SECONDS]:
+                self._drop(left)
+            if len(self.open_sessions) >= LIVE_SESSIONS:
+                log.warning("refused live captions: %d sessions are running", len(self.open_sessions))
+                raise gr.Error(f"busy: {len(self.open_sessions)} live captioning sessions are running, the most "
+                               f"this server takes; try again in a minute", title="Busy", print_exception=False)
+            session = LiveSession(models, options)
+            self.open_sessions.append(session)
+            return session
+
+    def close(self, session: LiveSession) -> None:
+        with self.lock:
+            if session in self.open_sessions:
+                self._drop(session)
+
+    def _drop(self, session: LiveSession) -> None:
+        self.open_sessions.remove(session)
+        session.captioner.finish(timeout=0)
+
+
+def live_view(session: LiveSession) -> tuple[str, str, str, list[list]]:
+    """Both models' latest captions, a line on each model's pace and the recent captions, newest first."""
+    recent = session.captioner.recent()
+    stats = session.captioner.stats()
+    latest, lines = {}, []
+    for worker in session.captioner.workers:
+        captions, pace = recent[worker.name], stats[worker.name]
+        latest[worker.model.role] = captions[-1].text if captions else ""
+        if pace["windows"]:
+            lines.append(f"**{worker.model.role.capitalize()}**: lag {pace['last_lag'] * 1000:.0f} ms, real-time "
+                         f"factor {pace['real_time_factor']:.2f} ({pace['windows']} windows captioned, "
+                         f"{pace['skipped']} skipped)")
+    heard = f"{clock_time(session.captioner.seconds)} heard; the last {LIVE_WINDOW:g} s captioned every {LIVE_HOP:g} s"
+    history = sorted((c for captions in recent.values() for c in captions), key=lambda c: (-c.end, c.role))
+    rows = [[clock_time(c.end), c.role, c.text] for c in history]
+    return latest.get("teacher", ""), latest.get("student", ""), "  \n".join([heard, *lines]), rows
 
 
 OUTPUT_NAMES = ("teacher_caption", "teacher_stats", "student_caption", "student_stats", "summary", "timing_plot",
@@ -828,6 +916,25 @@ def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
                 timeline_raw = gr.JSON(label="Timelines")
             seek_to = gr.Number(visible=False)
 
+        with gr.Accordion("Live captions: the microphone as you speak, clap or play a sound", open=False,
+                          elem_id="live"):
+            gr.Markdown(f"Record to start, stop to end. Both models caption the last {LIVE_WINDOW:g} s every "
+                        f"{LIVE_HOP:g} s, each as fast as it can: a model still busy with the last window skips the "
+                        "next one rather than falling behind. Nothing is kept after you stop.",
+                        elem_classes="how-to-read")
+            live_audio = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone",
+                                  elem_id="live-mic")
+            live_state = gr.State(None)
+            with gr.Row(equal_height=True):
+                live_teacher = gr.Textbox(label="Teacher, live", lines=2, interactive=False, elem_id="live-teacher",
+                                          elem_classes="caption")
+                live_student = gr.Textbox(label="Student, live", lines=2, interactive=False, elem_id="live-student",
+                                          elem_classes="caption")
+            live_info = gr.Markdown("", elem_id="live-info")
+            live_history = gr.Dataframe(headers=["At", "Model", "Caption"], label="Recent captions",
+                                        interactive=False, wrap=True, column_widths=["10%", "12%", "78%"],
+                                        elem_id="live-history")
+
         # The figures carry their own titles, so the plots show no label (it would cover the title).
         with gr.Row(equal_height=False):
             with gr.Column():
@@ -862,6 +969,11 @@ def build_demo(captioner: Captioner | None = None) -> gr.Blocks:
         for role, table in (("teacher", teacher_timeline), ("student", student_timeline)):
             table.select(segment_start(role), [timeline_raw], seek_to, api_visibility="private").then(
                 None, seek_to, None, js=SEEK_JS)
+        live_audio.stream(on_gpu(captioner.live_chunk), [live_audio, live_state, teacher, student, beam, length],
+                          [live_state, live_teacher, live_student, live_info, live_history], stream_every=0.5,
+                          time_limit=600, concurrency_id=LIVE, concurrency_limit=LIVE_SESSIONS,
+                          api_visibility="private")
+        live_audio.stop_recording(captioner.live_stop, [live_state], [live_state, live_info], api_visibility="private")
         demo.load(**event("page load", SHORT, captioner.page_load, [teacher, student, beam, length]),
                   outputs=[audio, *outputs], api_visibility="private")
 

@@ -340,3 +340,38 @@ def test_load_20_clients_5_requests_each(client, clip):
         list(pool.map(user, range(20)))
     assert not errors, errors[:3]
     assert len(done) == 100
+
+
+# -- live captions ------------------------------------------------------------------------------------------------
+
+def test_live_captions_from_microphone_chunks(app, captioner):
+    """The live panel's handler over what gr.Audio(streaming=True) sends: (rate, int16 samples) chunks. Captions
+    come from both models as the stream goes; stopping ends the session and frees its place."""
+    rate = 48000
+    sound = (tone(1.0, rate=rate, freq=600) * 32767).astype(np.int16)
+    session, shown_at = None, []
+    for second in range(4):
+        chunk = sound if second % 2 == 0 else np.zeros(rate, dtype=np.int16)  # sound, silence, sound, silence
+        for half in (chunk[: rate // 2], chunk[rate // 2:]):
+            session, teacher, student, info, history = captioner.live_chunk((rate, half), session, "teacher",
+                                                                           "student", 3, 30)
+            shown_at.append((teacher, student))
+    session.captioner.finish()
+    teacher, student, info, history = app.live_view(session)
+    assert teacher and student and "real-time factor" in info and "windows captioned" in info
+    assert {row[1] for row in history} == {"teacher", "student"} and len(history) <= 2 * app.LIVE_HISTORY
+    assert any(row[2] == "silence: no sound can be heard" for row in history) or len({r[2] for r in history}) > 1
+    assert len(captioner.live_sessions.open_sessions) == 1
+    state, final_info = captioner.live_stop(session)
+    assert state is None and "heard" in final_info and captioner.live_sessions.open_sessions == []
+
+
+def test_live_captions_refuse_bad_options_and_too_many_sessions(app, captioner, monkeypatch):
+    with pytest.raises(app.gr.Error, match="beam_size must be a whole number from 1 to 8"):
+        captioner.live_chunk(None, None, "teacher", "student", 99, 30)
+    monkeypatch.setattr(app, "LIVE_SESSIONS", 1)
+    session = captioner.live_chunk(None, None, "teacher", "student", 3, 30)[0]
+    with pytest.raises(app.gr.Error, match="busy: 1 live captioning sessions"):
+        captioner.live_chunk(None, None, "teacher", "student", 3, 30)
+    captioner.live_stop(session)
+    assert captioner.live_sessions.open_sessions == []

@@ -2,8 +2,8 @@
 click captions a clip, and a bad upload shows an error naming the problem.
 
 Needs `apt-get install -y chromium chromium-driver`; the interactive tests also need `pip install selenium`.
-`EACAP_SCREENSHOT=docs/screenshot.png pytest tests/test_app_browser.py` refreshes the README's screenshot (with the
-shipped checkpoints instead of the tiny models, when they are there).
+`EACAP_SCREENSHOT=docs/screenshot.png EACAP_LIVE_SCREENSHOT=docs/live.png pytest tests/test_app_browser.py` refreshes
+the README's screenshots (with the shipped checkpoints instead of the tiny models, when they are there).
 """
 from __future__ import annotations
 
@@ -165,3 +165,61 @@ def test_timeline_tables_and_click_to_seek(served, browser, tmp_path):
              seconds=20)
     position = browser.execute_script("return document.querySelector('#sound audio').currentTime")
     assert position == pytest.approx(expected[-1]["start"], abs=1.0)
+
+
+@pytest.fixture(scope="module")
+def microphone_browser(tmp_path_factory):
+    """A browser whose microphone plays a sound file: Chromium's fake media stream, permission granted."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="the interactive browser tests need selenium")
+    if not CHROMEDRIVER.exists():
+        pytest.skip(f"no {CHROMEDRIVER}: apt-get install -y chromium-driver")
+    folder = tmp_path_factory.mktemp("microphone")
+    # A tone, then silence longer than a live window, over and over (Chromium loops the file): captions must change
+    rate, seconds = 48000, 10
+    tone_part = 0.4 * np.sin(2 * np.pi * 500 * np.arange(seconds * rate) / rate)
+    sf.write(folder / "mic.wav", np.concatenate([tone_part, np.zeros(seconds * rate)]).astype(np.float32), rate,
+             subtype="PCM_16")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in chromium_flags(folder / "profile") + ["--use-fake-ui-for-media-stream",
+                                                      "--use-fake-device-for-media-stream",
+                                                      f"--use-file-for-fake-audio-capture={folder / 'mic.wav'}",
+                                                      "--autoplay-policy=no-user-gesture-required"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_live_captions_from_the_microphone(served, microphone_browser, tmp_path):
+    """Open the live panel, record: captions from both models appear within a few hops and change as the sound
+    does (a tone, then silence: `silence: no sound can be heard` once a whole window is quiet); stop ends it."""
+    from selenium.webdriver.common.by import By
+
+    url, _ = served
+    browser = microphone_browser
+    browser.get(url)
+    header = wait_for(browser, lambda b: b.find_elements(By.XPATH, "//*[@id='live']//button[contains(., 'Live')]"))
+    header[0].click()
+    record = wait_for(browser, lambda b: [e for e in b.find_elements(By.CSS_SELECTOR, "#live-mic button")
+                                          if "record" in (e.text + str(e.get_attribute("aria-label"))).lower()
+                                          and e.is_displayed()])
+    record[0].click()
+
+    def live(b) -> tuple[str, str]:
+        boxes = b.find_elements(By.CSS_SELECTOR, "#live-teacher textarea, #live-student textarea")
+        return tuple(box.get_attribute("value") for box in boxes)
+
+    first = wait_for(browser, lambda b: all(live(b)) and live(b), seconds=60)
+    wait_for(browser, lambda b: live(b)[1] != first[1] and all(live(b)), seconds=60)
+    assert "real-time factor" in browser.find_element(By.ID, "live-info").text
+    history = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#live-history [role=gridcell]") if c.text]
+    assert "student" in history and "teacher" in history
+    browser.execute_script("document.getElementById('live').scrollIntoView()")
+    browser.save_screenshot(str(os.environ.get("EACAP_LIVE_SCREENSHOT") or tmp_path / "live.png"))
+    stop = [e for e in browser.find_elements(By.CSS_SELECTOR, "#live-mic button")
+            if "stop" in (e.text + str(e.get_attribute("aria-label"))).lower() and e.is_displayed()]
+    assert stop, "no stop button while recording"
+    stop[0].click()
