@@ -67,17 +67,22 @@ def test_page_renders_offline(app, served, tmp_path):
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000  # a drawn page, not blank
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def chromium_driver(flags: list[str]):
+    """Selenium's Chrome on Debian's Chromium with `flags` (skips the test without selenium or the driver)."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="the interactive browser tests need selenium")
     if not CHROMEDRIVER.exists():
         pytest.skip(f"no {CHROMEDRIVER}: apt-get install -y chromium-driver")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in chromium_flags(tmp_path_factory.mktemp("profile")):
+    for flag in flags:
         options.add_argument(flag)
     # The driver is given explicitly, so Selenium Manager never tries to download one.
-    driver = webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)), options=options)
+    return webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    driver = chromium_driver(chromium_flags(tmp_path_factory.mktemp("profile")))
     try:
         yield driver
     finally:
@@ -170,23 +175,15 @@ def test_timeline_tables_and_click_to_seek(served, browser, tmp_path):
 @pytest.fixture(scope="module")
 def microphone_browser(tmp_path_factory):
     """A browser whose microphone plays a sound file: Chromium's fake media stream, permission granted."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="the interactive browser tests need selenium")
-    if not CHROMEDRIVER.exists():
-        pytest.skip(f"no {CHROMEDRIVER}: apt-get install -y chromium-driver")
     folder = tmp_path_factory.mktemp("microphone")
     # A tone, then silence longer than a live window, over and over (Chromium loops the file): captions must change
     rate, seconds = 48000, 10
     tone_part = 0.4 * np.sin(2 * np.pi * 500 * np.arange(seconds * rate) / rate)
     sf.write(folder / "mic.wav", np.concatenate([tone_part, np.zeros(seconds * rate)]).astype(np.float32), rate,
              subtype="PCM_16")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in chromium_flags(folder / "profile") + ["--use-fake-ui-for-media-stream",
-                                                      "--use-fake-device-for-media-stream",
-                                                      f"--use-file-for-fake-audio-capture={folder / 'mic.wav'}",
-                                                      "--autoplay-policy=no-user-gesture-required"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)), options=options)
+    driver = chromium_driver(chromium_flags(folder / "profile") + [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={folder / 'mic.wav'}", "--autoplay-policy=no-user-gesture-required"])
     try:
         yield driver
     finally:
