@@ -135,9 +135,16 @@ class FixedLengthDecoder:
     def __getattr__(self, name):
         return getattr(self.decoder, name)
 
+    @property
+    def graph_key(self) -> tuple:
+        """What a captured decoding step depends on beyond the decoder's (`eacap.graphs`)."""
+        return ("fixed length", self.length)
+
     def step(self, tokens, position, *args):
         logits = self.decoder.step(tokens, position, *args)
-        if position < self.length - 1:
+        if torch.is_tensor(position):  # a captured step: the same operations at every position
+            logits[:, self.eos] = logits[:, self.eos].masked_fill(position < self.length - 1, float("-inf"))
+        elif position < self.length - 1:
             logits[:, self.eos] = float("-inf")
         return logits
 

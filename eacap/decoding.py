@@ -82,7 +82,9 @@ class NoRepeatNgram:
     def __init__(self, n: int):
         self.n = n
 
-    def __call__(self, logp: torch.Tensor, history: torch.Tensor, t: int) -> torch.Tensor:
+    def __call__(self, logp: torch.Tensor, history: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        if torch.is_tensor(t):
+            return self._static(logp, history, t)
         n = self.n
         if t < n:  # a repeat needs one whole n-gram before it
             return logp
@@ -93,6 +95,23 @@ class NoRepeatNgram:
             match = history[:, : t - 1] == history[:, t - 1: t]
         else:
             match = (history[:, :t].unfold(1, n - 1, 1)[:, : t - n + 1] == history[:, None, t - n + 1: t]).all(-1)
+        return logp.masked_fill_(token_mask(follows, match, logp.shape[1]), float("-inf"))
+
+    def _static(self, logp: torch.Tensor, history: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The same rule with the step `t` a one-element tensor (a captured step, `eacap.graphs`): every window of
+        the whole history is compared, and those not wholly before the last n-1 tokens are left out by a mask
+        rather than by slicing, so the shapes never change."""
+        n, width = self.n, history.shape[1]
+        if width < n:
+            return logp
+        windows = torch.arange(width - n + 1, device=history.device)
+        before = windows <= t - n                                        # window j ends before the last n-1 tokens
+        follows = history[:, n - 1:]
+        if n == 1:
+            match = before.expand(history.shape[0], -1)
+        else:
+            last = history.index_select(1, (t - n + 1 + torch.arange(n - 1, device=history.device)).clamp(min=0))
+            match = (history.unfold(1, n - 1, 1)[:, : width - n + 1] == last[:, None]).all(-1) & before
         return logp.masked_fill_(token_mask(follows, match, logp.shape[1]), float("-inf"))
 
 
@@ -109,7 +128,11 @@ class NoRepeatSounds:
     def __init__(self, sounds: SoundWords, device):
         self.sounds = sounds.to(device)
 
-    def __call__(self, logp: torch.Tensor, history: torch.Tensor, t: int) -> torch.Tensor:
+    def __call__(self, logp: torch.Tensor, history: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        if torch.is_tensor(t):
+            # A captured step reads the whole history: the positions not yet written hold <pad>, which names no
+            # sound and starts no clause, so they change nothing `block_named` finds.
+            return self.sounds.block_named(logp, history)
         return logp if t == 0 else self.sounds.block_named(logp, history[:, :t])
 
 
@@ -214,11 +237,24 @@ class StepThreads:
 def decode(decoder: CaptionDecoder, frames: torch.Tensor, lengths: torch.Tensor, special: dict[str, int],
            options: DecodingOptions = DecodingOptions(), sounds: SoundWords | None = None) -> Hypotheses:
     """Captions for a batch of encoder frames. `sounds` (the model's `SoundWords`) enables
-    `options.no_repeat_sounds`."""
+    `options.no_repeat_sounds`. On a GPU the steps replay as one captured CUDA graph (`eacap.graphs`) where that
+    is on; elsewhere they run one operation at a time."""
+    from . import graphs  # graphs builds on this module
+
     options.validate(decoder.config.max_length)
-    filters = score_filters(options, decoder.config.vocab_size, special, frames.device, sounds)
-    search = _greedy if options.beam_size == 1 else _beam
-    return search(decoder, frames, lengths, special, options, filters)
+    search_kind = GreedySearch if options.beam_size == 1 else BeamSearch
+    if graphs.enabled(frames.device):
+        captured = graphs.decode(search_kind, decoder, frames, lengths, special, options, sounds)
+        if captured is not None:
+            return captured
+    search = search_kind(decoder, frames, lengths, special, options, sounds)
+    every = _check_every(frames.device)
+    with StepThreads(search.state, search.rows) as steps:
+        for position in steps.range(options.max_length):
+            search.step(position)
+            if (position + 1) % every == 0 and search.finished():
+                break
+    return search.result()
 
 
 def _reads_are_free(device: torch.device) -> bool:
@@ -234,114 +270,189 @@ def _check_every(device: torch.device) -> int:
     return 1 if _reads_are_free(device) else 4
 
 
-def _next_logp(decoder, tokens, position, state, filters, history) -> torch.Tensor:
-    logp = decoder.step(tokens, position, state).float().log_softmax(-1)
-    for keep_out in filters:
-        logp = keep_out(logp, history, position)
-    return logp
-
-
 def _normalise(score: torch.Tensor, length: int | torch.Tensor, penalty: float) -> torch.Tensor:
     return score / (length ** penalty if penalty else 1.0)
 
 
-def _greedy(decoder, frames, lengths, special, options, filters) -> Hypotheses:
-    batch, device = frames.shape[0], frames.device
-    eos, pad, last = special["eos"], special["pad"], options.max_length - 1
-    state = decoder.start(frames, lengths)
-    tokens = torch.full((batch, 1), special["bos"], dtype=torch.long, device=device)
-    out = torch.full((batch, options.max_length), pad, dtype=torch.long, device=device)
-    score = torch.zeros(batch, device=device)
-    n_tokens = torch.zeros(batch, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    every = _check_every(device)
-    with StepThreads(state, batch) as steps:
-        for position in steps.range(options.max_length):
-            logp = _next_logp(decoder, tokens, position, state, filters, out)
-            if position == last:
-                next_token = torch.full_like(done, eos, dtype=torch.long)  # the caption must end here
-            else:
-                next_token = logp.argmax(-1)
-            step_logp = logp.gather(1, next_token[:, None])[:, 0]
-            score += step_logp.masked_fill(done, 0.0)
-            n_tokens += ~done
-            out[:, position] = next_token.masked_fill(done, pad)
-            done |= next_token == eos
-            if (position + 1) % every == 0 and bool(done.all()):
-                break
-            tokens = next_token[:, None]
-    return Hypotheses([_strip(row, special) for row in out.tolist()],
-                      _normalise(score, n_tokens, options.length_penalty).tolist())
+class Search:
+    """One decoding call's search over a batch: `step(position)` for position 0, 1, ... until `finished()`, then
+    `result()`. The greedy and beam searches below share this frame.
+
+    A step is the decoder's next-token log-probabilities, the score filters, then the search's bookkeeping. It is
+    written once for two ways of running it:
+    - eager (`position` an int): shapes follow the caption's length, tensors that change are rebound, and a CPU
+      skips work whose result it can see is not needed;
+    - static (`static=True`, `position` a one-element long tensor on the device): every shape is the same at
+      every step and nothing is read back to the host, so a CUDA graph can capture the step (`eacap.graphs`).
+      Tensors that change are updated in place, except the two pairs a beam step writes one into the other and
+      swaps (the history and the key/value cache): the step is captured once each way round and the two graphs
+      alternate. `reset` loads a new batch into the same buffers. The arithmetic is the same; attention and the
+      filters read the whole preallocated history under a mask instead of a slice of it, which can change the
+      last bits of a score (tested: the same captions).
+    """
+
+    def __init__(self, decoder: CaptionDecoder, frames: torch.Tensor, lengths: torch.Tensor, special: dict[str, int],
+                 options: DecodingOptions, sounds: SoundWords | None, static: bool = False):
+        self.decoder, self.special, self.options, self.static = decoder, special, options, static
+        self.group = options.beam_size
+        self.batch, self.rows = frames.shape[0], frames.shape[0] * options.beam_size
+        self.device = frames.device
+        self.filters = score_filters(options, decoder.config.vocab_size, special, self.device, sounds)
+        self.state = decoder.start(frames, lengths, group=self.group, static=static, length=options.max_length)
+        self.last = options.max_length - 1
+        self.tokens = torch.empty((self.rows, 1), dtype=torch.long, device=self.device)
+        self.history = torch.empty((self.rows, options.max_length), dtype=torch.long, device=self.device)
+        self.allocate()
+        self.reset()
+
+    def allocate(self) -> None:
+        """The search's own buffers (called once)."""
+
+    def reset(self, cross: list | None = None) -> None:
+        """Start over, on the same clips, or (static) on those of `cross`, a `CaptionDecoder.cross_attention` of
+        the same shapes."""
+        if cross is not None:
+            self.state.load(cross)
+        self.tokens.fill_(self.special["bos"])
+        self.history.fill_(self.special["pad"])
+
+    def next_logp(self, position: int | torch.Tensor) -> torch.Tensor:
+        logp = self.decoder.step(self.tokens, position, self.state).float().log_softmax(-1)
+        for keep_out in self.filters:
+            logp = keep_out(logp, self.history, position)
+        return logp
+
+    def set(self, name: str, value: torch.Tensor) -> None:
+        """self.<name> = value: rebound when eager, copied into the same buffer when static."""
+        if self.static:
+            getattr(self, name).copy_(value)
+        else:
+            setattr(self, name, value)
+
+    def write_history(self, position: int | torch.Tensor, tokens: torch.Tensor) -> None:
+        if self.static:
+            self.history.index_copy_(1, position, tokens)
+        else:
+            self.history[:, position: position + 1] = tokens
+
+    def is_last(self, position: int | torch.Tensor) -> bool | torch.Tensor:
+        return position == self.last
 
 
-def _beam(decoder, frames, lengths, special, options, filters) -> Hypotheses:
-    batch, beam, device = frames.shape[0], options.beam_size, frames.device
-    vocab, eos, pad, last = decoder.config.vocab_size, special["eos"], special["pad"], options.max_length - 1
-    penalty, minus_inf = options.length_penalty, float("-inf")
-    # Each clip's frames are projected once and its `beam` hypotheses attend to them together (consecutive rows),
-    # so all beams decode as one batch without copies of the memory.
-    state = decoder.start(frames, lengths, group=beam)
-    rows_total = batch * beam
-    tokens = torch.full((rows_total, 1), special["bos"], dtype=torch.long, device=device)
-    history = torch.full((rows_total, options.max_length), pad, dtype=torch.long, device=device)
-    spare_history = torch.empty_like(history)
-    # At the start all beams are the same <s>: only the first may expand, or the beam fills with copies.
-    scores = torch.full((batch, beam), minus_inf, device=device)
-    scores[:, 0] = 0.0
-    best_score = torch.full((batch,), minus_inf, device=device)
-    best_tokens = torch.full((batch, options.max_length), pad, dtype=torch.long, device=device)
-    active = torch.ones(batch, dtype=torch.bool, device=device)
-    offsets = torch.arange(batch, device=device) * beam
-    within_beam = (torch.arange(2 * beam, device=device) < beam)[None, :]
-    only_eos = torch.full((vocab,), minus_inf, device=device)
-    only_eos[eos] = 0.0
-    every, reads_free = _check_every(device), _reads_are_free(device)
+class GreedySearch(Search):
+    def allocate(self) -> None:
+        self.score = torch.empty(self.batch, device=self.device)
+        self.n_tokens = torch.empty(self.batch, device=self.device)
+        self.done = torch.empty(self.batch, dtype=torch.bool, device=self.device)
 
-    with StepThreads(state, rows_total) as steps:
-        for position in steps.range(options.max_length):
-            logp = _next_logp(decoder, tokens, position, state, filters, history)
-            if position == last:  # last slot: only </s> may follow
-                logp = logp + only_eos
-            candidates = (scores.reshape(-1, 1) + logp).view(batch, beam * vocab)
-            top_scores, top_index = candidates.topk(2 * beam, dim=1)  # 2*beam: enough to refill after </s> exits
-            top_beam, top_token = top_index.div(vocab, rounding_mode="floor"), top_index.remainder(vocab)
-            is_eos = top_token == eos
+    def reset(self, cross: list | None = None) -> None:
+        super().reset(cross)
+        self.score.zero_()
+        self.n_tokens.zero_()
+        self.done.zero_()
 
-            # Most steps end no hypothesis. Where reading a flag back costs no wait (a CPU), those steps skip the
-            # finished-hypothesis bookkeeping, exactly: with no </s> among the candidates it would change nothing.
-            # On a GPU the read would stall the queue of launched steps, so the bookkeeping runs every step.
-            if not reads_free or bool(is_eos.any()):
-                # Hypotheses ending now: keep each clip's best, normalised by its length (</s> included). Only
-                # candidates ranked within the first `beam` may finish, as in standard beam search. Normalising
-                # divides every candidate of a step by the same length, so the best is picked first.
-                may_end = is_eos & within_beam & active[:, None]
-                cand_best, cand_index = top_scores.masked_fill(~may_end, minus_inf).max(dim=1)
-                cand_best = _normalise(cand_best, position + 1, penalty)
-                improved = cand_best > best_score
-                ended_rows = offsets + top_beam.gather(1, cand_index[:, None])[:, 0]
-                best_tokens = torch.where(improved[:, None], history.index_select(0, ended_rows), best_tokens)
-                best_score = torch.maximum(cand_best, best_score)
-                # The live beams: the best non-</s> candidates.
-                scores, order = top_scores.masked_fill(is_eos, minus_inf).topk(beam, dim=1)
-                chosen_beam, chosen_token = top_beam.gather(1, order), top_token.gather(1, order)
-            else:  # no </s>: the live beams are the first `beam` of the sorted candidates
-                scores, chosen_beam, chosen_token = top_scores[:, :beam], top_beam[:, :beam], top_token[:, :beam]
-            # Stop a clip once its best live beam, normalised at the current length, no longer beats its best
-            # finished hypothesis. A heuristic (with length_penalty > 0 a longer caption could still raise its
-            # mean), the same one Hugging Face's generate() uses without early_stopping. Until a hypothesis has
-            # finished, best_score is -inf, so only a dead beam (-inf) stops a clip.
-            active &= (best_score < _normalise(scores[:, 0], position + 1, penalty)) & (scores[:, 0] > minus_inf)
-            if (position + 1) % every == 0 and not bool(active.any()):
-                break
+    def step(self, position: int | torch.Tensor) -> None:
+        logp, eos, done = self.next_logp(position), self.special["eos"], self.done
+        if self.static:  # the caption must end at the last step
+            next_token = torch.where(self.is_last(position), eos, logp.argmax(-1))
+        elif position == self.last:
+            next_token = torch.full_like(done, eos, dtype=torch.long)
+        else:
+            next_token = logp.argmax(-1)
+        self.score += logp.gather(1, next_token[:, None])[:, 0].masked_fill(done, 0.0)
+        self.n_tokens += ~done
+        self.write_history(position, next_token.masked_fill(done, self.special["pad"])[:, None])
+        done |= next_token == eos
+        self.set("tokens", next_token[:, None])
 
-            rows = (offsets[:, None] + chosen_beam).view(rows_total)
-            tokens = chosen_token.reshape(rows_total, 1)
-            torch.index_select(history, 0, rows, out=spare_history)
-            history, spare_history = spare_history, history
-            history[:, position: position + 1] = tokens
-            state.reorder(rows)
+    def finished(self) -> bool:
+        return bool(self.done.all())
 
-    return Hypotheses([_strip(t, special) for t in best_tokens.tolist()], best_score.tolist())
+    def result(self) -> Hypotheses:
+        return Hypotheses([_strip(row, self.special) for row in self.history.tolist()],
+                          _normalise(self.score, self.n_tokens, self.options.length_penalty).tolist())
+
+
+class BeamSearch(Search):
+    """Each clip's frames are projected once and its `beam` hypotheses attend to them together (consecutive rows),
+    so all beams decode as one batch without copies of the memory."""
+
+    def allocate(self) -> None:
+        batch, beam, device, minus_inf = self.batch, self.group, self.device, float("-inf")
+        vocab, eos = self.decoder.config.vocab_size, self.special["eos"]
+        self.scores = torch.empty((batch, beam), device=device)
+        self.best_score = torch.empty(batch, device=device)
+        self.best_tokens = torch.empty((batch, self.options.max_length), dtype=torch.long, device=device)
+        self.active = torch.empty(batch, dtype=torch.bool, device=device)
+        self.spare_history = torch.empty_like(self.history)
+        self.offsets = torch.arange(batch, device=device) * beam
+        self.within_beam = (torch.arange(2 * beam, device=device) < beam)[None, :]
+        self.only_eos = torch.full((vocab,), minus_inf, device=device)
+        self.only_eos[eos] = 0.0
+        self.reads_free = _reads_are_free(device) and not self.static
+
+    def reset(self, cross: list | None = None) -> None:
+        super().reset(cross)
+        # At the start all beams are the same <s>: only the first may expand, or the beam fills with copies.
+        self.scores.fill_(float("-inf"))
+        self.scores[:, 0] = 0.0
+        self.best_score.fill_(float("-inf"))
+        self.best_tokens.fill_(self.special["pad"])
+        self.active.fill_(True)
+
+    def step(self, position: int | torch.Tensor) -> None:
+        batch, beam, vocab = self.batch, self.group, self.decoder.config.vocab_size
+        penalty, minus_inf, eos = self.options.length_penalty, float("-inf"), self.special["eos"]
+        logp = self.next_logp(position)
+        if self.static:  # last slot: only </s> may follow
+            logp = torch.where(self.is_last(position), logp + self.only_eos, logp)
+        elif position == self.last:
+            logp = logp + self.only_eos
+        candidates = (self.scores.reshape(-1, 1) + logp).view(batch, beam * vocab)
+        top_scores, top_index = candidates.topk(2 * beam, dim=1)  # 2*beam: enough to refill after </s> exits
+        top_beam, top_token = top_index.div(vocab, rounding_mode="floor"), top_index.remainder(vocab)
+        is_eos = top_token == eos
+        length = position + 1
+
+        # Most steps end no hypothesis. Where reading a flag back costs no wait (an eager CPU step), those steps
+        # skip the finished-hypothesis bookkeeping, exactly: with no </s> among the candidates it would change
+        # nothing. On a GPU the read would stall the queue of launched steps, so the bookkeeping runs every step.
+        if not self.reads_free or bool(is_eos.any()):
+            # Hypotheses ending now: keep each clip's best, normalised by its length (</s> included). Only
+            # candidates ranked within the first `beam` may finish, as in standard beam search. Normalising
+            # divides every candidate of a step by the same length, so the best is picked first.
+            may_end = is_eos & self.within_beam & self.active[:, None]
+            cand_best, cand_index = top_scores.masked_fill(~may_end, minus_inf).max(dim=1)
+            cand_best = _normalise(cand_best, length, penalty)
+            improved = cand_best > self.best_score
+            ended_rows = self.offsets + top_beam.gather(1, cand_index[:, None])[:, 0]
+            self.set("best_tokens",
+                     torch.where(improved[:, None], self.history.index_select(0, ended_rows), self.best_tokens))
+            self.set("best_score", torch.maximum(cand_best, self.best_score))
+            # The live beams: the best non-</s> candidates.
+            scores, order = top_scores.masked_fill(is_eos, minus_inf).topk(beam, dim=1)
+            chosen_beam, chosen_token = top_beam.gather(1, order), top_token.gather(1, order)
+        else:  # no </s>: the live beams are the first `beam` of the sorted candidates
+            scores, chosen_beam, chosen_token = top_scores[:, :beam], top_beam[:, :beam], top_token[:, :beam]
+        self.set("scores", scores)
+        # Stop a clip once its best live beam, normalised at the current length, no longer beats its best
+        # finished hypothesis. A heuristic (with length_penalty > 0 a longer caption could still raise its
+        # mean), the same one Hugging Face's generate() uses without early_stopping. Until a hypothesis has
+        # finished, best_score is -inf, so only a dead beam (-inf) stops a clip.
+        self.active &= (self.best_score < _normalise(scores[:, 0], length, penalty)) & (scores[:, 0] > minus_inf)
+
+        rows = (self.offsets[:, None] + chosen_beam).view(self.rows)
+        self.set("tokens", chosen_token.reshape(self.rows, 1))
+        torch.index_select(self.history, 0, rows, out=self.spare_history)
+        self.history, self.spare_history = self.spare_history, self.history
+        self.write_history(position, self.tokens)
+        self.state.reorder(rows)
+
+    def finished(self) -> bool:
+        return not bool(self.active.any())
+
+    def result(self) -> Hypotheses:
+        return Hypotheses([_strip(t, self.special) for t in self.best_tokens.tolist()], self.best_score.tolist())
 
 
 def _strip(tokens: list[int], special: dict[str, int]) -> list[int]:

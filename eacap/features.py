@@ -66,10 +66,15 @@ class Frontend(nn.Module):
     at a time; subclasses define `features` for one chunk."""
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        chunk = FRONTEND_CHUNK if waveforms.device.type == "cpu" else waveforms.shape[0]
-        if waveforms.shape[0] <= chunk:
+        if waveforms.device.type == "cuda":  # the whole batch, replayed as one CUDA graph per batch shape
+            graphed = self.__dict__.get("_graphed")
+            if graphed is None:
+                from .graphs import GraphedCall
+                graphed = self.__dict__["_graphed"] = GraphedCall(self.features, type(self).__name__)
+            return graphed(waveforms, lengths)
+        if waveforms.shape[0] <= FRONTEND_CHUNK:
             return self.features(waveforms, lengths)
-        parts = [self.features(w, n) for w, n in zip(waveforms.split(chunk), lengths.split(chunk))]
+        parts = [self.features(w, n) for w, n in zip(waveforms.split(FRONTEND_CHUNK), lengths.split(FRONTEND_CHUNK))]
         return torch.cat([f for f, _ in parts]), torch.cat([n for _, n in parts])
 
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -123,10 +123,14 @@ class CaptionDecoder(nn.Module):
         valid = torch.arange(max_len, device=memory_lengths.device)[None, :] < memory_lengths[:, None]
         return None if bool(valid.all()) else valid[:, None, None, :]
 
-    def memory(self, frames: torch.Tensor, lengths: torch.Tensor):
-        """Project encoder frames once; returns per-layer cross-attention (k, v) and the key padding mask."""
+    def memory(self, frames: torch.Tensor, lengths: torch.Tensor, always_mask: bool = False):
+        """Project encoder frames once; returns per-layer cross-attention (k, v) and the key padding mask (None
+        where no clip is padded, unless `always_mask`: finding that out reads a flag back from the device)."""
         memory = self.memory_proj(frames)
         keys_values = [layer.cross_attn.keys_values(memory) for layer in self.layers]
+        if always_mask:
+            valid = torch.arange(frames.shape[1], device=lengths.device)[None, :] < lengths[:, None]
+            return keys_values, valid[:, None, None, :]
         return keys_values, self.memory_mask(lengths, frames.shape[1])
 
     def forward(self, tokens: torch.Tensor, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -141,33 +145,65 @@ class CaptionDecoder(nn.Module):
             x = layer(x, kv, memory_mask)
         return self.logits(x)
 
-    def start(self, frames: torch.Tensor, lengths: torch.Tensor, group: int = 1) -> "DecodeState":
-        """Begin decoding `group` hypotheses per clip (rows b*group ... b*group+group-1 belong to clip b)."""
-        memory_kv, memory_mask = self.memory(frames, lengths)
-        plan = cached_by_weights(self, "_step_plan", lambda: StepPlan.build(self))
-        rows, heads, width = frames.shape[0] * group, self.config.heads, self.config.width
+    def step_plan(self) -> "StepPlan":
+        """The weights arranged for `step`, built once and kept until they change."""
+        return cached_by_weights(self, "_step_plan", lambda: StepPlan.build(self))
+
+    def cross_attention(self, frames: torch.Tensor, lengths: torch.Tensor, group: int = 1,
+                        static: bool = False) -> list["ProjectedCross | AbsorbedCross"]:
+        """Each layer's cross-attention over `frames`, for `group` hypotheses per clip. `static`: built without
+        reading anything back from the device (the padding mask is always made), so a CUDA graph can capture it."""
+        memory_kv, memory_mask = self.memory(frames, lengths, always_mask=static)
+        plan, heads, width = self.step_plan(), self.config.heads, self.config.width
         cross_kind = AbsorbedCross if frames.shape[0] * heads * frames.shape[1] <= width else ProjectedCross
-        cross = [cross_kind(layer, k, v, memory_mask, heads, group) for layer, (k, v) in zip(plan.layers, memory_kv)]
+        return [cross_kind(layer, k, v, memory_mask, heads, group) for layer, (k, v) in zip(plan.layers, memory_kv)]
+
+    def start(self, frames: torch.Tensor, lengths: torch.Tensor, group: int = 1, static: bool = False,
+              length: int | None = None) -> "DecodeState":
+        """Begin decoding `group` hypotheses per clip (rows b*group ... b*group+group-1 belong to clip b), for
+        captions of up to `length` tokens (default: the decoder's maximum). `static`: for steps whose position is a
+        tensor (`step`), which a CUDA graph can capture."""
+        length = min(length or self.config.max_length, self.config.max_length)
+        cross = self.cross_attention(frames, lengths, group, static)
+        rows, heads, width = frames.shape[0] * group, self.config.heads, self.config.width
         # Every layer's self-attention keys and values for every position a caption can reach, allocated once:
         # a step writes one position in place, and beam search reorders all layers in one call.
-        shape = (len(self.layers), 2, rows, heads, self.config.max_length, width // heads)
-        return DecodeState(plan, cross, group, frames.new_empty(shape), frames.new_empty(shape))
+        shape = (len(self.layers), 2, rows, heads, length, width // heads)
+        state = DecodeState(self.step_plan(), cross, group, frames.new_empty(shape), frames.new_empty(shape))
+        if static:
+            state.visible_from = torch.arange(length, device=frames.device)
+            state.load(cross)
+        return state
 
-    def step(self, tokens: torch.Tensor, position: int, state: "DecodeState") -> torch.Tensor:
-        """One decoding step: tokens [N, 1] at `position` -> logits [N, V]; `state` gains this position."""
-        if position >= self.config.max_length:
-            raise ValueError(f"caption of {position + 1} tokens exceeds the decoder's maximum of "
-                             f"{self.config.max_length}")
+    def step(self, tokens: torch.Tensor, position: int | torch.Tensor, state: "DecodeState") -> torch.Tensor:
+        """One decoding step: tokens [N, 1] at `position` -> logits [N, V]; `state` gains this position.
+
+        `position` is an int, or a one-element long tensor on the model's device with a state from
+        `start(..., static=True)`: then every shape is the same at every step (attention reads the whole cache,
+        positions not yet written masked out), so a CUDA graph can capture the step once and replay it."""
+        static = torch.is_tensor(position)
+        if not static and position >= state.cache.shape[4]:
+            raise ValueError(f"caption of {position + 1} tokens exceeds the {state.cache.shape[4]} this decoding "
+                             f"was started for (the decoder's maximum: {self.config.max_length})")
         plan, n = state.plan, tokens.shape[0]
         heads, width = self.config.heads, self.config.width
-        x = plan.embed.index_select(0, tokens.view(n)) + self.positions[position]
-        state.length = position + 1
+        if static:
+            x = plan.embed.index_select(0, tokens.view(n)) + self.positions.index_select(0, position)
+            visible = (state.visible_from <= position)[None]           # [1, max_length]: positions written
+        else:
+            x = plan.embed.index_select(0, tokens.view(n)) + self.positions[position]
+            state.length = position + 1
         for i, (layer, cross) in enumerate(zip(plan.layers, state.cross)):
             h = F.layer_norm(x, (width,), *layer.self_norm)
             qkv = layer.qkv(h).view(n, 3, heads, 1, -1)
             kv = state.cache[i]                                       # [2, N, H, max_length, head_dim]
-            kv[:, :, :, position: position + 1] = qkv[:, 1:].transpose(0, 1)
-            y = F.scaled_dot_product_attention(qkv[:, 0], kv[0, :, :, : position + 1], kv[1, :, :, : position + 1])
+            if static:
+                kv.index_copy_(3, position, qkv[:, 1:].transpose(0, 1))
+                y = F.scaled_dot_product_attention(qkv[:, 0], kv[0], kv[1], attn_mask=visible)
+            else:
+                kv[:, :, :, position: position + 1] = qkv[:, 1:].transpose(0, 1)
+                y = F.scaled_dot_product_attention(qkv[:, 0], kv[0, :, :, : position + 1],
+                                                   kv[1, :, :, : position + 1])
             x = x + layer.self_out(y.view(n, width))
             x = x + cross(F.layer_norm(x, (width,), *layer.cross_norm))
             h = F.layer_norm(x, (width,), *layer.ffn_norm)
@@ -182,6 +218,10 @@ class ProjectedCross:
     def __init__(self, layer: "LayerPlan", keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
                  heads: int, group: int):
         self.layer, self.keys, self.values, self.mask, self.heads, self.group = layer, keys, values, mask, heads, group
+
+    def tensors(self) -> list[torch.Tensor]:
+        """What depends on the clips (`DecodeState.load` copies them)."""
+        return [self.keys, self.values] + ([] if self.mask is None else [self.mask])
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         n, width = h.shape
@@ -212,6 +252,10 @@ class AbsorbedCross:
         self.value_out = torch.einsum("bhtd,whd->bhtw", values, out_weight).reshape(clips, heads * frames, width)
         self.out_bias, self.heads, self.frames, self.group = layer.cross_out.bias, heads, frames, group
 
+    def tensors(self) -> list[torch.Tensor]:
+        """What depends on the clips (`DecodeState.load` copies them)."""
+        return [self.score_weight, self.score_bias, self.value_out]
+
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         n, width = h.shape
         clips = n // self.group
@@ -233,6 +277,11 @@ class LayerPlan:
     ffn_out: PackedLinear
 
 
+def _graph_cache():
+    from ..graphs import GraphCache  # eacap.graphs builds on the decoder
+    return GraphCache()
+
+
 @dataclass
 class StepPlan:
     """A decoder's weights arranged for `step`; cached on the decoder until its weights change."""
@@ -242,6 +291,7 @@ class StepPlan:
     logits: PackedLinear       # tied to the embedding
     activation: object         # the FFN's activation function
     thread_choices: dict = field(default_factory=dict)  # eacap.decoding.ThreadChoice per (rows, caller's threads)
+    graphs: object = field(default_factory=lambda: _graph_cache())  # captured decoding steps (eacap.graphs)
 
     @staticmethod
     def build(decoder: CaptionDecoder) -> "StepPlan":
@@ -267,16 +317,31 @@ class DecodeState:
     """One decoding call's cache: each layer's cross-attention over the clips' encoder frames (computed once and
     shared by each clip's `group` hypotheses) and every layer's self-attention keys/values, preallocated as
     [layers, 2, N, heads, max_length, head_dim] of which the first `length` positions are written. `spare` has the
-    same shape: reordering gathers the written positions into it and swaps the two."""
+    same shape: reordering gathers the written positions into it and swaps the two. A static state
+    (`visible_from` set, for captured steps) has every position counted as written."""
     plan: StepPlan
     cross: list[ProjectedCross | AbsorbedCross]
     group: int
     cache: torch.Tensor
     spare: torch.Tensor
     length: int = 0
+    visible_from: torch.Tensor | None = None   # static states: positions 0 .. max_length - 1
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Hypothesis i continues hypothesis rows[i] (beam search keeps the best and drops the rest)."""
         written = slice(0, self.length)
         torch.index_select(self.cache[:, :, :, :, written], 2, rows, out=self.spare[:, :, :, :, written])
         self.cache, self.spare = self.spare, self.cache
+
+    def load(self, cross: list[ProjectedCross | AbsorbedCross]) -> None:
+        """Take the clips of `cross` (from `CaptionDecoder.cross_attention`, the same shapes) into this static
+        state's tensors, in place, and forget every position written. Positions not yet written are masked out of
+        attention, but a masked value still meets a zero weight: memory left as it was could hold NaN, and
+        0 x NaN is NaN, so the cache is zeroed."""
+        for mine, theirs in zip(self.cross, cross):
+            for a, b in zip(mine.tensors(), theirs.tensors(), strict=True):
+                if a is not b:
+                    a.copy_(b)
+        self.cache.zero_()
+        # A static step reorders every position: those not written yet are zeros, and stay masked.
+        self.length = self.cache.shape[4]

@@ -131,14 +131,14 @@ class EfficientNetEncoder(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def output_lengths(self, frame_lengths: torch.Tensor) -> torch.Tensor:
-        lengths = (frame_lengths - 1) // 2 + 1  # stem: kernel 3, padding 1, stride 2
-        for stage in self.config.stages:
-            if stage.stride == 2:
-                lengths = (lengths - 1) // 2 + 1  # kernel k, padding k//2, stride 2
-        return lengths
+        # The stem and each stride-2 stage (kernel k, padding k // 2) map n frames to ceil(n / 2); ceil(n / 2)
+        # taken s times is ceil(n / 2**s).
+        stride = 2 ** (1 + sum(stage.stride == 2 for stage in self.config.stages))
+        return (frame_lengths + stride - 1) // stride
 
     def inference_network(self) -> nn.Module:
-        """stem + blocks + head for inference: each BatchNorm folded into its convolution, channels-last layout.
+        """stem + blocks + head for inference, then the average over frequency (`Pooled`): each BatchNorm folded
+        into its convolution, channels-last layout.
 
         The same function as the training graph in eval mode (equal to float rounding), about a quarter faster on a
         CPU. Built from the current weights and rebuilt when any of them changes (an optimiser step bumps the
@@ -147,13 +147,14 @@ class EfficientNetEncoder(nn.Module):
         """
         def build():
             network = fuse(nn.Sequential(self.stem, self.blocks, self.head).eval())  # a fused copy
-            return network.to(memory_format=torch.channels_last).requires_grad_(False)
+            return Pooled(network.to(memory_format=torch.channels_last).requires_grad_(False))
         return cached_by_weights(self, "_inference_cache", build)
 
     def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, n_mels, T] log-mel -> ([B, T/32, out_dim] frame embeddings, lengths)."""
         if self.training or torch.is_grad_enabled():
             x = self.head(self.blocks(self.stem(features[:, None].contiguous(memory_format=torch.channels_last))))
+            x = Pooled.pool(x)
         else:
             # A CNN over a whole batch of 10 s clips is memory-bound on a CPU: its early activations overflow the
             # caches. Small chunks keep them cache-resident, several times faster; results are equal. A GPU is the
@@ -161,5 +162,21 @@ class EfficientNetEncoder(nn.Module):
             chunk = INFERENCE_CHUNK.get(features.device.type) or features.shape[0]
             chunks = [part[:, None].contiguous(memory_format=torch.channels_last) for part in features.split(chunk)]
             network = cached_by_weights(self, "_traced_cache", lambda: trace(self.inference_network(), chunks[0]))
-            x = torch.cat([network(chunk) for chunk in chunks])
-        return x.mean(dim=2).transpose(1, 2), self.output_lengths(frame_lengths)
+            x = torch.cat([network(chunk) for chunk in chunks]) if len(chunks) > 1 else network(chunks[0])
+        return x, self.output_lengths(frame_lengths)
+
+
+class Pooled(nn.Module):
+    """A CNN's output [B, C, F, T] averaged over frequency into time-major frames [B, T, C]: part of the traced
+    inference network, so a GPU captures it in the same graph."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    @staticmethod
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=2).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.network(x))

@@ -21,15 +21,20 @@ TRACE = os.environ.get("EACAP_TRACE", "1") != "0"
 
 def trace(module: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """`module` traced to TorchScript on `example`, for inference; `module` itself where tracing is off or fails.
+    On a GPU, wrapped in an `eacap.graphs.GraphedCall`, which replays each input shape's pass as a CUDA graph.
 
     A trace replays the branches its example took: callers key it by any such branch.
     """
-    if not TRACE:
-        return module
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.jit.trace(module, example, check_trace=False)
-    except Exception as error:  # whatever stops the trace, the module itself still runs
-        warnings.warn(f"eacap: TorchScript tracing of {type(module).__name__} failed ({error}); running it eagerly")
-        return module
+    runner = module
+    if TRACE:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                runner = torch.jit.trace(module, example, check_trace=False)
+        except Exception as error:  # whatever stops the trace, the module itself still runs
+            warnings.warn(f"eacap: TorchScript tracing of {type(module).__name__} failed ({error}); running it "
+                          "eagerly")
+    if example.device.type == "cuda":  # on a GPU, each input shape's pass is captured once and replayed
+        from ..graphs import GraphedCall
+        return GraphedCall(runner)
+    return runner
