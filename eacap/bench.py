@@ -9,6 +9,9 @@ clips in one call. Models take turns within each repeat, so a burst of load from
 all of them rather than one; the figures are medians over the repeats. The fastest repeat is reported as well:
 on a machine shared with other work, it is the closest measure of what the code itself costs.
 
+On a GPU the front-ends, the traced encoders and every decoding step replay CUDA graphs once warm (`eacap.graphs`;
+the warm-up runs capture them), as they do for every caller; `EACAP_CUDA_GRAPHS=0` times the same code without.
+
 Threads. `--threads` (default: the CPUs this process may use) is set explicitly and printed, because it moves
 the ratio: the teacher's large matrix products use extra cores well, the student's many small operations do not.
 
@@ -43,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import graphs
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .checkpoint import CheckpointError, load_model
 from .cli import CHECKPOINTS, positive
@@ -308,6 +312,7 @@ def run(args) -> dict:
         "tokens": args.tokens if fixed else None, "natural_length": not fixed,
         "batch": args.batch, "repeats": args.repeats, "threads": torch.get_num_threads(),
         "device": str(device), "device_name": device_name(device), "half": args.half,
+        "cuda_graphs": graphs.ENABLED and device.type == "cuda",
         "torch": torch.__version__, "models": models,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
         "speedup": {"latency": t["latency_seconds"] / s["latency_seconds"],
@@ -326,7 +331,7 @@ def run(args) -> dict:
 def report(result: dict) -> str:
     length = (f"{result['tokens']} tokens per caption (fixed)" if not result["natural_length"]
               else "captions of natural length")
-    precision = ", float16" if result.get("half") else ""
+    precision = (", float16" if result.get("half") else "") + (", CUDA graphs" if result.get("cuda_graphs") else "")
     lines = [f"eacap bench: {result['clip']}, beam {result['beam_size']}, {length}; torch {result['torch']}, "
              f"{result['threads']} threads, medians of {result['repeats']} repeats",
              f"device: {result.get('device', 'cpu')} ({result.get('device_name', 'unknown')}){precision}",
