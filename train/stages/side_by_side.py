@@ -85,7 +85,7 @@ def run(config: PipelineConfig, checkpoints: Path | None = None) -> Path:
     teacher, student = load_model(checkpoints / "teacher"), load_model(checkpoints / "student")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        sources = [(p, "example mix of test-split recordings (examples/ATTRIBUTION.md)")
+        sources = [(p, "example from held-out sources (examples/ATTRIBUTION.md)")
                    for p in sorted(EXAMPLES.glob("*.flac"))]
         sources += record(Path(tmp)) + play(Path(tmp))
         for path, what in sources:
