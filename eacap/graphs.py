@@ -65,7 +65,9 @@ def capture(*bodies: Callable[[], object], device: torch.device,
         graphs, outputs = [], []
         for body in bodies:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: the app runs models in several threads at once, and another thread's GPU calls during
+            # this capture (on its own stream, never captured) must not be refused.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 outputs.append(body())
             graphs.append(graph)
     return graphs, outputs
