@@ -153,38 +153,39 @@ def score_filters(options: DecodingOptions, vocab_size: int, special: dict[str, 
 
 
 @dataclass
-class ThreadChoice:
-    """Which intra-op thread count runs a decoder's steps fastest at one number of rows (batch x beam).
+class FasterChoice:
+    """Which of a few ways of running the same work is fastest here, found by timing them: the first calls
+    alternate between the `candidates`, `TRIALS` each, and the one with the lowest median wins from then on.
 
-    A step at a few rows is many operations of a few microseconds each, where waking a second thread can cost more
-    than it saves, and which way it goes differs by model and batch (docs/performance.md). So the first steps of a
-    CPU decode at a new row count alternate between the caller's
-    thread count and one thread, `TRIALS` each, and the faster (median step time) is used from then on. The same
-    rule applies to every model; each gets its own faster setting.
+    Used where the answer depends on the machine, the model and the batch in ways no rule gets right: the intra-op
+    thread count of a decoder's steps at one number of rows (`StepThreads`: a step at a few rows is many operations
+    of a few microseconds each, where waking a second thread can cost more than it saves), and compiled against
+    eager steps on a CPU (`eacap.graphs`: compiled steps win at a few rows and can lose at many). The same rule
+    applies to every model; each gets its own choice.
     """
-    candidates: tuple[int, ...]
-    samples: dict[int, list[float]] = field(default_factory=dict)
-    chosen: int | None = None
+    candidates: tuple
+    samples: dict = field(default_factory=dict)
+    chosen: object = None
     TRIALS = 4
 
-    def next_threads(self) -> int:
+    def next(self):
         if self.chosen is None and len(self.candidates) == 1:
             self.chosen = self.candidates[0]
         if self.chosen is not None:
             return self.chosen
         return min(self.candidates, key=lambda c: len(self.samples.get(c, ())))
 
-    def record(self, threads: int, seconds: float) -> None:
+    def record(self, candidate, seconds: float) -> None:
         if self.chosen is not None:
             return
-        self.samples.setdefault(threads, []).append(seconds)
+        self.samples.setdefault(candidate, []).append(seconds)
         if all(len(self.samples.get(c, ())) >= self.TRIALS for c in self.candidates):
             self.chosen = min(self.candidates, key=lambda c: statistics.median(self.samples[c]))
 
 
 class StepThreads:
     """`with StepThreads(state, rows) as steps: for position in steps.range(n): ...` runs each step at the thread
-    count `ThreadChoice` picks for this decoder and row count (kept with the decoder's step plan, so it lasts as
+    count `FasterChoice` picks for this decoder and row count (kept with the decoder's step plan, so it lasts as
     long as the weights do), and restores the caller's.
 
     The thread count is the process's, not the calling thread's: while another decode runs at the same time (the
@@ -198,12 +199,12 @@ class StepThreads:
         self.caller = torch.get_num_threads()
         self.changed = False
         if state.cache.device.type != "cpu":  # a GPU's steps do not run on these threads: nothing to choose
-            self.choice = ThreadChoice((self.caller,))
+            self.choice = FasterChoice((self.caller,))
             return
         choices = state.plan.thread_choices
         key = (rows, self.caller)
         if key not in choices:
-            choices[key] = ThreadChoice(tuple(sorted({self.caller, 1}, reverse=True)))
+            choices[key] = FasterChoice(tuple(sorted({self.caller, 1}, reverse=True)))
         self.choice = choices[key]
 
     def __enter__(self) -> "StepThreads":
@@ -219,7 +220,7 @@ class StepThreads:
 
     def range(self, count: int):
         for position in range(count):
-            threads = self.choice.next_threads()
+            threads = self.choice.next()
             with StepThreads._lock:
                 alone = StepThreads._running == 1
                 if alone and threads != torch.get_num_threads():
@@ -237,16 +238,23 @@ class StepThreads:
 def decode(decoder: CaptionDecoder, frames: torch.Tensor, lengths: torch.Tensor, special: dict[str, int],
            options: DecodingOptions = DecodingOptions(), sounds: SoundWords | None = None) -> Hypotheses:
     """Captions for a batch of encoder frames. `sounds` (the model's `SoundWords`) enables
-    `options.no_repeat_sounds`. On a GPU the steps replay as one captured CUDA graph (`eacap.graphs`) where that
-    is on; elsewhere they run one operation at a time."""
+    `options.no_repeat_sounds`. Once a call signature has been seen, its steps replay as captured CUDA graphs on
+    a GPU, or run compiled on a CPU (`eacap.graphs`) where that is on; before, and elsewhere, they run one operation
+    at a time."""
     from . import graphs  # graphs builds on this module
 
     options.validate(decoder.config.max_length)
     search_kind = GreedySearch if options.beam_size == 1 else BeamSearch
-    if graphs.enabled(frames.device):
+    if graphs.enabled(frames.device) or graphs.compiled(frames.device):
         captured = graphs.decode(search_kind, decoder, frames, lengths, special, options, sounds)
         if captured is not None:
             return captured
+    return eager_decode(search_kind, decoder, frames, lengths, special, options, sounds)
+
+
+def eager_decode(search_kind: type["Search"], decoder: CaptionDecoder, frames: torch.Tensor, lengths: torch.Tensor,
+                 special: dict[str, int], options: DecodingOptions, sounds: SoundWords | None) -> Hypotheses:
+    """`decode` one operation at a time (called by it, in inference mode)."""
     search = search_kind(decoder, frames, lengths, special, options, sounds)
     every = _check_every(frames.device)
     with StepThreads(search.state, search.rows) as steps:
@@ -292,27 +300,34 @@ class Search:
     """
 
     def __init__(self, decoder: CaptionDecoder, frames: torch.Tensor, lengths: torch.Tensor, special: dict[str, int],
-                 options: DecodingOptions, sounds: SoundWords | None, static: bool = False):
+                 options: DecodingOptions, sounds: SoundWords | None, static: bool = False, length: int | None = None):
         self.decoder, self.special, self.options, self.static = decoder, special, options, static
         self.group = options.beam_size
         self.batch, self.rows = frames.shape[0], frames.shape[0] * options.beam_size
         self.device = frames.device
         self.filters = score_filters(options, decoder.config.vocab_size, special, self.device, sounds)
-        self.state = decoder.start(frames, lengths, group=self.group, static=static, length=options.max_length)
+        # `length`: positions the buffers hold, at least max_length. A static search run in fixed chunks of steps
+        # (`eacap.graphs`) may step past the last position: every hypothesis has ended there (only </s> may follow
+        # the last token), so those steps change nothing a result reads.
+        length = max(length or options.max_length, options.max_length)
+        self.state = decoder.start(frames, lengths, group=self.group, static=static, length=length)
+        if self.state.cache.shape[4] < length:
+            raise ValueError(f"a search of {length} positions exceeds the decoder's maximum of "
+                             f"{decoder.config.max_length}")
         self.last = options.max_length - 1
         self.tokens = torch.empty((self.rows, 1), dtype=torch.long, device=self.device)
-        self.history = torch.empty((self.rows, options.max_length), dtype=torch.long, device=self.device)
+        self.history = torch.empty((self.rows, length), dtype=torch.long, device=self.device)
         self.allocate()
         self.reset()
 
     def allocate(self) -> None:
         """The search's own buffers (called once)."""
 
-    def reset(self, cross: list | None = None) -> None:
+    def reset(self, cross: list | None = None, share: bool = False) -> None:
         """Start over, on the same clips, or (static) on those of `cross`, a `CaptionDecoder.cross_attention` of
-        the same shapes."""
+        the same shapes (`share`: any number of frames, see `DecodeState.load`)."""
         if cross is not None:
-            self.state.load(cross)
+            self.state.load(cross, share)
         self.tokens.fill_(self.special["bos"])
         self.history.fill_(self.special["pad"])
 
@@ -345,8 +360,8 @@ class GreedySearch(Search):
         self.n_tokens = torch.empty(self.batch, device=self.device)
         self.done = torch.empty(self.batch, dtype=torch.bool, device=self.device)
 
-    def reset(self, cross: list | None = None) -> None:
-        super().reset(cross)
+    def reset(self, cross: list | None = None, share: bool = False) -> None:
+        super().reset(cross, share)
         self.score.zero_()
         self.n_tokens.zero_()
         self.done.zero_()
@@ -382,7 +397,7 @@ class BeamSearch(Search):
         vocab, eos = self.decoder.config.vocab_size, self.special["eos"]
         self.scores = torch.empty((batch, beam), device=device)
         self.best_score = torch.empty(batch, device=device)
-        self.best_tokens = torch.empty((batch, self.options.max_length), dtype=torch.long, device=device)
+        self.best_tokens = torch.empty((batch, self.history.shape[1]), dtype=torch.long, device=device)
         self.active = torch.empty(batch, dtype=torch.bool, device=device)
         self.spare_history = torch.empty_like(self.history)
         self.offsets = torch.arange(batch, device=device) * beam
@@ -391,8 +406,8 @@ class BeamSearch(Search):
         self.only_eos[eos] = 0.0
         self.reads_free = _reads_are_free(device) and not self.static
 
-    def reset(self, cross: list | None = None) -> None:
-        super().reset(cross)
+    def reset(self, cross: list | None = None, share: bool = False) -> None:
+        super().reset(cross, share)
         # At the start all beams are the same <s>: only the first may expand, or the beam fills with copies.
         self.scores.fill_(float("-inf"))
         self.scores[:, 0] = 0.0

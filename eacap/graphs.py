@@ -1,4 +1,4 @@
-"""CUDA graphs: on a GPU, each decoding step and each encoder pass replays as one captured graph.
+"""Captured decoding: CUDA graphs on a GPU, compiled steps on a CPU; and CUDA graphs of the encoders.
 
 Both models are small enough that a GPU spends most of a caption waiting for the host to launch the next kernel:
 a decoding step is over a hundred kernels of a few microseconds each. A CUDA graph records the kernels of one call
@@ -14,14 +14,26 @@ A graph reads and writes the same memory at every replay, so each capture keeps 
 buffers: a call copies its input in, replays, and copies the output out (a caller may keep the result while the
 next call replays). Captures are kept per shape, the least recently used dropped beyond `MAX_GRAPHS`.
 
-`EACAP_CUDA_GRAPHS=0` runs everything eagerly (to compare, or to debug inside a step). A capture that fails warns
-once and that call signature runs eagerly from then on. Outside `torch.inference_mode` (training) nothing is
-captured.
+On a CPU the same static step is compiled instead (`torch.compile`, Inductor's C++ code): `STEPS_PER_CALL` steps
+become one call of fused loops and library products, with none of Python's or the dispatcher's cost between the
+operations, which is most of what a small model's step costs. A compile takes tens of seconds (seconds once
+Inductor's cache on disk has it), so it runs in a background thread on a call signature's second use and the
+decodes before it is ready run eagerly; `wait()` blocks until the compiles under way are done (the bench calls it
+before timing). It needs a C++ compiler; without one, decoding stays eager.
+
+`EACAP_CUDA_GRAPHS=0` runs everything on a GPU eagerly and `EACAP_COMPILE=0` everything on a CPU (to compare, or
+to debug inside a step). A capture or compile that fails warns once and that call signature runs eagerly from then
+on. Outside `torch.inference_mode` (training) nothing is captured or compiled.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import os
+import shutil
 import threading
+import time
+import types
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,10 +41,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .decoding import DecodingOptions, Hypotheses, Search, _check_every
+from .decoding import DecodingOptions, FasterChoice, Hypotheses, Search, _check_every, eager_decode
 from .sounds import SoundWords
 
 ENABLED = os.environ.get("EACAP_CUDA_GRAPHS", "1") != "0"
+COMPILE = os.environ.get("EACAP_COMPILE", "1") != "0"
+# Decoding steps per compiled call on a CPU: each call costs a fixed overhead (guards, the wrapper), so a few
+# steps share it; whether every clip has finished is read once per call, and a clip's steps after it finished
+# change nothing it returns.
+STEPS_PER_CALL = 4
 MAX_GRAPHS = 16   # captured graphs kept per decoder, front-end and encoder network
 # A call signature is captured the second time it is seen: a capture costs a few eager runs, which a shape seen
 # once (one upload of an odd length) would pay for nothing, while the bench, batch jobs, timelines and live
@@ -44,6 +61,28 @@ WARMUP = 3        # eager runs before a capture: lazy set-up (plans, library han
 def enabled(device: torch.device) -> bool:
     """Whether work on `device` runs from captured graphs now."""
     return ENABLED and device.type == "cuda" and torch.is_inference_mode_enabled()
+
+
+def compiled(device: torch.device) -> bool:
+    """Whether decoding steps on `device` run compiled now (a CPU with a C++ compiler, in inference mode)."""
+    return COMPILE and device.type == "cpu" and torch.is_inference_mode_enabled() and _compiler_found()
+
+
+@functools.cache
+def _compiler_found() -> bool:
+    return any(shutil.which(name) for name in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if name)
+
+
+_pending: set[threading.Thread] = set()   # background compiles under way
+_pending_lock = threading.Lock()
+
+
+def wait(timeout: float | None = None) -> None:
+    """Block until the compiles under way in the background are done (or `timeout` seconds have passed)."""
+    with _pending_lock:
+        threads = list(_pending)
+    for thread in threads:
+        thread.join(timeout)
 
 
 def capture(*bodies: Callable[[], object], device: torch.device,
@@ -81,12 +120,14 @@ class GraphCache:
         self.entries: OrderedDict = OrderedDict()
         self.seen: OrderedDict = OrderedDict()   # calls per key not captured yet
         self.failed: set = set()
+        self.building: set = set()               # keys being built in the background
         self.lock = threading.Lock()
 
-    def get(self, key, build: Callable[[], object], what: str):
+    def get(self, key, build: Callable[[], object], what: str, background: bool = False):
         """The entry for `key`, built (captured) on its `CAPTURE_AFTER`-th use; None before that, or if its
-        capture failed: the caller runs eagerly."""
-        if key in self.failed:
+        capture failed: the caller runs eagerly. `background`: built in a thread of its own (in inference mode),
+        None until it is ready. Call with `lock` held."""
+        if key in self.failed or key in self.building:
             return None
         entry = self.entries.get(key)
         if entry is None:
@@ -96,17 +137,53 @@ class GraphCache:
             if self.seen[key] < CAPTURE_AFTER:
                 return None
             del self.seen[key]
-            try:
-                entry = build()
-            except Exception as error:  # the eager path still gives the same result
-                self.failed.add(key)
-                warnings.warn(f"eacap: capturing {what} as a CUDA graph failed ({error}); it runs eagerly")
+            if background:
+                self.building.add(key)
+                # Not a daemon: a process that ends while a compile runs waits for it (ending the interpreter
+                # under a running compile aborts the process).
+                thread = threading.Thread(target=self._build_in_background, args=(key, build, what), daemon=False,
+                                          name="eacap compile")
+                with _pending_lock:
+                    _pending.add(thread)
+                thread.start()
                 return None
-            self.entries[key] = entry
-            while len(self.entries) > MAX_GRAPHS:
-                self.entries.popitem(last=False)
+            entry = self._build(key, build, what)
+            if entry is None:
+                return None
         self.entries.move_to_end(key)
         return entry
+
+    def _build(self, key, build: Callable[[], object], what: str):
+        try:
+            entry = build()
+        except Exception as error:  # the eager path still gives the same result
+            self.failed.add(key)
+            warnings.warn(f"eacap: {what} failed ({error}); it runs eagerly")
+            return None
+        self.entries[key] = entry
+        while len(self.entries) > MAX_GRAPHS:
+            self.entries.popitem(last=False)
+        return entry
+
+    def _build_in_background(self, key, build: Callable[[], object], what: str) -> None:
+        try:
+            with torch.inference_mode():
+                try:
+                    entry = build()
+                except Exception as error:
+                    entry, failure = None, error
+            with self.lock:
+                if entry is None:
+                    self.failed.add(key)
+                    warnings.warn(f"eacap: {what} failed ({failure}); it runs eagerly")
+                else:
+                    self.entries[key] = entry
+                    while len(self.entries) > MAX_GRAPHS:
+                        self.entries.popitem(last=False)
+                self.building.discard(key)
+        finally:
+            with _pending_lock:
+                _pending.discard(threading.current_thread())
 
 
 class GraphedCall:
@@ -129,7 +206,7 @@ class GraphedCall:
             return inputs, graphs[0], outputs[0]
 
         with self.graphs.lock:
-            entry = self.graphs.get(key, build, self.name)
+            entry = self.graphs.get(key, build, f"capturing {self.name} as a CUDA graph")
             if entry is None:
                 return self.fn(*args)
             inputs, graph, out = entry
@@ -142,30 +219,66 @@ class GraphedCall:
 
 @dataclass
 class CapturedSearch:
-    """A search in its static form, its position counter, and its step captured each way round
-    (`eacap.decoding.Search`)."""
+    """A search in its static form, its position counter, and the calls that advance it: on a GPU its step
+    captured each way round (two graph replays that alternate, one step each); on a CPU one compiled call of
+    `per_call` steps (`eacap.decoding.Search`)."""
     search: Search
     position: torch.Tensor
-    steps: tuple
+    steps: tuple[Callable[[], object], ...]
+    per_call: int = 1
+    # On a CPU: "compiled" or "eager", whichever is faster for this call signature here. Compiled steps win at a
+    # few rows and can lose at many (docs/performance.md), so the first calls time both.
+    choice: FasterChoice | None = None
+    share: bool = False      # compiled: the batch's cross-attention is taken as it is, of any number of frames
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, decoder, frames: torch.Tensor, lengths: torch.Tensor) -> None:
         """Load a batch: its cross-attention, fresh buffers, position 0. Run eagerly, a few dozen operations per
         call: captured as a graph of its own it gave wrong captions on an H200, for a reason not found yet (the
         same code run eagerly is right, on the GPU and with the CPU's stand-in for capture), so it stays out."""
-        self.search.reset(decoder.cross_attention(frames, lengths, self.search.group, static=True))
+        self.search.reset(decoder.cross_attention(frames, lengths, self.search.group, static=True), self.share)
         self.position.zero_()
+
+
+_compiled_functions = itertools.count()
+
+
+def _advance(search: Search, position: torch.Tensor, steps: int) -> Callable[[], None]:
+    """A function that runs `steps` static steps of `search`, to compile. Each is a new code object:
+    `torch.compile` keeps its compiled code and guards per code object, and a shared one would pile every batch
+    shape's and every model's compile onto one list that is searched on each call and capped at a few entries."""
+    def advance():
+        for _ in range(steps):
+            search.step(position)
+            position.add_(1)
+
+    code = advance.__code__.replace(co_name=f"eacap_advance_{next(_compiled_functions)}")
+    return types.FunctionType(code, advance.__globals__, code.co_name, None, advance.__closure__)
+
+
+
+
+def _no_guards(guards) -> list[bool]:
+    """Keep none of a compile's guards (see `decode`)."""
+    return [False] * len(guards)
 
 
 def decode(search_kind: type[Search], decoder, frames: torch.Tensor, lengths: torch.Tensor, special: dict[str, int],
            options: DecodingOptions, sounds: SoundWords | None) -> Hypotheses | None:
-    """`eacap.decoding.decode` with each step replayed from a captured graph (on a GPU; called by it): per call,
-    the start, one replay per token, and a read every few steps. None if the step could not be captured: the
-    caller runs it eagerly."""
-    key = (search_kind, frames.shape, frames.dtype, lengths.dtype, options, id(sounds),
+    """`eacap.decoding.decode` with its steps replayed from captured graphs (on a GPU) or compiled (on a CPU);
+    called by it where `enabled` or `compiled` says so. Per call: the start, then one replay per token on a GPU
+    with a read every few steps, or one compiled call per `STEPS_PER_CALL` tokens on a CPU with a read after
+    each. None if the steps are not ready (seen too few times, compiling, or failed): the caller runs eagerly."""
+    graphed = enabled(frames.device)
+    clips, count = frames.shape[:2]
+    # A graph replays fixed shapes; compiled steps take any number of frames (from 2: PyTorch's compiler treats
+    # sizes 0 and 1 as constants), each way of attending to them compiled once.
+    shape = frames.shape if graphed else (clips, frames.shape[2], decoder.cross_kind(clips, count),
+                                          count if count < 2 else "frames")
+    key = (search_kind, shape, frames.dtype, frames.device.type, lengths.dtype, options, id(sounds),
            getattr(decoder, "graph_key", None))
 
-    def build() -> CapturedSearch:
+    def capture_steps() -> CapturedSearch:
         search = search_kind(decoder, frames, lengths, special, options, sounds, static=True)
         entry = CapturedSearch(search, torch.zeros(1, dtype=torch.long, device=frames.device), ())
 
@@ -177,18 +290,52 @@ def decode(search_kind: type[Search], decoder, frames: torch.Tensor, lengths: to
         # graph reads what the start wrote, the second what the first wrote, and they alternate. The warm-up runs
         # whole rounds (start, step, step), so the capture begins from the buffers the start writes.
         graphs, _ = capture(step, step, device=frames.device, before=lambda: entry.start(decoder, frames, lengths))
-        entry.steps = tuple(graphs)
+        entry.steps = tuple(graph.replay for graph in graphs)
         return entry
 
-    with decoder.step_plan().graphs.lock:
-        entry = decoder.step_plan().graphs.get(key, build, "a decoding step")
+    def compile_steps() -> CapturedSearch:
+        # Buffers for a whole number of calls; an even number of steps per call also brings the beam's swapped
+        # buffers back to where they were, so every call runs the same compiled code.
+        per_call = STEPS_PER_CALL
+        length = -(-options.max_length // per_call) * per_call
+        if length > decoder.config.max_length:
+            per_call, length = 1, options.max_length
+        search = search_kind(decoder, frames, lengths, special, options, sounds, static=True, length=length)
+        entry = CapturedSearch(search, torch.zeros(1, dtype=torch.long, device=frames.device), (), per_call,
+                               FasterChoice(("compiled", "eager")), share=True)
+        # No guards: a compiled function checks on every call that its inputs still match what it was compiled
+        # for, at a cost of a sizeable part of a call here. This one is only ever called below, on the buffers it
+        # was compiled with and cross-attention of the same kind, whose number of frames is compiled as a variable.
+        advance = torch.compile(_advance(search, entry.position, per_call), fullgraph=True,
+                                options={"cpp_wrapper": True, "guard_filter_fn": _no_guards})
+        entry.start(decoder, frames, lengths)
+        if count >= 2:
+            for cross in search.state.cross:
+                for tensor, dim in cross.frame_dims():
+                    torch._dynamo.mark_dynamic(tensor, dim)
+        advance()   # the compile
+        entry.steps = (advance,)
+        return entry
+
+    cache = decoder.step_plan().graphs
+    with cache.lock:
+        entry = (cache.get(key, capture_steps, "capturing a decoding step as a CUDA graph") if graphed
+                 else cache.get(key, compile_steps, "compiling a decoding step", background=True))
     if entry is None:
         return None
-    every = _check_every(frames.device)
-    with entry.lock:
-        entry.start(decoder, frames, lengths)
-        for position in range(options.max_length):
-            entry.steps[position % 2].replay()
-            if (position + 1) % every == 0 and entry.search.finished():
-                break
-        return entry.search.result()
+    way = "compiled" if entry.choice is None else entry.choice.next()
+    started = time.perf_counter()
+    if way == "eager":
+        result = eager_decode(search_kind, decoder, frames, lengths, special, options, sounds)
+    else:
+        every = _check_every(frames.device)
+        with entry.lock:
+            entry.start(decoder, frames, lengths)
+            for call, position in enumerate(range(0, options.max_length, entry.per_call)):
+                entry.steps[call % len(entry.steps)]()
+                if (position + entry.per_call) % every == 0 and entry.search.finished():
+                    break
+            result = entry.search.result()
+    if entry.choice is not None:
+        entry.choice.record(way, time.perf_counter() - started)
+    return result

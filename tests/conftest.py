@@ -8,6 +8,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Compiled decoding steps (eacap.graphs) cost tens of seconds of compiling per call signature: only the tests of
+# that path turn them on.
+os.environ.setdefault("EACAP_COMPILE", "0")
 
 import numpy as np
 import pytest

@@ -58,12 +58,12 @@ def replayed(monkeypatch, recwarn):
 
 
 def _eager(decoder, frames, lengths, special, options, sounds=None):
-    previous = graphs.enabled
-    graphs.enabled = lambda device: False
+    previous = graphs.enabled, graphs.compiled
+    graphs.enabled = graphs.compiled = lambda device: False
     try:
         return decode(decoder, frames, lengths, special, options, sounds)
     finally:
-        graphs.enabled = previous
+        graphs.enabled, graphs.compiled = previous
 
 
 def _keywords_model():
@@ -231,3 +231,89 @@ def test_a_signature_is_captured_on_its_second_call(replayed, monkeypatch):
         assert torch.equal(graphed(x), x + 1) and len(replayed) == 1
         graphed(torch.zeros(5))
         assert len(replayed) == 1
+
+
+# -- compiled steps on a CPU ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def compiling(monkeypatch, recwarn):
+    """Compiled CPU steps on, from a call signature's first use; yields nothing, checks no compile failed."""
+    monkeypatch.setattr(graphs, "COMPILE", True)
+    monkeypatch.setattr(graphs, "CAPTURE_AFTER", 1)
+    if not graphs._compiler_found():
+        pytest.skip("no C++ compiler")
+    yield
+    graphs.wait()
+    assert not [w for w in recwarn if "compiling" in str(w.message)]  # every compile worked
+
+
+def _compiled_entries(decoder):
+    return list(decoder.step_plan().graphs.entries.values())
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_compiled_steps_give_the_eager_captions(compiling, beam):
+    student = _keywords_model()
+    special, sounds = student.tokenizer.special, student.sound_words
+    options = eacap.DecodingOptions(beam_size=beam, max_length=13)  # not a whole number of calls
+    torch.manual_seed(beam)
+    frames, lengths = torch.randn(3, 8, student.config.encoder.out_dim), torch.tensor([8, 4, 2])
+    eager = _eager(student.decoder, frames, lengths, special, options, sounds)
+    first = decode(student.decoder, frames, lengths, special, options, sounds)  # eager while the compile runs
+    graphs.wait()
+    [entry] = _compiled_entries(student.decoder)
+    assert entry.per_call == graphs.STEPS_PER_CALL and entry.search.history.shape[1] == 16
+    # The same compiled code for new clips, with as many frames or more or fewer (a variable in the compiled code)
+    for count in (8, 6, 11, 8):  # 3 clips x 2 heads x 6 frames > width 32: the projected cross-attention each time
+        compiled = decode(student.decoder, frames, lengths, special, options, sounds)
+        assert first.tokens == compiled.tokens == eager.tokens
+        assert compiled.scores == pytest.approx(eager.scores, abs=1e-4)
+        frames, lengths = torch.randn(3, count, student.config.encoder.out_dim), torch.tensor([count, count - 1, 2])
+        eager = first = _eager(student.decoder, frames, lengths, special, options, sounds)
+    assert len(_compiled_entries(student.decoder)) == 1
+
+
+def test_compiled_fixed_length_steps(compiling):
+    _, student = make_tiny_models()
+    special = student.tokenizer.special
+    options = eacap.DecodingOptions(beam_size=3, max_length=10)
+    fixed = bench.FixedLengthDecoder(student.decoder, 10, special["eos"])
+    frames, lengths = torch.randn(1, 5, student.config.encoder.out_dim), torch.tensor([5])
+    decode(fixed, frames, lengths, special, options)
+    graphs.wait()
+    compiled = decode(fixed, frames, lengths, special, options)
+    assert compiled.tokens == _eager(fixed, frames, lengths, special, options).tokens
+    assert all(len(t) == 9 for t in compiled.tokens)
+
+
+def test_a_failed_compile_warns_once_and_decodes_eagerly(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no working C++ compiler")
+
+    monkeypatch.setattr(graphs, "COMPILE", True)
+    monkeypatch.setattr(graphs, "CAPTURE_AFTER", 1)
+    monkeypatch.setattr(graphs, "_compiler_found", lambda: True)
+    monkeypatch.setattr(torch, "compile", broken)
+    _, student = make_tiny_models()
+    special, options = student.tokenizer.special, eacap.DecodingOptions(beam_size=3, max_length=8)
+    frames, lengths = torch.randn(2, 5, student.config.encoder.out_dim), torch.tensor([5, 3])
+    with pytest.warns(UserWarning, match="compiling a decoding step failed.*no working C.. compiler.*runs eagerly"):
+        first = decode(student.decoder, frames, lengths, special, options)
+        graphs.wait()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning, no second try
+        second = decode(student.decoder, frames, lengths, special, options)
+    assert first.tokens == second.tokens == _eager(student.decoder, frames, lengths, special, options).tokens
+
+
+def test_nothing_compiles_without_a_compiler_or_when_off(monkeypatch):
+    with torch.inference_mode():
+        monkeypatch.setattr(graphs, "COMPILE", True)
+        monkeypatch.setattr(graphs, "_compiler_found", lambda: False)
+        assert not graphs.compiled(torch.device("cpu"))
+        monkeypatch.setattr(graphs, "_compiler_found", lambda: True)
+        assert graphs.compiled(torch.device("cpu"))
+        monkeypatch.setattr(graphs, "COMPILE", False)
+        assert not graphs.compiled(torch.device("cpu"))
+    monkeypatch.setattr(graphs, "COMPILE", True)
+    assert not graphs.compiled(torch.device("cpu"))  # training: never

@@ -239,14 +239,14 @@ def test_decoding_step_matches_teacher_forcing(packed, frames, monkeypatch):
 
 
 def test_decoding_thread_choice_keeps_the_faster_setting():
-    from eacap.decoding import ThreadChoice
-    choice = ThreadChoice((2, 1))
+    from eacap.decoding import FasterChoice
+    choice = FasterChoice((2, 1))
     times = {2: 0.004, 1: 0.001}
     while choice.chosen is None:
-        threads = choice.next_threads()
+        threads = choice.next()
         choice.record(threads, times[threads])
-    assert choice.chosen == 1 and all(len(v) == ThreadChoice.TRIALS for v in choice.samples.values())
-    assert ThreadChoice((1,)).next_threads() == 1
+    assert choice.chosen == 1 and all(len(v) == FasterChoice.TRIALS for v in choice.samples.values())
+    assert FasterChoice((1,)).next() == 1
     _, student = make_tiny_models(0)
     before = torch.get_num_threads()
     student.caption_batch([tone(1.0)], DecodingOptions(beam_size=3, max_length=12))

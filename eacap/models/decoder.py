@@ -154,9 +154,13 @@ class CaptionDecoder(nn.Module):
         """Each layer's cross-attention over `frames`, for `group` hypotheses per clip. `static`: built without
         reading anything back from the device (the padding mask is always made), so a CUDA graph can capture it."""
         memory_kv, memory_mask = self.memory(frames, lengths, always_mask=static)
-        plan, heads, width = self.step_plan(), self.config.heads, self.config.width
-        cross_kind = AbsorbedCross if frames.shape[0] * heads * frames.shape[1] <= width else ProjectedCross
+        plan, heads = self.step_plan(), self.config.heads
+        cross_kind = self.cross_kind(frames.shape[0], frames.shape[1])
         return [cross_kind(layer, k, v, memory_mask, heads, group) for layer, (k, v) in zip(plan.layers, memory_kv)]
+
+    def cross_kind(self, clips: int, frames: int) -> type["ProjectedCross | AbsorbedCross"]:
+        """How `cross_attention` attends to `clips` clips of `frames` encoder frames (see `AbsorbedCross`)."""
+        return AbsorbedCross if clips * self.config.heads * frames <= self.config.width else ProjectedCross
 
     def start(self, frames: torch.Tensor, lengths: torch.Tensor, group: int = 1, static: bool = False,
               length: int | None = None) -> "DecodeState":
@@ -199,7 +203,7 @@ class CaptionDecoder(nn.Module):
             kv = state.cache[i]                                       # [2, N, H, max_length, head_dim]
             if static:
                 kv.index_copy_(3, position, qkv[:, 1:].transpose(0, 1))
-                y = F.scaled_dot_product_attention(qkv[:, 0], kv[0], kv[1], attn_mask=visible)
+                y = step_attention(qkv[:, 0], kv[0], kv[1], visible)
             else:
                 kv[:, :, :, position: position + 1] = qkv[:, 1:].transpose(0, 1)
                 y = F.scaled_dot_product_attention(qkv[:, 0], kv[0, :, :, : position + 1],
@@ -209,6 +213,19 @@ class CaptionDecoder(nn.Module):
             h = F.layer_norm(x, (width,), *layer.ffn_norm)
             x = x + layer.ffn_out(plan.activation(layer.ffn_in(h)))
         return plan.logits(F.layer_norm(x, (width,), *plan.norm))
+
+
+def step_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """`F.scaled_dot_product_attention(q, k, v, attn_mask=mask)` (boolean mask) for a decoding step. While
+    `torch.compile` traces it (compiled steps, `eacap.graphs`), written out as products and a softmax, which
+    Inductor fuses into loops of its own: the library kernel is built for long sequences and costs more in set-up
+    than a step's few dozen keys need."""
+    if not torch.compiler.is_compiling():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1) @ v
 
 
 class ProjectedCross:
@@ -223,10 +240,14 @@ class ProjectedCross:
         """What depends on the clips (`DecodeState.load` copies them)."""
         return [self.keys, self.values] + ([] if self.mask is None else [self.mask])
 
+    def frame_dims(self) -> list[tuple[torch.Tensor, int]]:
+        """Each tensor of `tensors` with the dimension whose size follows the number of frames."""
+        return [(self.keys, 2), (self.values, 2)] + ([] if self.mask is None else [(self.mask, 3)])
+
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         n, width = h.shape
         q = self.layer.cross_q(h).view(n // self.group, self.group, self.heads, -1).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, self.keys, self.values, attn_mask=self.mask)
+        y = step_attention(q, self.keys, self.values, self.mask)
         return self.layer.cross_out(y.transpose(1, 2).reshape(n, width))
 
 
@@ -250,17 +271,21 @@ class AbsorbedCross:
         self.score_bias = score_bias.reshape(clips, 1, heads * frames)
         out_weight = layer.cross_out.weight.view(width, heads, head_dim)
         self.value_out = torch.einsum("bhtd,whd->bhtw", values, out_weight).reshape(clips, heads * frames, width)
-        self.out_bias, self.heads, self.frames, self.group = layer.cross_out.bias, heads, frames, group
+        self.out_bias, self.heads, self.group = layer.cross_out.bias, heads, group
 
     def tensors(self) -> list[torch.Tensor]:
         """What depends on the clips (`DecodeState.load` copies them)."""
         return [self.score_weight, self.score_bias, self.value_out]
 
+    def frame_dims(self) -> list[tuple[torch.Tensor, int]]:
+        """Each tensor of `tensors` with the dimension whose size follows the number of frames."""
+        return [(self.score_weight, 2), (self.score_bias, 2), (self.value_out, 1)]
+
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         n, width = h.shape
         clips = n // self.group
         scores = torch.baddbmm(self.score_bias, h.view(clips, self.group, width), self.score_weight)
-        weights = scores.view(clips, self.group, self.heads, self.frames).softmax(-1)
+        weights = scores.view(clips, self.group, self.heads, -1).softmax(-1)
         return torch.baddbmm(self.out_bias, weights.view(clips, self.group, -1), self.value_out).view(n, width)
 
 
@@ -290,7 +315,7 @@ class StepPlan:
     norm: tuple
     logits: PackedLinear       # tied to the embedding
     activation: object         # the FFN's activation function
-    thread_choices: dict = field(default_factory=dict)  # eacap.decoding.ThreadChoice per (rows, caller's threads)
+    thread_choices: dict = field(default_factory=dict)  # eacap.decoding.FasterChoice per (rows, caller's threads)
     graphs: object = field(default_factory=lambda: _graph_cache())  # captured decoding steps (eacap.graphs)
 
     @staticmethod
@@ -333,15 +358,20 @@ class DecodeState:
         torch.index_select(self.cache[:, :, :, :, written], 2, rows, out=self.spare[:, :, :, :, written])
         self.cache, self.spare = self.spare, self.cache
 
-    def load(self, cross: list[ProjectedCross | AbsorbedCross]) -> None:
-        """Take the clips of `cross` (from `CaptionDecoder.cross_attention`, the same shapes) into this static
-        state's tensors, in place, and forget every position written. Positions not yet written are masked out of
+    def load(self, cross: list[ProjectedCross | AbsorbedCross], share: bool = False) -> None:
+        """Take the clips of `cross` (from `CaptionDecoder.cross_attention`) into this static state and forget
+        every position written. By default their tensors are copied into this state's, in place (the same shapes:
+        a CUDA graph reads the same memory at every replay); `share` takes `cross` itself, of any number of frames
+        (compiled steps read their inputs afresh at every call). Positions not yet written are masked out of
         attention, but a masked value still meets a zero weight: memory left as it was could hold NaN, and
         0 x NaN is NaN, so the cache is zeroed."""
-        for mine, theirs in zip(self.cross, cross):
-            for a, b in zip(mine.tensors(), theirs.tensors(), strict=True):
-                if a is not b:
-                    a.copy_(b)
+        if share:
+            self.cross = cross
+        else:
+            for mine, theirs in zip(self.cross, cross):
+                for a, b in zip(mine.tensors(), theirs.tensors(), strict=True):
+                    if a is not b:
+                        a.copy_(b)
         self.cache.zero_()
         # A static step reorders every position: those not written yet are zeros, and stay masked.
         self.length = self.cache.shape[4]

@@ -88,8 +88,10 @@ def prepack(weight: torch.Tensor, bias: torch.Tensor | None = None):
 
 
 def _use_packed(packed, x: torch.Tensor) -> bool:
+    # Not while `torch.compile` traces (compiled decoding steps, `eacap.graphs`): it cannot trace fbgemm's packed
+    # product, and Inductor picks its own GEMMs.
     return (packed is not None and PREPACK and not torch.is_grad_enabled() and x.dtype == torch.float32
-            and x.numel() <= PACKED_MAX_ROWS * x.shape[-1])
+            and x.numel() <= PACKED_MAX_ROWS * x.shape[-1] and not torch.compiler.is_compiling())
 
 
 def linear(x: torch.Tensor, owner: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
