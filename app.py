@@ -38,7 +38,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from eacap import SAMPLE_RATE, AudioError, CaptionModel, CheckpointError, load_audio, load_model, plots
+from eacap import SAMPLE_RATE, AudioError, CaptionModel, CheckpointError, graphs, load_audio, load_model, plots
 from eacap.audio import MAX_SECONDS, MAX_SOURCE_SECONDS, open_stream
 from eacap.checkpoint import CONFIG, read_config
 from eacap.compare import Comparison, Gallery, compare, gallery
@@ -380,6 +380,7 @@ class Captioner:
         checkpoints = checkpoints or os.environ.get("EACAP_CHECKPOINTS") or HERE / "checkpoints"
         bank = ModelBank.scan(checkpoints, find_examples(Path(examples) if examples else EXAMPLES_DIR),
                               settings.hub_models)
+        graphs.long_running()   # a server: compiled decoding steps on a CPU pay off (eacap.graphs)
         bank.warm_up()
         return cls(bank, settings)
 
@@ -1015,6 +1016,7 @@ def launch(demo: gr.Blocks, **options):
 if __name__ == "__main__":  # before build_demo, so start-up (loading, warm-up) is logged
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)  # the app's own start-up steps; not every HTTP request of its libraries
+    logging.getLogger("eacap.graphs").setLevel(logging.INFO)  # compiles and what they gained
 
 demo = build_demo()
 

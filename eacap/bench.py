@@ -274,6 +274,7 @@ def bench_clip(args) -> tuple[np.ndarray, str]:
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
+    graphs.long_running()   # the bench times warm code, as a server runs it
     try:
         device = resolve_device(args.device)
     except DeviceError as error:

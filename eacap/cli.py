@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import graphs
 from .audio import AudioError, load_audio, open_stream
 from .checkpoint import CheckpointError, load_model
 from .decoding import DecodingOptions
@@ -255,6 +256,7 @@ def caption_with_progress(model, file: str, options: DecodingOptions, args):
 # -- compare ------------------------------------------------------------------------------------------------
 
 def run_stream(args) -> int:
+    graphs.long_running()   # live captions run until stopped: compiled decoding steps pay off
     if args.both and args.model:
         raise UsageError("--both means the default teacher and student: leave out --model, or leave out --both")
     if args.both:

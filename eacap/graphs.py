@@ -19,18 +19,23 @@ become one call of fused loops and library products, with none of Python's or th
 operations, which is most of what a small model's step costs. A compile takes tens of seconds (seconds once
 Inductor's cache on disk has it), so it runs in a background thread on a call signature's second use and the
 decodes before it is ready run eagerly; `wait()` blocks until the compiles under way are done (the bench calls it
-before timing). It needs a C++ compiler; without one, decoding stays eager.
+before timing). Once compiled, a call signature's first calls time compiled against eager steps and keep the
+faster. Compiling is on in long-running processes (`long_running`) and needs a C++ compiler; elsewhere decoding
+stays eager.
 
 `EACAP_CUDA_GRAPHS=0` runs everything on a GPU eagerly and `EACAP_COMPILE=0` everything on a CPU (to compare, or
-to debug inside a step). A capture or compile that fails warns once and that call signature runs eagerly from then
-on. Outside `torch.inference_mode` (training) nothing is captured or compiled.
+to debug inside a step); `EACAP_COMPILE=1` compiles in every process. A capture or compile that fails warns once
+and that call signature runs eagerly from then on. Outside `torch.inference_mode` (training) nothing is captured or
+compiled.
 """
 from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import os
 import shutil
+import statistics
 import threading
 import time
 import types
@@ -44,8 +49,15 @@ import torch
 from .decoding import DecodingOptions, FasterChoice, Hypotheses, Search, _check_every, eager_decode
 from .sounds import SoundWords
 
+log = logging.getLogger(__name__)
+
 ENABLED = os.environ.get("EACAP_CUDA_GRAPHS", "1") != "0"
-COMPILE = os.environ.get("EACAP_COMPILE", "1") != "0"
+# Compiled steps on a CPU: EACAP_COMPILE=1 everywhere, 0 nowhere; by default only in processes that run long enough
+# to earn back a compile and say so (`long_running`: the app, live captions, the bench). A compile in a short
+# process (one CLI run over a few files or one recording) would cost it more than it saves, and a process does not
+# end while a compile is under way.
+_COMPILE_SETTING = os.environ.get("EACAP_COMPILE", "auto")
+COMPILE = _COMPILE_SETTING == "1"
 # Decoding steps per compiled call on a CPU: each call costs a fixed overhead (guards, the wrapper), so a few
 # steps share it; whether every clip has finished is read once per call, and a clip's steps after it finished
 # change nothing it returns.
@@ -61,6 +73,14 @@ WARMUP = 3        # eager runs before a capture: lazy set-up (plans, library han
 def enabled(device: torch.device) -> bool:
     """Whether work on `device` runs from captured graphs now."""
     return ENABLED and device.type == "cuda" and torch.is_inference_mode_enabled()
+
+
+def long_running() -> None:
+    """Turn compiled decoding steps on for this process, unless EACAP_COMPILE=0: called by the app, live captions
+    and the bench."""
+    global COMPILE
+    if _COMPILE_SETTING != "0":
+        COMPILE = True
 
 
 def compiled(device: torch.device) -> bool:
@@ -167,11 +187,14 @@ class GraphCache:
 
     def _build_in_background(self, key, build: Callable[[], object], what: str) -> None:
         try:
+            started = time.perf_counter()
             with torch.inference_mode():
                 try:
                     entry = build()
                 except Exception as error:
                     entry, failure = None, error
+                else:
+                    log.info("%s: done in %.1f s", what, time.perf_counter() - started)
             with self.lock:
                 if entry is None:
                     self.failed.add(key)
@@ -336,6 +359,10 @@ def decode(search_kind: type[Search], decoder, frames: torch.Tensor, lengths: to
                 if (position + entry.per_call) % every == 0 and entry.search.finished():
                     break
             result = entry.search.result()
-    if entry.choice is not None:
+    if entry.choice is not None and entry.choice.chosen is None:
         entry.choice.record(way, time.perf_counter() - started)
+        if entry.choice.chosen is not None:
+            log.info("decoding steps at batch %d, beam %d: %s kept (median of %d calls: %s)", clips,
+                     options.beam_size, entry.choice.chosen, FasterChoice.TRIALS,
+                     ", ".join(f"{c} {statistics.median(t) * 1e3:.1f} ms" for c, t in entry.choice.samples.items()))
     return result

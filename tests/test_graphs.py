@@ -317,3 +317,13 @@ def test_nothing_compiles_without_a_compiler_or_when_off(monkeypatch):
         assert not graphs.compiled(torch.device("cpu"))
     monkeypatch.setattr(graphs, "COMPILE", True)
     assert not graphs.compiled(torch.device("cpu"))  # training: never
+
+
+def test_compiling_is_on_in_long_running_processes_unless_turned_off(monkeypatch):
+    monkeypatch.setattr(graphs, "COMPILE", False)
+    monkeypatch.setattr(graphs, "_COMPILE_SETTING", "0")
+    graphs.long_running()
+    assert not graphs.COMPILE   # EACAP_COMPILE=0 wins
+    monkeypatch.setattr(graphs, "_COMPILE_SETTING", "auto")
+    graphs.long_running()
+    assert graphs.COMPILE

@@ -216,7 +216,8 @@ def targets_section(config: PipelineConfig, results: list[dict], teacher: dict |
         return []
     bench_note = (f" Speed: `python -m eacap.bench --save {bench_path}` ({bench['threads']} threads, "
                   f"{bench['repeats']} repeats, beam {bench['beam_size']}, {bench['clip_seconds']:.0f} s clip, "
-                  f"torch {bench['torch']})." if bench_path.is_file() else
+                  f"torch {bench['torch']}"
+                  f"{', compiled decoding steps' if bench.get('compiled_steps') else ''})." if bench_path.is_file() else
                   f" Speed: not measured yet (`python -m eacap.bench --save {bench_path}`).")
     return ["## Targets", "",
             "The shipped checkpoints' targets, each measured, met or not. Quality: test split, from the results "
