@@ -219,7 +219,8 @@ def step_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     """`F.scaled_dot_product_attention(q, k, v, attn_mask=mask)` (boolean mask) for a decoding step. While
     `torch.compile` traces it (compiled steps, `eacap.graphs`), written out as products and a softmax, which
     Inductor fuses into loops of its own: the library kernel is built for long sequences and costs more in set-up
-    than a step's few dozen keys need."""
+    than a step's few dozen keys need. (PyTorch holds its compiling flag for the whole process while a compile runs,
+    so a decode in another thread then takes this form too: the same numbers to float rounding.)"""
     if not torch.compiler.is_compiling():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
