@@ -58,7 +58,7 @@ ENABLED = os.environ.get("EACAP_CUDA_GRAPHS", "1") != "0"
 # end while a compile is under way.
 _COMPILE_SETTING = os.environ.get("EACAP_COMPILE", "auto")
 COMPILE = _COMPILE_SETTING == "1"
-# Decoding steps per compiled call on a CPU: each call costs a fixed overhead (guards, the wrapper), so a few
+# Decoding steps per compiled call on a CPU: each call costs a fixed overhead (entering the compiled code), so a few
 # steps share it; whether every clip has finished is read once per call, and a clip's steps after it finished
 # change nothing it returns.
 STEPS_PER_CALL = 4
