@@ -136,7 +136,8 @@ class GraphCache:
     """Captured graphs by key, least recently used dropped beyond `MAX_GRAPHS`; keys whose capture failed are
     remembered and run eagerly."""
 
-    def __init__(self):
+    def __init__(self, fallback: str = "it runs eagerly"):
+        self.fallback = fallback                 # what the warning of a failed build says happens instead
         self.entries: OrderedDict = OrderedDict()
         self.seen: OrderedDict = OrderedDict()   # calls per key not captured yet
         self.failed: set = set()
@@ -178,7 +179,7 @@ class GraphCache:
             entry = build()
         except Exception as error:  # the eager path still gives the same result
             self.failed.add(key)
-            warnings.warn(f"eacap: {what} failed ({error}); it runs eagerly")
+            warnings.warn(f"eacap: {what} failed ({error}); {self.fallback}")
             return None
         self.entries[key] = entry
         while len(self.entries) > MAX_GRAPHS:
@@ -198,7 +199,7 @@ class GraphCache:
             with self.lock:
                 if entry is None:
                     self.failed.add(key)
-                    warnings.warn(f"eacap: {what} failed ({failure}); it runs eagerly")
+                    warnings.warn(f"eacap: {what} failed ({failure}); {self.fallback}")
                 else:
                     self.entries[key] = entry
                     while len(self.entries) > MAX_GRAPHS:

@@ -60,8 +60,9 @@ def test_encoders_run_as_a_trace_built_once_with_the_eager_numbers(size, monkeyp
                 b, lb = eager.encode(audio, torch.full((batch,), n))
                 assert torch.equal(a, b) and torch.equal(la, lb), (config.name, batch, seconds)
         caches = [v[1] for k, v in traced.encoder.__dict__.items() if k.startswith("_traced_cache")]
-        assert caches and all(isinstance(c, torch.jit.ScriptModule) for c in caches)
-        assert not any(isinstance(v[1], torch.jit.ScriptModule)
+        assert caches and all(isinstance(c, tracing.FusedTrace) for c in caches)
+        assert all(isinstance(c.traced, torch.jit.ScriptModule) and not c.fused.entries for c in caches)
+        assert not any(isinstance(v[1], (torch.jit.ScriptModule, tracing.FusedTrace))
                        for k, v in eager.encoder.__dict__.items() if k.startswith("_traced_cache"))
 
     def broken(*args, **kwargs):
@@ -72,6 +73,95 @@ def test_encoders_run_as_a_trace_built_once_with_the_eager_numbers(size, monkeyp
     with torch.inference_mode(), pytest.warns(UserWarning, match="tracing of .* failed .* running it eagerly"):
         frames, _ = model.encode(torch.randn(2, 16000), torch.full((2,), 16000))
     assert frames.shape[0] == 2 and torch.isfinite(frames).all()
+
+
+def _fused_traces(model) -> list:
+    return [v[1] for k, v in model.encoder.__dict__.items() if k.startswith("_traced_cache")]
+
+
+@pytest.mark.parametrize("size", ["tiny", "full"])
+def test_a_shape_seen_twice_runs_from_a_fused_copy_with_the_traced_numbers(size):
+    """On a CPU an encoder input shape seen a second time runs from a frozen, oneDNN-fused copy of the trace, its
+    own per shape: the numbers agree with the eager encoder to float rounding, and other shapes keep the plain
+    trace until they come back."""
+    torch.manual_seed(0)
+    for config in (teacher_config(50, size), student_config(50, size)):
+        model = CaptionModel(config).eval()
+        with torch.inference_mode():
+            audio, other = 0.1 * torch.randn(1, 48000), 0.1 * torch.randn(1, 40000)
+            lengths, other_lengths = torch.tensor([48000]), torch.tensor([40000])
+            plain, _ = model.encode(audio, lengths)
+            (fused_trace,) = _fused_traces(model)
+            assert not fused_trace.fused.entries
+            runs = [model.encode(audio, lengths)[0] for _ in range(3)]     # fused from the second sighting on
+            assert len(fused_trace.fused.entries) == 1
+            model.encode(other, other_lengths)                               # a new shape: the plain trace
+            assert len(fused_trace.fused.entries) == 1
+            tracing_was = tracing.TRACE
+            try:
+                tracing.TRACE = False
+                eager, _ = model.encode(audio, lengths)
+            finally:
+                tracing.TRACE = tracing_was
+        scale = eager.abs().max()
+        for frames in [plain] + runs:
+            assert frames.shape == eager.shape
+            assert (frames - eager).abs().max() <= 1e-4 * scale, config.name
+        assert torch.equal(runs[1], runs[2])   # a fused copy is deterministic
+
+
+def test_fused_shapes_are_capped_and_never_replaced(monkeypatch):
+    """A dropped fused copy would keep its memory, so only the first `MAX_FUSED` shapes seen twice are fused; later
+    shapes run the plain trace, with the same numbers as the eager encoder."""
+    monkeypatch.setattr(tracing, "MAX_FUSED", 2)
+    torch.manual_seed(0)
+    model = CaptionModel(student_config(50, "tiny")).eval()
+    with torch.inference_mode():
+        for n in (16000, 24000, 32000, 16000):
+            audio = 0.1 * torch.randn(1, n)
+            for _ in range(2):
+                frames, _ = model.encode(audio, torch.tensor([n]))
+        monkeypatch.setattr(tracing, "TRACE", False)
+        eager, _ = model.encode(audio, torch.tensor([n]))
+    (fused_trace,) = _fused_traces(model)
+    # the input's last dimension is its log-mel frame count: the first two shapes are fused, the third is not
+    assert sorted(key[0][-1] for key in fused_trace.fused.entries) == [16000 // 160 + 1, 24000 // 160 + 1]
+    assert (frames - eager).abs().max() <= 1e-4 * eager.abs().max()
+
+    # Inputs over the size limit are never fused (a fused copy's memory grows with its input)
+    monkeypatch.setattr(tracing, "MAX_FUSED", 8)
+    monkeypatch.setattr(tracing, "TRACE", True)
+    monkeypatch.setattr(tracing, "MAX_FUSED_ELEMENTS", 64 * 150)
+    with torch.inference_mode():
+        for _ in range(3):
+            model.encode(0.1 * torch.randn(1, 32000), torch.tensor([32000]))   # 64 x 201 log-mel values
+    assert len(fused_trace.fused.entries) == 2
+
+
+def test_fusing_that_fails_warns_once_and_keeps_the_plain_trace(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no freezing here")
+    monkeypatch.setattr(torch.jit, "freeze", broken)
+    model = CaptionModel(student_config(50, "tiny")).eval()
+    audio, lengths = 0.1 * torch.randn(1, 32000), torch.tensor([32000])
+    with torch.inference_mode():
+        first, _ = model.encode(audio, lengths)
+        with pytest.warns(UserWarning, match="fusing .* with oneDNN failed .* the plain trace runs instead"):
+            second, _ = model.encode(audio, lengths)
+        third, _ = model.encode(audio, lengths)
+    assert torch.equal(first, second) and torch.equal(first, third)
+    (fused_trace,) = _fused_traces(model)
+    assert not fused_trace.fused.entries and len(fused_trace.fused.failed) == 1
+
+
+def test_fusing_can_be_turned_off(monkeypatch):
+    monkeypatch.setattr(tracing, "FUSE", False)
+    model = CaptionModel(student_config(50, "tiny")).eval()
+    with torch.inference_mode():
+        for _ in range(3):
+            model.encode(0.1 * torch.randn(1, 32000), torch.tensor([32000]))
+    (trace,) = _fused_traces(model)
+    assert isinstance(trace, torch.jit.ScriptModule)
 
 
 def test_student_inference_network_is_the_training_graph_folded():
