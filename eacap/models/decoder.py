@@ -285,6 +285,10 @@ class AbsorbedCross:
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         n, width = h.shape
         clips = n // self.group
+        if torch.compiler.is_compiling():  # the biases added in Inductor's loops (`packed_linear.compiled_affine`)
+            scores = torch.bmm(h.view(clips, self.group, width), self.score_weight) + self.score_bias
+            weights = scores.view(clips, self.group, self.heads, -1).softmax(-1)
+            return (torch.bmm(weights.view(clips, self.group, -1), self.value_out) + self.out_bias).view(n, width)
         scores = torch.baddbmm(self.score_bias, h.view(clips, self.group, width), self.score_weight)
         weights = scores.view(clips, self.group, self.heads, -1).softmax(-1)
         return torch.baddbmm(self.out_bias, weights.view(clips, self.group, -1), self.value_out).view(n, width)

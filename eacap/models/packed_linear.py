@@ -106,6 +106,15 @@ def linear(x: torch.Tensor, owner: nn.Module, weight: torch.Tensor, bias: torch.
     return torch.ops.quantized.linear_dynamic_fp16(x, packed)
 
 
+def compiled_affine(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight_t + bias as `torch.compile` should see it: a product without the bias, which Inductor hands to
+    the library GEMM, and the bias added in Inductor's own fused loops (the compiled decoding steps turn off the
+    pattern that would merge them back, `eacap.graphs`). As one `addmm`, the library call copies the bias into the
+    output through three more ATen calls on every call. The same numbers to float rounding."""
+    y = torch.matmul(x, weight_t)
+    return y if bias is None else y + bias
+
+
 class PackedLinear:
     """A frozen affine map for inference code that calls its layers directly rather than through modules (the
     decoder's step): `F.linear(x, weight, bias)`, through the prepacked GEMM under the same conditions as `linear`.
@@ -120,6 +129,8 @@ class PackedLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if _use_packed(self.packed, x):
             return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+        if torch.compiler.is_compiling():
+            return compiled_affine(x, self.weight.t() if self.weight_t is None else self.weight_t, self.bias)
         if self.weight_t is not None and x.dim() == 2 and not torch.is_grad_enabled():
             return x @ self.weight_t if self.bias is None else torch.addmm(self.bias, x, self.weight_t)
         return F.linear(x, self.weight, self.bias)
