@@ -243,10 +243,11 @@ def measure(pipelines: list[Pipeline], waveforms: torch.Tensor, options: Decodin
     for pipeline in pipelines:
         for _ in range(warmup):
             run_once(pipeline, waveforms, options, fixed, None)
-    # On a CPU the warm-up's second run starts compiling the decoding steps in the background; once compiled, the
-    # next runs time compiled against eager steps and keep the faster (`eacap.graphs`). What is timed comes after.
+    # On a CPU the warm-up's second run starts building in the background: the encoders' fused traces and, where
+    # on, the compiled decoding steps; once compiled, the next runs time compiled against eager steps and keep the
+    # faster (`eacap.graphs`). What is timed comes after.
+    graphs.wait()
     if _compiles(waveforms.device) and warmup >= graphs.CAPTURE_AFTER:
-        graphs.wait()
         for pipeline in pipelines:
             for _ in range(2 * FasterChoice.TRIALS):
                 run_once(pipeline, waveforms, options, fixed, None)

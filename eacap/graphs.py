@@ -76,11 +76,13 @@ def enabled(device: torch.device) -> bool:
 
 
 def long_running() -> None:
-    """Turn compiled decoding steps on for this process, unless EACAP_COMPILE=0: called by the app, live captions
-    and the bench."""
+    """Turn compiled decoding steps and fused encoder traces (`eacap.models.tracing`) on for this process, unless
+    EACAP_COMPILE=0 / EACAP_FUSE=0: called by the app, live captions and the bench."""
     global COMPILE
     if _COMPILE_SETTING != "0":
         COMPILE = True
+    from .models import tracing
+    tracing.long_running()
 
 
 def compiled(device: torch.device) -> bool:
@@ -163,7 +165,7 @@ class GraphCache:
                 # Not a daemon: a process that ends while a compile runs waits for it (ending the interpreter
                 # under a running compile aborts the process).
                 thread = threading.Thread(target=self._build_in_background, args=(key, build, what), daemon=False,
-                                          name="eacap compile")
+                                          name="eacap build")
                 with _pending_lock:
                     _pending.add(thread)
                 thread.start()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import CAPTIONS, make_tiny_models, tone
 
-from eacap import CaptionTokenizer, CheckpointError, DecodingOptions, load_model, save_checkpoint
+from eacap import CaptionTokenizer, CheckpointError, DecodingOptions, graphs, load_model, save_checkpoint
 from eacap.decoding import decode
 from eacap.models import CaptionModel, packed_linear, tracing
 from eacap.models.presets import student_config, teacher_config
@@ -80,10 +80,11 @@ def _fused_traces(model) -> list:
 
 
 @pytest.mark.parametrize("size", ["tiny", "full"])
-def test_a_shape_seen_twice_runs_from_a_fused_copy_with_the_traced_numbers(size):
+def test_a_shape_seen_twice_runs_from_a_fused_copy_with_the_traced_numbers(size, monkeypatch):
     """On a CPU an encoder input shape seen a second time runs from a frozen, oneDNN-fused copy of the trace, its
-    own per shape: the numbers agree with the eager encoder to float rounding, and other shapes keep the plain
-    trace until they come back."""
+    own per shape, built in the background: the numbers agree with the eager encoder to float rounding, and other
+    shapes keep the plain trace until they come back."""
+    monkeypatch.setattr(tracing, "FUSE", True)
     torch.manual_seed(0)
     for config in (teacher_config(50, size), student_config(50, size)):
         model = CaptionModel(config).eval()
@@ -93,8 +94,10 @@ def test_a_shape_seen_twice_runs_from_a_fused_copy_with_the_traced_numbers(size)
             plain, _ = model.encode(audio, lengths)
             (fused_trace,) = _fused_traces(model)
             assert not fused_trace.fused.entries
-            runs = [model.encode(audio, lengths)[0] for _ in range(3)]     # fused from the second sighting on
+            runs = [model.encode(audio, lengths)[0]]   # the second sighting: built in the background meanwhile
+            graphs.wait()
             assert len(fused_trace.fused.entries) == 1
+            runs += [model.encode(audio, lengths)[0] for _ in range(2)]
             model.encode(other, other_lengths)                               # a new shape: the plain trace
             assert len(fused_trace.fused.entries) == 1
             tracing_was = tracing.TRACE
@@ -114,6 +117,7 @@ def test_fused_shapes_are_capped_and_never_replaced(monkeypatch):
     """A dropped fused copy would keep its memory, so only the first `MAX_FUSED` shapes seen twice are fused; later
     shapes run the plain trace, with the same numbers as the eager encoder."""
     monkeypatch.setattr(tracing, "MAX_FUSED", 2)
+    monkeypatch.setattr(tracing, "FUSE", True)
     torch.manual_seed(0)
     model = CaptionModel(student_config(50, "tiny")).eval()
     with torch.inference_mode():
@@ -121,6 +125,7 @@ def test_fused_shapes_are_capped_and_never_replaced(monkeypatch):
             audio = 0.1 * torch.randn(1, n)
             for _ in range(2):
                 frames, _ = model.encode(audio, torch.tensor([n]))
+            graphs.wait()
         monkeypatch.setattr(tracing, "TRACE", False)
         eager, _ = model.encode(audio, torch.tensor([n]))
     (fused_trace,) = _fused_traces(model)
@@ -135,6 +140,7 @@ def test_fused_shapes_are_capped_and_never_replaced(monkeypatch):
     with torch.inference_mode():
         for _ in range(3):
             model.encode(0.1 * torch.randn(1, 32000), torch.tensor([32000]))   # 64 x 201 log-mel values
+            graphs.wait()
     assert len(fused_trace.fused.entries) == 2
 
 
@@ -142,26 +148,37 @@ def test_fusing_that_fails_warns_once_and_keeps_the_plain_trace(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no freezing here")
     monkeypatch.setattr(torch.jit, "freeze", broken)
+    monkeypatch.setattr(tracing, "FUSE", True)
     model = CaptionModel(student_config(50, "tiny")).eval()
     audio, lengths = 0.1 * torch.randn(1, 32000), torch.tensor([32000])
     with torch.inference_mode():
         first, _ = model.encode(audio, lengths)
         with pytest.warns(UserWarning, match="fusing .* with oneDNN failed .* the plain trace runs instead"):
             second, _ = model.encode(audio, lengths)
+            graphs.wait()
         third, _ = model.encode(audio, lengths)
     assert torch.equal(first, second) and torch.equal(first, third)
     (fused_trace,) = _fused_traces(model)
     assert not fused_trace.fused.entries and len(fused_trace.fused.failed) == 1
 
 
-def test_fusing_can_be_turned_off(monkeypatch):
-    monkeypatch.setattr(tracing, "FUSE", False)
-    model = CaptionModel(student_config(50, "tiny")).eval()
-    with torch.inference_mode():
-        for _ in range(3):
-            model.encode(0.1 * torch.randn(1, 32000), torch.tensor([32000]))
-    (trace,) = _fused_traces(model)
-    assert isinstance(trace, torch.jit.ScriptModule)
+def test_fusing_is_on_in_long_running_processes_unless_turned_off(monkeypatch):
+    """Like compiled decoding steps, fused traces are built only in processes that say they run long (the app, live
+    captions, the bench); EACAP_FUSE=0 keeps the plain traces there too."""
+    def fused_shapes(model) -> int:
+        with torch.inference_mode():
+            for _ in range(3):
+                model.encode(0.1 * torch.randn(1, 32000), torch.tensor([32000]))
+                graphs.wait()
+        return len(_fused_traces(model)[0].fused.entries)
+
+    for setting, after in (("auto", 1), ("0", 0), ("1", 1)):
+        monkeypatch.setattr(tracing, "_FUSE_SETTING", setting)
+        monkeypatch.setattr(tracing, "FUSE", setting == "1")
+        monkeypatch.setattr(graphs, "_COMPILE_SETTING", "0")
+        assert fused_shapes(CaptionModel(student_config(50, "tiny")).eval()) == (setting == "1")
+        graphs.long_running()
+        assert fused_shapes(CaptionModel(student_config(50, "tiny")).eval()) == after
 
 
 def test_student_inference_network_is_the_training_graph_folded():

@@ -8,12 +8,13 @@ depth are configurable so the same code builds the tiny test model and the shipp
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.fx.experimental.optimization import fuse
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .activations import activation
 from .packed_linear import cached_by_weights
@@ -146,7 +147,7 @@ class EfficientNetEncoder(nn.Module):
         dict.
         """
         def build():
-            network = fuse(nn.Sequential(self.stem, self.blocks, self.head).eval())  # a fused copy
+            network = fold_batchnorms(nn.Sequential(self.stem, self.blocks, self.head))
             return Pooled(network.to(memory_format=torch.channels_last).requires_grad_(False))
         return cached_by_weights(self, "_inference_cache", build)
 
@@ -164,6 +165,20 @@ class EfficientNetEncoder(nn.Module):
             network = cached_by_weights(self, "_traced_cache", lambda: trace(self.inference_network(), chunks[0]))
             x = torch.cat([network(chunk) for chunk in chunks]) if len(chunks) > 1 else network(chunks[0])
         return x, self.output_lengths(frame_lengths)
+
+
+def fold_batchnorms(network: nn.Module) -> nn.Module:
+    """An eval-mode copy of `network` with each BatchNorm that follows a convolution in a `nn.Sequential` folded into
+    it (`fuse_conv_bn_eval`). The same result as `torch.fx`'s `fuse`, to the bit, without its symbolic trace, which
+    patches `nn.Module.__call__` for the whole process while it runs and so breaks any module called meanwhile in
+    another thread (a model running in the app's other thread, a fused trace built in the background)."""
+    network = copy.deepcopy(network).eval()
+    for module in network.modules():
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
+                    module[i], module[i + 1] = fuse_conv_bn_eval(module[i], module[i + 1]), nn.Identity()
+    return network
 
 
 class Pooled(nn.Module):

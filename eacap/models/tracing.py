@@ -6,12 +6,15 @@ less time (docs/performance.md). `torch.jit.trace` is deprecated in favour of `t
 minutes compiling the CNN and ran it no faster, so the trace stays, with its deprecation warning silenced and the
 eager module as the fallback.
 
-On a CPU, an input shape seen a second time gets a fused copy of the trace (`FusedTrace`): frozen (the weights
-become constants) and optimised with oneDNN's graph fusion, which merges each convolution or matrix product with
-the operations around it (activation, residual sum, scaling) into one oneDNN kernel. The student's CNN then runs
-in two thirds of its plain trace's time, the teacher's layers a few percent faster; the numbers differ from the
-plain trace's by float rounding (about 1e-6). A fused graph is specialised to its input shape, so each shape gets
-its own, like a CUDA graph, up to `MAX_FUSED` shapes. `EACAP_FUSE=0` keeps the plain traces.
+On a CPU, an input shape seen a second time gets a fused copy of the trace (`FusedTrace`, built in the background):
+frozen (the weights become constants) and optimised with oneDNN's graph fusion, which merges each convolution or
+matrix product with the operations around it (activation, residual sum, scaling) into one oneDNN kernel. The
+student's CNN then runs in two thirds of its plain trace's time, the teacher's layers a few percent faster; the
+numbers differ from the plain trace's by float rounding (about 1e-6). A fused graph is specialised to its input
+shape, so each shape gets its own, like a CUDA graph, up to `MAX_FUSED` shapes. Like compiled decoding steps, fusing
+is on in processes that run long enough to earn back its builds (`eacap.graphs.long_running`: the app, live
+captions, the bench); a one-shot CLI run keeps the plain traces. `EACAP_FUSE=0` keeps them everywhere,
+`EACAP_FUSE=1` fuses in every process.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from torch import nn
 
 # EACAP_TRACE=0 runs the encoders eagerly (to compare, or to debug inside them).
 TRACE = os.environ.get("EACAP_TRACE", "1") != "0"
-FUSE = os.environ.get("EACAP_FUSE", "1") != "0"
+_FUSE_SETTING = os.environ.get("EACAP_FUSE", "auto")
+FUSE = _FUSE_SETTING == "1"   # read on each call; `long_running` turns it on
 FUSE_WARMUP = 3   # calls that let TorchScript profile the fused copy's input and then fuse and compile it
 # Fused shapes per trace. A fused copy's memory stays with the process even once the copy is dropped (TorchScript
 # keeps each frozen copy's compiled code: 13-16 MB per student shape, 20-30 MB per teacher shape), so copies are
@@ -41,10 +45,17 @@ MAX_FUSED_ELEMENTS = 1_000_000
 _fusion_lock = threading.Lock()
 
 
+def long_running() -> None:
+    """Turn fusing on for this process, unless EACAP_FUSE=0 (called by `eacap.graphs.long_running`)."""
+    global FUSE
+    if _FUSE_SETTING != "0":
+        FUSE = True
+
+
 def trace(module: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """`module` traced to TorchScript on `example`, for inference; `module` itself where tracing is off or fails.
     On a GPU, wrapped in an `eacap.graphs.GraphedCall`, which replays each input shape's pass as a CUDA graph; on
-    a CPU, in a `FusedTrace`, which runs each input shape seen twice through a oneDNN-fused copy.
+    a CPU, in a `FusedTrace`, which runs each input shape seen twice through a oneDNN-fused copy where `FUSE`.
 
     A trace replays the branches its example took: callers key it by any such branch.
     """
@@ -61,7 +72,7 @@ def trace(module: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], 
     if example.device.type == "cuda":  # on a GPU, each input shape's pass is captured once and replayed
         from ..graphs import GraphedCall
         return GraphedCall(runner)
-    if TRACE and FUSE and example.device.type == "cpu":
+    if TRACE and example.device.type == "cpu":
         return FusedTrace(runner, type(module).__name__)
     return runner
 
@@ -77,12 +88,25 @@ class FusedTrace:
 
         self.traced, self.name = traced, name or "a trace"
         self.fused = GraphCache(fallback="the plain trace runs instead")
+        self.plain_runs = 0
+
+    def plain(self, x: torch.Tensor) -> torch.Tensor:
+        if self.plain_runs < 2:
+            # TorchScript profiles and optimises a graph on its first calls: not while a fused copy is warmed up in
+            # another thread with oneDNN's fusion switched on, which would fuse this graph too.
+            with _fusion_lock:
+                self.plain_runs += 1
+                return self.traced(x)
+        return self.traced(x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_inference_mode_enabled() or x.numel() > MAX_FUSED_ELEMENTS:
-            return self.traced(x)
+        if not FUSE or not torch.is_inference_mode_enabled() or x.numel() > MAX_FUSED_ELEMENTS:
+            return self.plain(x)
         key = (tuple(x.shape), x.stride(), x.dtype)
 
+        # Built in a background thread (`eacap.graphs.GraphCache`), which warms the copy up on this call's input (a
+        # fresh tensor nobody writes to), while this call and the next ones of its shape run the plain trace: a
+        # caller never waits for a build, and `eacap.graphs.wait()` waits for the builds under way.
         def build():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -97,6 +121,6 @@ class FusedTrace:
             return fused
 
         with self.fused.lock:
-            full = key not in self.fused.entries and len(self.fused.entries) >= MAX_FUSED
-            fused = None if full else self.fused.get(key, build, f"fusing {self.name} with oneDNN")
-        return self.traced(x) if fused is None else fused(x)
+            full = key not in self.fused.entries and len(self.fused.entries) + len(self.fused.building) >= MAX_FUSED
+            fused = None if full else self.fused.get(key, build, f"fusing {self.name} with oneDNN", background=True)
+        return self.plain(x) if fused is None else fused(x)
