@@ -152,6 +152,18 @@ def score_filters(options: DecodingOptions, vocab_size: int, special: dict[str, 
     return filters
 
 
+class Background:
+    """How many builds run in background threads now (`eacap.graphs`: compiled decoding steps, fused encoder
+    traces). They share the cores with everything else, so a time taken meanwhile is not a fair sample."""
+    running = 0
+    lock = threading.Lock()
+
+    @classmethod
+    def add(cls, count: int) -> None:
+        with cls.lock:
+            cls.running += count
+
+
 @dataclass
 class FasterChoice:
     """Which of a few ways of running the same work is fastest here, found by timing them: the first calls
@@ -176,7 +188,7 @@ class FasterChoice:
         return min(self.candidates, key=lambda c: len(self.samples.get(c, ())))
 
     def record(self, candidate, seconds: float) -> None:
-        if self.chosen is not None:
+        if self.chosen is not None or Background.running:   # a build in the background would skew the sample
             return
         self.samples.setdefault(candidate, []).append(seconds)
         if all(len(self.samples.get(c, ())) >= self.TRIALS for c in self.candidates):

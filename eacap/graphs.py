@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .decoding import DecodingOptions, FasterChoice, Hypotheses, Search, _check_every, eager_decode
+from .decoding import Background, DecodingOptions, FasterChoice, Hypotheses, Search, _check_every, eager_decode
 from .sounds import SoundWords
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,7 @@ class GraphCache:
         return entry
 
     def _build_in_background(self, key, build: Callable[[], object], what: str) -> None:
+        Background.add(1)
         try:
             started = time.perf_counter()
             with torch.inference_mode():
@@ -208,6 +209,7 @@ class GraphCache:
                         self.entries.popitem(last=False)
                 self.building.discard(key)
         finally:
+            Background.add(-1)
             with _pending_lock:
                 _pending.discard(threading.current_thread())
 
