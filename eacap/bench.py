@@ -84,13 +84,26 @@ class Pipeline:
     parameters: int
     sounds: SoundWords | None = None  # the model's sound keywords, for `no_repeat_sounds` (None: the rule is off)
     dtype: torch.dtype = torch.float32  # the encoder's and decoder's (features are cast on the way in)
+    tagger: nn.Module | None = None  # a teacher's AudioTagger: timed with the encoder, its tokens join the frames
 
     @classmethod
     def from_model(cls, name: str, model) -> "Pipeline":
         return cls(name, model.frontend, model.encoder, model.decoder, model.tokenizer.special, model.num_parameters(),
-                   model.sound_words, model.decoder.embed.weight.dtype)
+                   model.sound_words, model.decoder.embed.weight.dtype, model.tagger)
+
+    def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor, features: torch.Tensor,
+               frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder stage: frames, joined by the tagger's tokens when there is one (what the decoder reads)."""
+        frames, frame_lengths = self.encoder(features.to(self.dtype), frame_lengths)
+        if self.tagger is None:
+            return frames, frame_lengths
+        return self.tagger(waveforms, lengths, frames, frame_lengths).joined
 
     def to(self, device: torch.device, half: bool = False) -> "Pipeline":
+        if self.tagger is not None:
+            self.tagger.to(device)
+            if half:
+                self.tagger.half_tokens()
         self.frontend.to(device)
         self.encoder.to(device, torch.float16 if half else None)
         self.decoder.to(device, torch.float16 if half else None)
@@ -181,7 +194,7 @@ def run_once(pipeline: Pipeline, waveforms: torch.Tensor, options: DecodingOptio
     features, frame_lengths = pipeline.frontend(waveforms, lengths)
     synchronize(device)
     t_frontend = time.perf_counter()
-    frames, frame_lengths = pipeline.encoder(features.to(pipeline.dtype), frame_lengths)
+    frames, frame_lengths = pipeline.encode(waveforms, lengths, features, frame_lengths)
     synchronize(device)
     t_encoder = time.perf_counter()
     hyps = decode(decoder, frames, frame_lengths, pipeline.special, options, pipeline.sounds)
@@ -207,7 +220,7 @@ def count_operations(pipeline: Pipeline, waveform: torch.Tensor, options: Decodi
     counts = {}
     with torch.inference_mode():
         stages = (("frontend", lambda: pipeline.frontend(waveform, lengths)),
-                  ("encoder", lambda: pipeline.encoder(features.to(pipeline.dtype), feature_lengths)),
+                  ("encoder", lambda: pipeline.encode(waveform, lengths, features, feature_lengths)),
                   ("decoder", lambda: decode(decoder, frames, frame_lengths, pipeline.special, options,
                                              pipeline.sounds)))
         for stage, call in stages:

@@ -186,11 +186,14 @@ def cosine_along_time(student_emb: torch.Tensor, teacher_emb: torch.Tensor, dura
 
 
 def _clip_embedding(model: CaptionModel, student: CaptionModel, waveform: np.ndarray, side: str) -> torch.Tensor:
+    """A clip's embedding in the KD space, pooled as in training: the student's frames, or the teacher's memory
+    (`Memory.embedding`: its frames, and the tag tokens of a teacher with a tagger)."""
     device = next(model.parameters()).device
     wave = torch.as_tensor(waveform, device=device)[None]
-    frames, lengths = model.encode(wave, torch.tensor([wave.shape[1]], device=device))
-    frames = frames[0, : int(lengths[0])].to(next(student.parameters()).device)
-    return student.kd_embedding(frames, side).mean(0).cpu()
+    lengths = torch.tensor([wave.shape[1]], device=device)
+    frames, frame_lengths = model.encode(wave, lengths)
+    pooled = model.memory(wave, lengths, frames, frame_lengths).embedding()[0]
+    return student.kd_embedding(pooled.to(next(student.parameters()).device).float(), side).cpu()
 
 
 def _model_run(model: CaptionModel, run: BatchRun, load_seconds: float) -> ModelRun:

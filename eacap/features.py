@@ -1,6 +1,6 @@
 """Front-ends: waveform (16 kHz) -> log-mel features, as torch modules so they run inside the model.
 
-Two front-ends, one per encoder:
+Three front-ends, one per encoder:
 - `LogMel`: the student's 64-bin log-mel (the front-end of Xu et al.'s EfficientNet student): by default a
   512-sample window and FFT and a 160 hop (10 ms; the shipped student's are 1024 and 640: 40 ms frames), power
   spectrum, mel filterbank in HTK scale without normalisation, dB with top_db 120. This is torchaudio's
@@ -8,7 +8,10 @@ Two front-ends, one per encoder:
 - `WhisperLogMel`: Whisper's 80-bin log-mel (400-sample window, 160 hop, Slaney mel, log10, clamp to max-8,
   scaled by (x+4)/4), computed on the unpadded input so a 10 s clip gives 1000 frames, not 3000.
 
-Both take `(waveforms [B, N], lengths [B])` and return `(features [B, n_mels, T], frame_lengths [B])`, with
+- `YamnetLogMel`: YAMNet's 64-bin log-mel (400-sample window in a 512-point FFT, 160 hop, magnitude, HTK mel
+  125-7500 Hz, log(x + 0.001), no centring), the input of the teacher's AudioSet tagger (`eacap.models.yamnet`).
+
+All take `(waveforms [B, N], lengths [B])` and return `(features [B, n_mels, T], frame_lengths [B])`, with
 padding frames of shorter clips set to the value of silence so they do not leak into the valid frames' statistics.
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import librosa
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +29,7 @@ from .audio import SAMPLE_RATE
 
 @dataclass(frozen=True)
 class FrontendConfig:
-    kind: str = "logmel"        # "logmel" (student) or "whisper" (teacher)
+    kind: str = "logmel"        # "logmel" (student), "whisper" (teacher) or "yamnet" (the teacher's tagger)
     n_mels: int = 64
     n_fft: int = 512
     hop_length: int = 160
@@ -37,6 +41,7 @@ class FrontendConfig:
 
 STUDENT_FRONTEND = FrontendConfig("logmel", n_mels=64, n_fft=512, hop_length=160, top_db=120.0)
 TEACHER_FRONTEND = FrontendConfig("whisper", n_mels=80, n_fft=400, hop_length=160)
+YAMNET_FRONTEND = FrontendConfig("yamnet", n_mels=64, n_fft=512, hop_length=160)
 WHISPER_WINDOW = 30 * SAMPLE_RATE
 # Clips per STFT pass on a CPU. A batch's complex spectrogram overflows the CPU caches (32 clips of 10 s: 66 MB),
 # and buffers that large are fetched fresh from the system on every call, so chunks of two clips run fastest
@@ -138,9 +143,42 @@ class WhisperLogMel(Frontend):
         return log_spec, frames
 
 
+class YamnetLogMel(Frontend):
+    """YAMNet's features: frames of 400 samples (25 ms) every 160, each in a 512-point FFT, magnitude, 64 HTK mel
+    bands from 125 to 7500 Hz, natural log with a 0.001 offset. Padding frames hold the value of silence."""
+
+    WINDOW = 400
+    LOG_OFFSET = 0.001
+
+    def __init__(self, config: FrontendConfig = YAMNET_FRONTEND):
+        super().__init__()
+        self.config = config
+        fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=config.n_fft, n_mels=config.n_mels, fmin=125.0, fmax=7500.0,
+                                 htk=True, norm=None)
+        self.register_buffer("mel_fb", torch.from_numpy(fb).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.WINDOW), persistent=False)
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return ((lengths - self.config.n_fft) // self.config.hop_length + 1).clamp(min=0)
+
+    def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        x = waveforms.float()
+        if x.shape[-1] < c.n_fft:  # shorter than one frame: one frame of the clip and silence
+            x = F.pad(x, (0, c.n_fft - x.shape[-1]))
+        stft = torch.stft(x, c.n_fft, c.hop_length, win_length=self.WINDOW, window=self.window, center=False,
+                          return_complex=True)
+        log_mel = torch.log(self.mel_fb @ stft.abs() + self.LOG_OFFSET)
+        frames = self.frame_lengths(lengths).clamp(min=1)
+        valid = torch.arange(log_mel.shape[-1], device=log_mel.device)[None, :] < frames[:, None]
+        return log_mel.masked_fill(~valid[:, None, :], float(np.log(self.LOG_OFFSET))), frames
+
+
 def build_frontend(config: FrontendConfig) -> nn.Module:
     if config.kind == "logmel":
         return LogMel(config)
     if config.kind == "whisper":
         return WhisperLogMel(config)
-    raise ValueError(f"unknown front-end kind {config.kind!r}: expected 'logmel' or 'whisper'")
+    if config.kind == "yamnet":
+        return YamnetLogMel(config)
+    raise ValueError(f"unknown front-end kind {config.kind!r}: expected 'logmel', 'whisper' or 'yamnet'")

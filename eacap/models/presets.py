@@ -20,6 +20,7 @@ from .caption_model import KDConfig, ModelConfig
 from .decoder import DecoderConfig
 from .efficientnet import EfficientNetConfig, StageConfig
 from .whisper import WHISPER_ENCODER_CONFIGS, WhisperEncoderConfig
+from .yamnet import TaggerConfig
 
 SIZES = ("full", "tiny")
 STUDENT_SHAPES = ("base", "fast", "lite", "slim")
@@ -35,9 +36,11 @@ def _check(size: str) -> None:
         raise ValueError(f"unknown model size {size!r}: expected one of {SIZES}")
 
 
-def teacher_config(vocab_size: int, size: str = "full", encoder: str = "tiny.en") -> ModelConfig:
+def teacher_config(vocab_size: int, size: str = "full", encoder: str = "tiny.en",
+                   tagger: str | None = None) -> ModelConfig:
     """A pretrained Whisper encoder by name (`WHISPER_ENCODER_CONFIGS`: exactly its shape, to load its weights) +
-    a 4-layer d384 decoder over its frames."""
+    a 4-layer d384 decoder over its frames; with tagger="yamnet", over YAMNet's tokens as well
+    (`eacap.models.yamnet`)."""
     _check(size)
     if size == "full":
         if encoder not in WHISPER_ENCODER_CONFIGS:
@@ -48,7 +51,10 @@ def teacher_config(vocab_size: int, size: str = "full", encoder: str = "tiny.en"
     else:
         encoder = WhisperEncoderConfig(width=64, layers=2, heads=2, ffn=128)
         decoder = DecoderConfig(vocab_size, memory_dim=64, width=64, layers=1, heads=2, ffn=128, dropout=0.0)
-    return ModelConfig("teacher", TEACHER_FRONTEND, encoder, decoder)
+    if tagger not in (None, "yamnet"):
+        raise ValueError(f"unknown teacher tagger {tagger!r}: expected 'yamnet' or none")
+    tagger_config = TaggerConfig(memory_dim=decoder.memory_dim) if tagger else None
+    return ModelConfig("teacher", TEACHER_FRONTEND, encoder, decoder, tagger=tagger_config)
 
 
 def student_config(vocab_size: int, size: str = "full", teacher_dim: int = 384, shape: str = "base") -> ModelConfig:

@@ -62,6 +62,8 @@ class PipelineConfig:
     student_init: str | None = None  # shape of the shipped-recipe student the shipped one starts from (None: random)
     student_init_lr: float | None = None  # the peak lr of the shipped student when it starts from `student_init`
     tokenizer_from: str | None = None  # a saved tokenizer.json this run uses instead of one trained on its captions
+    teacher_tagger: str | None = None  # "yamnet": the teacher's decoder also attends to YAMNet's AudioSet scores
+    memory_dropout: float = 0.0  # share of teacher training clips whose Whisper frames are hidden from the decoder
     run_dir: Path = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -70,7 +72,7 @@ class PipelineConfig:
 
     def teacher_model(self, vocab_size: int):
         """The teacher's architecture in this preset (eacap.models.presets.teacher_config)."""
-        return teacher_config(vocab_size, self.model_size, encoder=self.teacher_encoder)
+        return teacher_config(vocab_size, self.model_size, encoder=self.teacher_encoder, tagger=self.teacher_tagger)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -109,6 +111,13 @@ PRESETS["whisper_base"] = replace(PRESETS["full"], name="whisper_base", run_dir=
 # from the shipped student (`--init-from checkpoints/student`).
 PRESETS["base_extra"] = replace(PRESETS["whisper_base"], name="base_extra", run_dir=RUNS_ROOT / "base_extra",
                                 scenes="extra", tokenizer_from="checkpoints/teacher/tokenizer.json")
+# The full recipe with a second ear: the teacher's decoder attends to Whisper tiny.en's frames and to YAMNet's
+# AudioSet class scores of every 0.96 s patch (eacap.models.yamnet), the reading that named held-out sounds best
+# (`train encoder-probe --yamnet-head`). A share of the training clips hides the Whisper frames, so the decoder learns
+# to caption from the scores alone too. It keeps the shipped tokenizer, so teacher and student can start from the
+# shipped pair.
+PRESETS["yamnet"] = replace(PRESETS["full"], name="yamnet", run_dir=RUNS_ROOT / "yamnet", teacher_tagger="yamnet",
+                            memory_dropout=0.3, tokenizer_from="checkpoints/teacher/tokenizer.json")
 # Presets whose measured results are committed under train/results/<preset>/ (train.core.data.run_path).
 COMMITTED_RESULTS = ("full", "whisper_base", "base_extra")
 

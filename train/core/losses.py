@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from eacap.models.yamnet import clip_embedding  # noqa: F401  (the one pooling, shared with eacap's teacher memory)
+
 
 def caption_ce(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label_smoothing: float = 0.0,
                normaliser: float | None = None) -> torch.Tensor:
@@ -32,12 +34,6 @@ def token_kd(logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_probs: tor
     p = teacher_probs.float() / teacher_probs.float().sum(-1, keepdim=True).clamp_min(1e-12)
     kl = (p * (p.clamp_min(1e-12).log() - log_q)).sum(-1)
     return (kl * mask).sum() / mask.sum().clamp_min(1) * temperature ** 2
-
-
-def clip_embedding(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Length-masked mean over time: frames [B, T, D], lengths [B] -> [B, D]."""
-    valid = (torch.arange(frames.shape[1], device=frames.device)[None, :] < lengths[:, None]).to(frames.dtype)
-    return (frames * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp_min(1)
 
 
 def mse_kd(student: torch.Tensor, teacher: torch.Tensor, normalise: bool = False) -> torch.Tensor:

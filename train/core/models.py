@@ -12,11 +12,13 @@ from safetensors.torch import load_file, save_file
 from eacap.checkpoint import load_model
 from eacap.models import CaptionModel, ModelConfig, WhisperEncoder
 from eacap.models.presets import student_config
+from eacap.models.yamnet import YAMNet
 from eacap.tokenizer import CaptionTokenizer
 from train.core.config import PipelineConfig
 from train.core.data import class_keywords, load_split, run_path
 from train.core.runs import checkpoint_run, recorded_architecture
 from train.core.whisper_weights import load_whisper_encoder, pretrained_whisper_encoder
+from train.core.yamnet_weights import load_yamnet
 
 
 def build_tokenizer(config: PipelineConfig) -> CaptionTokenizer:
@@ -75,9 +77,28 @@ def frozen_layers(config: PipelineConfig) -> int:
     return config.teacher_model(8).encoder.layers - config.teacher_trainable_layers
 
 
+def initial_tagger(config: PipelineConfig) -> YAMNet:
+    """YAMNet for a teacher with a tagger: converted (`teacher-init --yamnet`), or random weights saved once in the
+    tiny preset."""
+    if config.teacher_init == "whisper":
+        return load_yamnet()
+    path = run_path(config, "tagger_init.safetensors")
+    model = YAMNet()
+    if path.is_file():
+        model.load_state_dict(load_file(path))
+        return model
+    torch.manual_seed(config.seed)
+    model = YAMNet()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return model
+
+
 def build_teacher(config: PipelineConfig) -> CaptionModel:
     model = caption_model(config, config.teacher_model(build_tokenizer(config).vocab_size))
     model.encoder.load_state_dict(initial_teacher_encoder(config).state_dict())
+    if model.tagger is not None:
+        model.tagger.yamnet.load_state_dict(initial_tagger(config).state_dict())
     return model
 
 

