@@ -233,3 +233,21 @@ def test_cmkd_trains_a_copy_of_the_encoder_on_class_scores():
     assert not trained.training and all(not p.requires_grad for p in trained.parameters())
     assert any(not torch.equal(before[k], v) for k, v in trained.state_dict().items())
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+
+
+def test_paired_comparison_counts_clips_each_model_alone_names_and_tests_the_split():
+    """`realworld --paired`: clip by clip, who names every sound; an exact McNemar p-value on the clips that differ."""
+    clips = [("dog", "a dog barks"), ("rain", "rain falls"), ("dog", "a cat meows"), ("wind", "a dog barks")]
+
+    def result(captions):
+        return {"captions": [{"id": str(i), "events": [event], "caption": caption}
+                             for i, ((event, _), caption) in enumerate(zip(clips, captions))]}
+    a = result([c for _, c in clips])                                   # names clips 0 and 1
+    b = result(["a dog barks", "the wind blows", "a dog growls", "wind howls"])  # names 0, 2 and 3
+    out = held_out.paired(a, b)
+    assert (out["only_a"], out["only_b"], out["both"], out["neither"]) == (1, 2, 1, 0)
+    assert out["p_value"] == 1.0  # 1 against 2 is no evidence either way
+    many = held_out.paired(result(["x"] * 4), result([c for _, c in clips[:2]] + ["a dog", "wind"]))
+    assert many["only_b"] == 4 and abs(many["p_value"] - 2 / 16) < 1e-12  # 4 against 0: p = 2 * 0.5^4
+    with pytest.raises(ValueError, match="not over the same clips"):
+        held_out.paired(a, {"captions": a["captions"][:2]})

@@ -18,6 +18,7 @@ falls"). `score` writes `results/realworld_<model>.json`, which `train report` p
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import soundfile as sf
 
 from eacap.decoding import DecodingOptions
 from eacap.metrics import sbert_sim, sound_naming
+from eacap.sounds import keyword_patterns, mentions
 from train.core.data import run_path
 from train.core.runs import checkpoint_run
 from train.corpus.manifest import load_classes, read_manifest
@@ -132,3 +134,27 @@ def score(config, name: str, model, options: DecodingOptions, bank: Path = HELD_
           f"{a['event_precision']:.2f}/{a['event_recall']:.2f}, names one twice {a['repeats']:.1%}, "
           f"SBERT {a['sbert_sim']:.3f} -> {out}")
     return result
+
+
+def named_every_sound(result: dict) -> dict[str, bool]:
+    """Clip id -> whether its caption in a `realworld` result names every sound of the clip."""
+    keywords = {name: entry["keywords"] for name, entry in load_classes().items() if not name.startswith("_")}
+    patterns, _ = keyword_patterns(keywords)
+    return {c["id"]: set(c["events"]) <= {m.sound for m in mentions(c["caption"], patterns)}
+            for c in result["captions"]}
+
+
+def paired(a: dict, b: dict) -> dict:
+    """Two `realworld` results over the same clips, clip by clip: how many clips only `a` names fully, only `b`,
+    both, neither, and the exact two-sided McNemar p-value (a binomial test on the clips where they differ: the
+    chance of a split at least this uneven if neither model were better)."""
+    first, second = named_every_sound(a), named_every_sound(b)
+    if set(first) != set(second):
+        raise ValueError("the two results are not over the same clips: run both on the same held-out bank")
+    only_a = sum(first[i] and not second[i] for i in first)
+    only_b = sum(second[i] and not first[i] for i in first)
+    both = sum(first[i] and second[i] for i in first)
+    n, k = only_a + only_b, min(only_a, only_b)
+    p = min(1.0, 2 * sum(math.comb(n, j) for j in range(k + 1)) / 2 ** n) if n else 1.0
+    return {"clips": len(first), "only_a": only_a, "only_b": only_b, "both": both,
+            "neither": len(first) - only_a - only_b - both, "p_value": p}

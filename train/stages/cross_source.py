@@ -4,19 +4,22 @@ recordings from whole packages never used in training, and write `results/realwo
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 from pathlib import Path
 
 from eacap.decoding import DecodingOptions
 from train.core.config import add_preset_arguments, config_from_args
-from train.core.held_out import HELD_OUT_BANK, build_items, score
+from train.core.held_out import HELD_OUT_BANK, build_items, paired, score
 from train.core.models import load_run_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_preset_arguments(parser)
-    parser.add_argument("--model", action="append", required=True,
+    parser.add_argument("--model", action="append",
                         help="'teacher', a student run name or a checkpoint folder (repeatable)")
+    parser.add_argument("--paired", nargs=2, type=Path, metavar=("A.json", "B.json"),
+                        help="compare two results files of this stage clip by clip (McNemar) instead of captioning")
     parser.add_argument("--bank", type=Path, default=HELD_OUT_BANK, help="held-out sound bank (default %(default)s)")
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--no-repeat-ngram", type=int, default=None,
@@ -27,6 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.paired:
+        a, b = (json.loads(path.read_text()) for path in args.paired)
+        result = paired(a, b)
+        print(f"names every sound, clip by clip over {result['clips']} clips: only A ({args.paired[0]}) "
+              f"{result['only_a']}, only B ({args.paired[1]}) {result['only_b']}, both {result['both']}, neither "
+              f"{result['neither']}; exact McNemar p = {result['p_value']:.3f}")
+        return 0
+    if not args.model:
+        raise SystemExit("realworld: give --model (one or more) or --paired A.json B.json")
     config = config_from_args(args)
     items = build_items(args.bank)
     options = replace(DecodingOptions(beam_size=args.beam_size), no_repeat_sounds=not args.repeat_sounds)
