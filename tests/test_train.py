@@ -360,6 +360,11 @@ def test_teacher_with_a_tagger_caches_trains_exports_and_teaches(tiny_run, tmp_p
         new = teacher.start_from(models.build_teacher(tagged), config.run_dir / "checkpoints" / "teacher")
         assert new and all(k.startswith(("tagger.norm", "tagger.proj", "tagger.positions")) for k in new)
         teacher.run(tagged, steps=6, init_from=str(config.run_dir / "checkpoints" / "teacher"))
+        source = config.run_dir / "checkpoints" / "teacher"
+        expected = f"python -m train teacher --preset tiny --init-from {source} --steps 6"
+        assert runs.command(tagged, "teacher", "teacher") == expected
+        with pytest.raises(ValueError, match="resume it with that --init-from"):
+            teacher.run(tagged, steps=6, init_from=str(tmp_path / "another"))
         trained = models.load_trained_teacher(tagged)
         top = TeacherTop(trained, models.frozen_layers(tagged), memory_dropout=1.0).train()
         assert torch.equal(top.memory(inputs).memory_lengths, inputs["counts"])  # all frames hidden: tokens alone
@@ -373,7 +378,8 @@ def test_teacher_with_a_tagger_caches_trains_exports_and_teaches(tiny_run, tmp_p
         folder = export.export(tagged, tmp_path / "export", roles=("teacher",))[0]
         shipped = eacap.load_model(folder)
         assert shipped.tagger is not None and "tagger" in json.loads((folder / "config.json").read_text())["model"]
-        assert "YAMNet" in (folder / "README.md").read_text()
+        card = (folder / "README.md").read_text()
+        assert "YAMNet" in card and "# the teacher this one starts from" in card
         wave = np.sin(np.linspace(0, 3000, 48000)).astype(np.float32) * 0.2
         assert shipped.caption_batch([wave])[0].text == trained.caption_batch([wave])[0].text
     finally:

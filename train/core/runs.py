@@ -18,7 +18,7 @@ from train.core.data import run_path
 
 KD_CHOICES = ("none", "seq", "token", "seq+mse", "seq+contrastive")
 MODEL_FILE = "model.json"  # a student run's architecture, written when it starts (`recorded_architecture`)
-INIT_FILE = "init.json"    # the trained student a run started from (`--init-from`), written when it starts
+INIT_FILE = "init.json"    # the trained model a run started from (`--init-from`), written when it starts
 TARGETS_FILE = "kd_targets.json"  # how its seq-KD targets (the teacher's pseudo captions) were decoded
 SHIPPED_KD = "seq+contrastive"  # the shipped recipe: seq-KD + contrastive encoder KD + audio-only data
 
@@ -110,7 +110,16 @@ def shipped_student(config: PipelineConfig) -> str:
 def command(config: PipelineConfig, role: str, run_name: str) -> str:
     """The command that trains this run, with the options it was trained with beyond the preset's defaults."""
     if role == "teacher":
-        return f"python -m train teacher --preset {config.name}"
+        parts = [f"python -m train teacher --preset {config.name}"]
+        init = run_path(config, "teacher", INIT_FILE)
+        if init.is_file():
+            parts.append(f"--init-from {json.loads(init.read_text())['from']}")
+        runs = run_path(config, "teacher", "runs.jsonl")
+        if runs.is_file():
+            steps = json.loads(runs.read_text().splitlines()[-1])["schedule"]["steps"]
+            if steps != config.teacher.steps:
+                parts.append(f"--steps {steps}")
+        return " ".join(parts)
     parts = [f"python -m train student --preset {config.name} --kd {SHIPPED_KD} --audio-only"]
     architecture = recorded_architecture(run_path(config, "students", run_name))
     named = named_shape(architecture) if architecture is not None else None

@@ -13,7 +13,7 @@ from eacap.checkpoint import save_checkpoint
 from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.core.data import class_keywords, run_path
 from train.core.models import load_run_model
-from train.core.runs import checkpoints_dir, command, shipped_student, started_from
+from train.core.runs import INIT_FILE, checkpoints_dir, command, shipped_student, started_from
 
 
 def training_summary(config: PipelineConfig, role: str, run_name: str) -> list[str]:
@@ -67,8 +67,13 @@ def student_origin(config: PipelineConfig, run_name: str) -> str:
 
 
 def init_commands(config: PipelineConfig, role: str, run_name: str) -> list[str]:
-    """For a student started from another (`--init-from`): the command that trained that one, which runs first."""
-    init = started_from(config, run_name) if role == "student" else None
+    """For a model started from another (`--init-from`): the command that trained that one, which runs first."""
+    if role == "teacher":
+        path = run_path(config, "teacher", INIT_FILE)
+        init = json.loads(path.read_text()) if path.is_file() else None
+        return ([f"{init['trained_by']}   # the teacher this one starts from (then exported to {init['from']}), "
+                 "then:"] if init and init.get("trained_by") else [])
+    init = started_from(config, run_name)
     return [f"{init['trained_by']}   # the student this one starts from ({init['run']}), then:"] if init else []
 
 

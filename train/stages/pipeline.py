@@ -39,6 +39,8 @@ def run(config: PipelineConfig, teacher_steps: int | None = None, student_steps:
         teacher_init.add_arguments(parser)
         if teacher_init.main(parser.parse_args([])) != 0:
             raise RuntimeError("converting Whisper tiny.en failed (see above)")
+        if config.teacher_tagger and teacher_init.main(parser.parse_args(["--yamnet"])) != 0:
+            raise RuntimeError("converting YAMNet failed (see above)")
         timings["teacher-init"] = time.time() - tic
     tic = stage("cache")
     cache.run(config)

@@ -33,6 +33,7 @@ from train.core.data import (
     tokenize,
 )
 from train.core.models import build_teacher, build_tokenizer, frozen_layers
+from train.core.runs import INIT_FILE
 from train.core.teacher_cache import HiddenCache, TeacherTop, cached_captions
 from train.core.trainer import Dist, Trainer, device_for, init_distributed, validation_score
 
@@ -91,7 +92,16 @@ def run(config: PipelineConfig, steps: int | None = None, bf16: bool = False, st
     torch.manual_seed(config.seed)
     model = build_teacher(config)
     if init_from:
+        folder = run_path(config, "teacher")
+        recorded = folder / INIT_FILE
+        if recorded.is_file() and json.loads(recorded.read_text())["from"] != str(init_from):
+            raise ValueError(f"{folder} started from {json.loads(recorded.read_text())['from']}, not {init_from}: "
+                             "resume it with that --init-from, or move the folder away to start anew")
         new = start_from(model, init_from)
+        meta = Path(init_from) / "config.json"
+        folder.mkdir(parents=True, exist_ok=True)
+        recorded.write_text(json.dumps({"from": str(init_from), "new": new, "trained_by": json.loads(
+            meta.read_text()).get("trained_by") if meta.is_file() else None}) + "\n")
         print(f"teacher: started from {init_from}; new: {', '.join(sorted({k.rsplit('.', 1)[0] for k in new})) or '-'}")
     top = TeacherTop(model, frozen_layers(config), config.memory_dropout)
     train_items, val_items = load_split(config, "train"), load_split(config, "val")
