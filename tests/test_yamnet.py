@@ -114,3 +114,25 @@ def test_a_student_compares_against_a_teacher_with_a_tagger(tagged, tmp_path):
     result = gallery(clips, tagged, student, names=["low", "high"])
     assert result.matrix.shape == (2, 2) and np.isfinite(result.matrix).all()
     assert compare(clips[0], tagged, student).teacher.caption
+
+
+def test_tokens_from_probabilities_and_the_frames_hidden_diagnosis():
+    torch.manual_seed(0)
+    tokenizer = CaptionTokenizer.train(CAPTIONS)
+    config = teacher_config(tokenizer.vocab_size, "tiny", tagger="yamnet", tagger_inputs="probabilities")
+    model = CaptionModel(config, tokenizer).eval()
+    scores = torch.tensor([[[-30.0] * 520 + [4.0]]])
+    expected = model.tagger.proj(torch.sigmoid(scores)) + model.tagger.positions.weight[:1]
+    assert torch.allclose(model.tagger.tokens(scores), expected)
+    with pytest.raises(ValueError, match="unknown tagger inputs"):
+        teacher_config(tokenizer.vocab_size, "tiny", tagger="yamnet", tagger_inputs="embeddings")
+    w = torch.from_numpy(tone(2.0))[None]
+    n = torch.tensor([w.shape[1]])
+    with torch.inference_mode():
+        frames, frame_lengths = model.encode(w, n)
+        both = model.memory(w, n, frames, frame_lengths)
+        model.tagger.frames_hidden = True
+        alone = model.memory(w, n, frames, frame_lengths)
+    assert int(both.memory_lengths[0]) == int(frame_lengths[0]) + int(both.counts[0])
+    assert int(alone.memory_lengths[0]) == int(alone.counts[0])
+    assert torch.equal(alone.memory[0, : int(alone.counts[0])], both.tokens[0])

@@ -37,7 +37,7 @@ def _check(size: str) -> None:
 
 
 def teacher_config(vocab_size: int, size: str = "full", encoder: str = "tiny.en",
-                   tagger: str | None = None) -> ModelConfig:
+                   tagger: str | None = None, tagger_inputs: str = "logits") -> ModelConfig:
     """A pretrained Whisper encoder by name (`WHISPER_ENCODER_CONFIGS`: exactly its shape, to load its weights) +
     a 4-layer d384 decoder over its frames; with tagger="yamnet", over YAMNet's tokens as well
     (`eacap.models.yamnet`)."""
@@ -53,7 +53,7 @@ def teacher_config(vocab_size: int, size: str = "full", encoder: str = "tiny.en"
         decoder = DecoderConfig(vocab_size, memory_dim=64, width=64, layers=1, heads=2, ffn=128, dropout=0.0)
     if tagger not in (None, "yamnet"):
         raise ValueError(f"unknown teacher tagger {tagger!r}: expected 'yamnet' or none")
-    tagger_config = TaggerConfig(memory_dim=decoder.memory_dim) if tagger else None
+    tagger_config = TaggerConfig(memory_dim=decoder.memory_dim, inputs=tagger_inputs) if tagger else None
     return ModelConfig("teacher", TEACHER_FRONTEND, encoder, decoder, tagger=tagger_config)
 
 

@@ -38,6 +38,13 @@ class TaggerConfig:
     patch_hop: int = 48         # 0.48 s
     memory_dim: int = 384       # the decoder's memory width
     max_patches: int = 64       # 30 s of audio is 61 patches
+    inputs: str = "logits"      # what a token is made from: "logits" (layer-normed) or "probabilities" (sigmoid)
+
+    def __post_init__(self):
+        if self.kind != "yamnet":
+            raise ValueError(f"unknown tagger kind {self.kind!r}: expected 'yamnet'")
+        if self.inputs not in ("logits", "probabilities"):
+            raise ValueError(f"unknown tagger inputs {self.inputs!r}: expected 'logits' or 'probabilities'")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,15 +90,17 @@ class AudioTagger(nn.Module):
 
     def __init__(self, config: TaggerConfig = TaggerConfig()):
         super().__init__()
-        if config.kind != "yamnet":
-            raise ValueError(f"unknown tagger kind {config.kind!r}: expected 'yamnet'")
         self.config = config
         self.frontend = YamnetLogMel(YAMNET_FRONTEND)
         self.yamnet = YAMNet(config.classes)
         self.yamnet.requires_grad_(False)
-        self.norm = nn.LayerNorm(config.classes)
+        # Logits are layer-normed; probabilities (each class's sigmoid) go in as they are, mostly near 0: only the
+        # classes YAMNet hears carry weight.
+        self.norm = nn.LayerNorm(config.classes) if config.inputs == "logits" else nn.Sigmoid()
         self.proj = nn.Linear(config.classes, config.memory_dim)
         self.positions = nn.Embedding(config.max_patches, config.memory_dim)
+        # A diagnosis, not a mode for users: the decoder reads the tokens alone (`train realworld --tokens-only`).
+        self.frames_hidden = False
 
     def patch_counts(self, frame_lengths: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -123,7 +132,8 @@ class AudioTagger(nn.Module):
                 frame_lengths: torch.Tensor) -> "Memory":
         scores, counts = self.scores(waveforms, lengths)
         tokens = self.tokens(scores)
-        return Memory(frames, frame_lengths, tokens, counts, *join_memory(frames, frame_lengths, tokens, counts))
+        shown = torch.zeros_like(frame_lengths) if self.frames_hidden else frame_lengths
+        return Memory(frames, frame_lengths, tokens, counts, *join_memory(frames, shown, tokens, counts))
 
 
 def join_memory(frames: torch.Tensor, frame_lengths: torch.Tensor, tokens: torch.Tensor,

@@ -63,6 +63,7 @@ class PipelineConfig:
     student_init_lr: float | None = None  # the peak lr of the shipped student when it starts from `student_init`
     tokenizer_from: str | None = None  # a saved tokenizer.json this run uses instead of one trained on its captions
     teacher_tagger: str | None = None  # "yamnet": the teacher's decoder also attends to YAMNet's AudioSet scores
+    tagger_inputs: str = "logits"  # the tagger's tokens from YAMNet's "logits" or its "probabilities"
     memory_dropout: float = 0.0  # share of teacher training clips whose Whisper frames are hidden from the decoder
     run_dir: Path = field(default=None)  # type: ignore[assignment]
 
@@ -72,7 +73,8 @@ class PipelineConfig:
 
     def teacher_model(self, vocab_size: int):
         """The teacher's architecture in this preset (eacap.models.presets.teacher_config)."""
-        return teacher_config(vocab_size, self.model_size, encoder=self.teacher_encoder, tagger=self.teacher_tagger)
+        return teacher_config(vocab_size, self.model_size, encoder=self.teacher_encoder, tagger=self.teacher_tagger,
+                              tagger_inputs=self.tagger_inputs)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -118,6 +120,10 @@ PRESETS["base_extra"] = replace(PRESETS["whisper_base"], name="base_extra", run_
 # shipped pair.
 PRESETS["yamnet"] = replace(PRESETS["full"], name="yamnet", run_dir=RUNS_ROOT / "yamnet", teacher_tagger="yamnet",
                             memory_dropout=0.3, tokenizer_from="checkpoints/teacher/tokenizer.json")
+# The same, with each patch's token made from YAMNet's class probabilities (sigmoids) instead of its layer-normed
+# logits: only the classes YAMNet hears carry weight. It reads the yamnet preset's caches.
+PRESETS["yamnet_p"] = replace(PRESETS["yamnet"], name="yamnet_p", run_dir=RUNS_ROOT / "yamnet_p",
+                              tagger_inputs="probabilities")
 # Presets whose measured results are committed under train/results/<preset>/ (train.core.data.run_path).
 COMMITTED_RESULTS = ("full", "whisper_base", "base_extra")
 

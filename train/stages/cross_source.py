@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat-sounds", action="store_true",
                         help="let captions name a sound twice (turns off eacap's no_repeat_sounds rule)")
     parser.add_argument("--tag", default="", help="suffix of the results file, e.g. the decoding setting")
+    parser.add_argument("--tokens-only", action="store_true",
+                        help="a teacher with a tagger reads its tag tokens alone, its encoder frames hidden (a "
+                             "diagnosis: how much the tagger alone names; results file suffix _tokens_only)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -45,5 +48,10 @@ def main(args: argparse.Namespace) -> int:
     if args.no_repeat_ngram is not None:
         options = replace(options, no_repeat_ngram_size=args.no_repeat_ngram)
     for name in args.model:
-        score(config, name, load_run_model(config, name), options, args.bank, args.tag, items)
+        model, tag = load_run_model(config, name), args.tag
+        if args.tokens_only:
+            if model.tagger is None:
+                raise SystemExit(f"realworld --tokens-only: {name} has no tagger")
+            model.tagger.frames_hidden, tag = True, tag + "_tokens_only"
+        score(config, name, model, options, args.bank, tag, items)
     return 0
