@@ -303,12 +303,13 @@ class Search:
     - eager (`position` an int): shapes follow the caption's length, tensors that change are rebound, and a CPU
       skips work whose result it can see is not needed;
     - static (`static=True`, `position` a one-element long tensor on the device): every shape is the same at
-      every step and nothing is read back to the host, so a CUDA graph can capture the step (`eacap.graphs`).
-      Tensors that change are updated in place, except the two pairs a beam step writes one into the other and
-      swaps (the history and the key/value cache): the step is captured once each way round and the two graphs
-      alternate. `reset` loads a new batch into the same buffers. The arithmetic is the same; attention and the
-      filters read the whole preallocated history under a mask instead of a slice of it, which can change the
-      last bits of a score (tested: the same captions).
+      every step and nothing is read back to the host, so a CUDA graph can capture the step, or a compiled loop
+      run it (`eacap.graphs`). Tensors that change are updated in place and no attribute is rebound; the two
+      pairs of buffers a beam step reads one of and writes the other (the history and the key/value cache) take
+      turns, named by the step's `parity`: the step is captured or traced once each way round. `reset` loads a
+      new batch into the same buffers. The arithmetic is the same; attention and the filters read the whole
+      preallocated history under a mask instead of a slice of it, which can change the last bits of a score
+      (tested: the same captions).
     """
 
     def __init__(self, decoder: CaptionDecoder, frames: torch.Tensor, lengths: torch.Tensor, special: dict[str, int],
@@ -343,10 +344,10 @@ class Search:
         self.tokens.fill_(self.special["bos"])
         self.history.fill_(self.special["pad"])
 
-    def next_logp(self, position: int | torch.Tensor) -> torch.Tensor:
-        logp = self.decoder.step(self.tokens, position, self.state).float().log_softmax(-1)
+    def next_logp(self, position: int | torch.Tensor, history: torch.Tensor, parity: int | None = None) -> torch.Tensor:
+        logp = self.decoder.step(self.tokens, position, self.state, parity).float().log_softmax(-1)
         for keep_out in self.filters:
-            logp = keep_out(logp, self.history, position)
+            logp = keep_out(logp, history, position)
         return logp
 
     def set(self, name: str, value: torch.Tensor) -> None:
@@ -356,11 +357,11 @@ class Search:
         else:
             setattr(self, name, value)
 
-    def write_history(self, position: int | torch.Tensor, tokens: torch.Tensor) -> None:
+    def write_history(self, position: int | torch.Tensor, tokens: torch.Tensor, history: torch.Tensor) -> None:
         if self.static:
-            self.history.index_copy_(1, position, tokens)
+            history.index_copy_(1, position, tokens)
         else:
-            self.history[:, position: position + 1] = tokens
+            history[:, position: position + 1] = tokens
 
     def is_last(self, position: int | torch.Tensor) -> bool | torch.Tensor:
         return position == self.last
@@ -378,22 +379,28 @@ class GreedySearch(Search):
         self.n_tokens.zero_()
         self.done.zero_()
 
-    def step(self, position: int | torch.Tensor) -> None:
-        logp, eos, done = self.next_logp(position), self.special["eos"], self.done
+    def step(self, position: int | torch.Tensor, parity: int | None = None) -> None:
+        """One step; greedy search keeps every hypothesis in its row, so `parity` (see `BeamSearch.step`) is
+        always 0 here."""
+        logp, eos, done = self.next_logp(position, self.history, 0), self.special["eos"], self.done
         if self.static:  # the caption must end at the last step
             next_token = torch.where(self.is_last(position), eos, logp.argmax(-1))
         elif position == self.last:
             next_token = torch.full_like(done, eos, dtype=torch.long)
         else:
             next_token = logp.argmax(-1)
-        self.score += logp.gather(1, next_token[:, None])[:, 0].masked_fill(done, 0.0)
-        self.n_tokens += ~done
-        self.write_history(position, next_token.masked_fill(done, self.special["pad"])[:, None])
-        done |= next_token == eos
+        # In place, never rebinding an attribute (a compiled loop of steps may not, `eacap.graphs`)
+        self.score.add_(logp.gather(1, next_token[:, None])[:, 0].masked_fill(done, 0.0))
+        self.n_tokens.add_(~done)
+        self.write_history(position, next_token.masked_fill(done, self.special["pad"])[:, None], self.history)
+        done.logical_or_(next_token == eos)
         self.set("tokens", next_token[:, None])
 
+    def unfinished(self) -> torch.Tensor:
+        return ~self.done.all()
+
     def finished(self) -> bool:
-        return bool(self.done.all())
+        return not bool(self.unfinished())
 
     def result(self) -> Hypotheses:
         return Hypotheses([_strip(row, self.special) for row in self.history.tolist()],
@@ -427,10 +434,17 @@ class BeamSearch(Search):
         self.best_tokens.fill_(self.special["pad"])
         self.active.fill_(True)
 
-    def step(self, position: int | torch.Tensor) -> None:
+    def step(self, position: int | torch.Tensor, parity: int | None = None) -> None:
+        """One step. The beams' token histories, like the decoder's key/value caches (`DecodeState`), are a pair
+        of buffers that take turns: the step reads one and writes the reordered beams into the other. `parity`
+        says which it reads (0: `history`, 1: `spare_history`); eager steps follow the decoder state's turn. A
+        static step is traced with its parity fixed, and never rebinds an attribute, so a compiled loop can run
+        it (`eacap.graphs`)."""
         batch, beam, vocab = self.batch, self.group, self.decoder.config.vocab_size
         penalty, minus_inf, eos = self.options.length_penalty, float("-inf"), self.special["eos"]
-        logp = self.next_logp(position)
+        turn = self.state.current if parity is None else parity
+        history, reordered = (self.history, self.spare_history) if turn == 0 else (self.spare_history, self.history)
+        logp = self.next_logp(position, history, turn)
         if self.static:  # last slot: only </s> may follow
             logp = torch.where(self.is_last(position), logp + self.only_eos, logp)
         elif position == self.last:
@@ -454,7 +468,7 @@ class BeamSearch(Search):
             improved = cand_best > self.best_score
             ended_rows = self.offsets + top_beam.gather(1, cand_index[:, None])[:, 0]
             self.set("best_tokens",
-                     torch.where(improved[:, None], self.history.index_select(0, ended_rows), self.best_tokens))
+                     torch.where(improved[:, None], history.index_select(0, ended_rows), self.best_tokens))
             self.set("best_score", torch.maximum(cand_best, self.best_score))
             # The live beams: the best non-</s> candidates.
             scores, order = top_scores.masked_fill(is_eos, minus_inf).topk(beam, dim=1)
@@ -466,17 +480,20 @@ class BeamSearch(Search):
         # finished hypothesis. A heuristic (with length_penalty > 0 a longer caption could still raise its
         # mean), the same one Hugging Face's generate() uses without early_stopping. Until a hypothesis has
         # finished, best_score is -inf, so only a dead beam (-inf) stops a clip.
-        self.active &= (self.best_score < _normalise(scores[:, 0], length, penalty)) & (scores[:, 0] > minus_inf)
+        self.active.logical_and_((self.best_score < _normalise(scores[:, 0], length, penalty)) &
+                                 (scores[:, 0] > minus_inf))
 
         rows = (self.offsets[:, None] + chosen_beam).view(self.rows)
         self.set("tokens", chosen_token.reshape(self.rows, 1))
-        torch.index_select(self.history, 0, rows, out=self.spare_history)
-        self.history, self.spare_history = self.spare_history, self.history
-        self.write_history(position, self.tokens)
-        self.state.reorder(rows)
+        torch.index_select(history, 0, rows, out=reordered)
+        self.write_history(position, self.tokens, reordered)
+        self.state.reorder(rows, parity)   # eager (no parity): the turn passes to the other buffers
+
+    def unfinished(self) -> torch.Tensor:
+        return self.active.any()
 
     def finished(self) -> bool:
-        return not bool(self.active.any())
+        return not bool(self.unfinished())
 
     def result(self) -> Hypotheses:
         return Hypotheses([_strip(t, self.special) for t in self.best_tokens.tolist()], self.best_score.tolist())

@@ -14,9 +14,10 @@ A graph reads and writes the same memory at every replay, so each capture keeps 
 buffers: a call copies its input in, replays, and copies the output out (a caller may keep the result while the
 next call replays). Captures are kept per shape, the least recently used dropped beyond `MAX_GRAPHS`.
 
-On a CPU the same static step is compiled instead (`torch.compile`, Inductor's C++ code): `STEPS_PER_CALL` steps
-become one call of fused loops and library products, with none of Python's or the dispatcher's cost between the
-operations, which is most of what a small model's step costs. A compile takes tens of seconds (seconds once
+On a CPU the same static step is compiled instead (`torch.compile`, Inductor's C++ code): a whole caption's steps
+become one call: a loop of fused loops and library products that tests itself whether every clip has finished,
+with none of Python's or the dispatcher's cost between the operations, which is most of what a small model's
+step costs, and no return to Python between steps. A compile takes tens of seconds (seconds once
 Inductor's cache on disk has it), so it runs in a background thread on a call signature's second use and the
 decodes before it is ready run eagerly; `wait()` blocks until the compiles under way are done (the bench calls it
 before timing). Once compiled, a call signature's first calls time compiled against eager steps and keep the
@@ -58,10 +59,6 @@ ENABLED = os.environ.get("EACAP_CUDA_GRAPHS", "1") != "0"
 # end while a compile is under way.
 _COMPILE_SETTING = os.environ.get("EACAP_COMPILE", "auto")
 COMPILE = _COMPILE_SETTING == "1"
-# Decoding steps per compiled call on a CPU: each call costs a fixed overhead (entering the compiled code), so a few
-# steps share it; whether every clip has finished is read once per call, and a clip's steps after it finished
-# change nothing it returns.
-STEPS_PER_CALL = 4
 MAX_GRAPHS = 16   # captured graphs kept per decoder, front-end and encoder network
 # A call signature is captured the second time it is seen: a capture costs a few eager runs, which a shape seen
 # once (one upload of an odd length) would pay for nothing, while the bench, batch jobs, timelines and live
@@ -248,12 +245,12 @@ class GraphedCall:
 @dataclass
 class CapturedSearch:
     """A search in its static form, its position counter, and the calls that advance it: on a GPU its step
-    captured each way round (two graph replays that alternate, one step each); on a CPU one compiled call of
-    `per_call` steps (`eacap.decoding.Search`)."""
+    captured each way round (two graph replays that alternate, one step each); on a CPU one compiled call that
+    runs the whole caption (`eacap.decoding.Search`)."""
     search: Search
     position: torch.Tensor
     steps: tuple[Callable[[], object], ...]
-    per_call: int = 1
+    compiled: Callable[[torch.Tensor], object] | None = None
     # On a CPU: "compiled" or "eager", whichever is faster for this call signature here. Compiled steps win at a
     # few rows and can lose at many (docs/performance.md), so the first calls time both.
     choice: FasterChoice | None = None
@@ -271,17 +268,28 @@ class CapturedSearch:
 _compiled_functions = itertools.count()
 
 
-def _advance(search: Search, position: torch.Tensor, steps: int) -> Callable[[], None]:
-    """A function that runs `steps` static steps of `search`, to compile. Each is a new code object:
-    `torch.compile` keeps its compiled code and guards per code object, and a shared one would pile every batch
-    shape's and every model's compile onto one list that is searched on each call and capped at a few entries."""
-    def advance():
-        for _ in range(steps):
-            search.step(position)
-            position.add_(1)
+def _run_to_end(search: Search, steps: int) -> Callable[[torch.Tensor], tuple[torch.Tensor]]:
+    """A function that runs static steps of `search` from `position` until every clip has finished or `steps`
+    steps are done, to compile: one loop in the compiled code (`while_loop`), two steps per turn (the beam's
+    buffers take turns, `BeamSearch.step`), with the stopping test read inside it, so a caption costs one call and
+    no read back to Python. Each function is a new code object: `torch.compile` keeps its compiled code and guards
+    per code object, and a shared one would pile every batch shape's and every model's compile onto one list that
+    is searched on each call and capped at a few entries."""
+    from torch._higher_order_ops.while_loop import while_loop
 
-    code = advance.__code__.replace(co_name=f"eacap_advance_{next(_compiled_functions)}")
-    return types.FunctionType(code, advance.__globals__, code.co_name, None, advance.__closure__)
+    def run(position: torch.Tensor) -> tuple[torch.Tensor]:
+        def unfinished(position):
+            return (position[0] < steps) & search.unfinished()
+
+        def two_steps(position):
+            search.step(position, 0)
+            search.step(position + 1, 1)
+            return (position + 2,)
+
+        return while_loop(unfinished, two_steps, (position,))
+
+    code = run.__code__.replace(co_name=f"eacap_decode_{next(_compiled_functions)}")
+    return types.FunctionType(code, run.__globals__, code.co_name, None, run.__closure__)
 
 
 
@@ -295,8 +303,8 @@ def decode(search_kind: type[Search], decoder, frames: torch.Tensor, lengths: to
            options: DecodingOptions, sounds: SoundWords | None) -> Hypotheses | None:
     """`eacap.decoding.decode` with its steps replayed from captured graphs (on a GPU) or compiled (on a CPU);
     called by it where `enabled` or `compiled` says so. Per call: the start, then one replay per token on a GPU
-    with a read every few steps, or one compiled call per `STEPS_PER_CALL` tokens on a CPU with a read after
-    each. None if the steps are not ready (seen too few times, compiling, or failed): the caller runs eagerly."""
+    with a read every few steps, or on a CPU one compiled call that steps until every clip has finished. None if
+    the steps are not ready (seen too few times, compiling, or failed): the caller runs eagerly."""
     graphed = enabled(frames.device)
     clips, count = frames.shape[:2]
     # A graph replays fixed shapes; compiled steps take any number of frames (from 2: PyTorch's compiler treats
@@ -310,42 +318,42 @@ def decode(search_kind: type[Search], decoder, frames: torch.Tensor, lengths: to
         search = search_kind(decoder, frames, lengths, special, options, sounds, static=True)
         entry = CapturedSearch(search, torch.zeros(1, dtype=torch.long, device=frames.device), ())
 
-        def step():
-            search.step(entry.position)
-            entry.position.add_(1)
+        def stepper(parity: int):
+            def step():
+                search.step(entry.position, parity)
+                entry.position.add_(1)
+            return step
 
-        # A beam step swaps two pairs of buffers (history and key/value cache), so it is captured twice: the first
-        # graph reads what the start wrote, the second what the first wrote, and they alternate. The warm-up runs
-        # whole rounds (start, step, step), so the capture begins from the buffers the start writes.
-        graphs, _ = capture(step, step, device=frames.device, before=lambda: entry.start(decoder, frames, lengths))
+        # A beam step reads one of two pairs of buffers (history and key/value cache) and writes the other, so it
+        # is captured twice, once each way round: the first graph reads what the start wrote, the second what the
+        # first wrote, and they alternate. The warm-up runs whole rounds (start, step, step).
+        graphs, _ = capture(stepper(0), stepper(1), device=frames.device,
+                            before=lambda: entry.start(decoder, frames, lengths))
         entry.steps = tuple(graph.replay for graph in graphs)
         return entry
 
     def compile_steps() -> CapturedSearch:
-        # Buffers for a whole number of calls; an even number of steps per call also brings the beam's swapped
-        # buffers back to where they were, so every call runs the same compiled code.
-        per_call = STEPS_PER_CALL
-        length = -(-options.max_length // per_call) * per_call
-        if length > decoder.config.max_length:
-            per_call, length = 1, options.max_length
+        # Two steps per turn of the compiled loop: buffers for an even number of steps (a step past the last
+        # changes nothing a result reads, `Search`). `validate` keeps max_length under the decoder's maximum.
+        length = options.max_length + options.max_length % 2
         search = search_kind(decoder, frames, lengths, special, options, sounds, static=True, length=length)
-        entry = CapturedSearch(search, torch.zeros(1, dtype=torch.long, device=frames.device), (), per_call,
-                               FasterChoice(("compiled", "eager")), share=True)
+        entry = CapturedSearch(search, torch.zeros(1, dtype=torch.long, device=frames.device), (),
+                               choice=FasterChoice(("compiled", "eager")), share=True)
         # No guards: a compiled function checks on every call that its inputs still match what it was compiled
         # for, at a cost of a sizeable part of a call here. This one is only ever called below, on the buffers it
         # was compiled with and cross-attention of the same kind, whose number of frames is compiled as a variable.
         # No pattern matching: its only rewrites here turn each product and the bias added after it
         # (`packed_linear.compiled_affine`) back into one `addmm`, whose library call copies the bias into the output
         # through three more ATen calls, a third of a compiled call's ATen calls and about a tenth of its time.
-        advance = torch.compile(_advance(search, entry.position, per_call), fullgraph=True,
-                                options={"cpp_wrapper": True, "guard_filter_fn": _no_guards, "pattern_matcher": False})
+        run = torch.compile(_run_to_end(search, options.max_length), fullgraph=True,
+                            options={"cpp_wrapper": True, "guard_filter_fn": _no_guards, "pattern_matcher": False})
         entry.start(decoder, frames, lengths)
         if count >= 2:
             for cross in search.state.cross:
                 for tensor, dim in cross.frame_dims():
                     torch._dynamo.mark_dynamic(tensor, dim)
-        advance()   # the compile
-        entry.steps = (advance,)
+        run(entry.position)   # the compile
+        entry.compiled = run
         return entry
 
     cache = decoder.step_plan().graphs
@@ -359,13 +367,16 @@ def decode(search_kind: type[Search], decoder, frames: torch.Tensor, lengths: to
     if way == "eager":
         result = eager_decode(search_kind, decoder, frames, lengths, special, options, sounds)
     else:
-        every = _check_every(frames.device)
         with entry.lock:
             entry.start(decoder, frames, lengths)
-            for call, position in enumerate(range(0, options.max_length, entry.per_call)):
-                entry.steps[call % len(entry.steps)]()
-                if (position + entry.per_call) % every == 0 and entry.search.finished():
-                    break
+            if entry.compiled is not None:
+                entry.compiled(entry.position)
+            else:
+                every = _check_every(frames.device)
+                for position in range(options.max_length):
+                    entry.steps[position % 2]()
+                    if (position + 1) % every == 0 and entry.search.finished():
+                        break
             result = entry.search.result()
     if entry.choice is not None and entry.choice.chosen is None:
         entry.choice.record(way, time.perf_counter() - started)

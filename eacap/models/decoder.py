@@ -179,12 +179,15 @@ class CaptionDecoder(nn.Module):
             state.load(cross)
         return state
 
-    def step(self, tokens: torch.Tensor, position: int | torch.Tensor, state: "DecodeState") -> torch.Tensor:
+    def step(self, tokens: torch.Tensor, position: int | torch.Tensor, state: "DecodeState",
+             parity: int | None = None) -> torch.Tensor:
         """One decoding step: tokens [N, 1] at `position` -> logits [N, V]; `state` gains this position.
 
         `position` is an int, or a one-element long tensor on the model's device with a state from
         `start(..., static=True)`: then every shape is the same at every step (attention reads the whole cache,
-        positions not yet written masked out), so a CUDA graph can capture the step once and replay it."""
+        positions not yet written masked out), so a CUDA graph can capture the step once and replay it.
+        `parity`: which of the state's two caches holds the hypotheses' keys and values (`DecodeState`); by default
+        the one its last `reorder` wrote."""
         static = torch.is_tensor(position)
         if not static and position >= state.cache.shape[4]:
             raise ValueError(f"caption of {position + 1} tokens exceeds the {state.cache.shape[4]} this decoding "
@@ -200,7 +203,7 @@ class CaptionDecoder(nn.Module):
         for i, (layer, cross) in enumerate(zip(plan.layers, state.cross)):
             h = F.layer_norm(x, (width,), *layer.self_norm)
             qkv = layer.qkv(h).view(n, 3, heads, 1, -1)
-            kv = state.cache[i]                                       # [2, N, H, max_length, head_dim]
+            kv = state.buffers(parity)[0][i]                          # [2, N, H, max_length, head_dim]
             if static:
                 kv.index_copy_(3, position, qkv[:, 1:].transpose(0, 1))
                 y = step_attention(qkv[:, 0], kv[0], kv[1], visible)
@@ -347,8 +350,11 @@ class DecodeState:
     """One decoding call's cache: each layer's cross-attention over the clips' encoder frames (computed once and
     shared by each clip's `group` hypotheses) and every layer's self-attention keys/values, preallocated as
     [layers, 2, N, heads, max_length, head_dim] of which the first `length` positions are written. `spare` has the
-    same shape: reordering gathers the written positions into it and swaps the two. A static state
-    (`visible_from` set, for captured steps) has every position counted as written."""
+    same shape: reordering gathers the written positions from one into the other, so the two take turns (`parity`
+    0: `cache` holds the hypotheses, 1: `spare`). An eager decode lets `current` follow the turns; a captured or
+    compiled step names its parity, so the same step traced twice, once each way round, covers every step without
+    rebinding anything (a compiled loop may not). A static state (`visible_from` set, for captured steps) has
+    every position counted as written."""
     plan: StepPlan
     cross: list[ProjectedCross | AbsorbedCross]
     group: int
@@ -356,12 +362,21 @@ class DecodeState:
     spare: torch.Tensor
     length: int = 0
     visible_from: torch.Tensor | None = None   # static states: positions 0 .. max_length - 1
+    current: int = 0                           # the parity eager steps read
 
-    def reorder(self, rows: torch.Tensor) -> None:
-        """Hypothesis i continues hypothesis rows[i] (beam search keeps the best and drops the rest)."""
+    def buffers(self, parity: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the cache that holds the hypotheses at `parity`, the one a reorder writes)."""
+        parity = self.current if parity is None else parity
+        return (self.cache, self.spare) if parity == 0 else (self.spare, self.cache)
+
+    def reorder(self, rows: torch.Tensor, parity: int | None = None) -> None:
+        """Hypothesis i continues hypothesis rows[i] (beam search keeps the best and drops the rest). Without a
+        `parity`, the turn passes to the other cache."""
         written = slice(0, self.length)
-        torch.index_select(self.cache[:, :, :, :, written], 2, rows, out=self.spare[:, :, :, :, written])
-        self.cache, self.spare = self.spare, self.cache
+        read, write = self.buffers(parity)
+        torch.index_select(read[:, :, :, :, written], 2, rows, out=write[:, :, :, :, written])
+        if parity is None:
+            self.current ^= 1
 
     def load(self, cross: list[ProjectedCross | AbsorbedCross], share: bool = False) -> None:
         """Take the clips of `cross` (from `CaptionDecoder.cross_attention`) into this static state and forget
@@ -378,5 +393,6 @@ class DecodeState:
                     if a is not b:
                         a.copy_(b)
         self.cache.zero_()
+        self.current = 0
         # A static step reorders every position: those not written yet are zeros, and stay masked.
         self.length = self.cache.shape[4]
