@@ -368,8 +368,9 @@ def test_teacher_with_a_tagger_caches_trains_exports_and_teaches(tiny_run, tmp_p
         trained = models.load_trained_teacher(tagged)
         top = TeacherTop(trained, models.frozen_layers(tagged), memory_dropout=1.0).train()
         assert torch.equal(top.memory(inputs).memory_lengths, inputs["counts"])  # all frames hidden: tokens alone
-        top.eval()
-        shown = top.memory(inputs)
+        top.eval()  # a decoder trained on the tokens alone is validated on them alone
+        assert torch.equal(top.memory(inputs).memory_lengths, inputs["counts"])
+        shown = TeacherTop(trained, models.frozen_layers(tagged), memory_dropout=0.5).eval().memory(inputs)
         assert torch.equal(shown.memory_lengths, inputs["lengths"] + inputs["counts"])
         one = top.memory(train_cache.batch(np.arange(1)))
         assert torch.allclose(one.embedding()[0], (one.frames[0].mean(0) + one.tokens[0].mean(0)) / 2, atol=1e-5)

@@ -129,6 +129,10 @@ PRESETS["yamnet_p"] = replace(PRESETS["yamnet"], name="yamnet_p", run_dir=RUNS_R
 PRESETS["yamnet_p70"] = replace(PRESETS["yamnet_p"], name="yamnet_p70", run_dir=RUNS_ROOT / "yamnet_p70",
                                 memory_dropout=0.7)
 # Presets whose measured results are committed under train/results/<preset>/ (train.core.data.run_path).
+# yamnet_p with the Whisper frames hidden from every clip, in training and validation: a decoder that reads YAMNet's
+# probability tokens alone (`train realworld --tokens-only` scores it as it was trained).
+PRESETS["yamnet_tags"] = replace(PRESETS["yamnet_p"], name="yamnet_tags", run_dir=RUNS_ROOT / "yamnet_tags",
+                                 memory_dropout=1.0)
 COMMITTED_RESULTS = ("full", "whisper_base", "base_extra", "yamnet", "yamnet_p", "yamnet_p70")
 
 

@@ -93,7 +93,9 @@ class TeacherTop(nn.Module):
         if self.model.tagger is None:
             return Memory(frames, lengths)
         shown = lengths
-        if self.training and self.memory_dropout > 0:
+        if self.memory_dropout >= 1.0:   # a decoder trained on the tokens alone is validated on them alone
+            shown = torch.zeros_like(lengths)
+        elif self.training and self.memory_dropout > 0:
             shown = lengths.masked_fill(torch.rand(lengths.shape) < self.memory_dropout, 0)
         tokens = self.model.tagger.tokens(inputs["scores"])
         return Memory(frames, lengths, tokens, inputs["counts"], *join_memory(frames, shown, tokens, inputs["counts"]))
