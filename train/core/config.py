@@ -133,7 +133,7 @@ PRESETS["yamnet_p70"] = replace(PRESETS["yamnet_p"], name="yamnet_p70", run_dir=
 # probability tokens alone (`train realworld --tokens-only` scores it as it was trained).
 PRESETS["yamnet_tags"] = replace(PRESETS["yamnet_p"], name="yamnet_tags", run_dir=RUNS_ROOT / "yamnet_tags",
                                  memory_dropout=1.0)
-COMMITTED_RESULTS = ("full", "whisper_base", "base_extra", "yamnet", "yamnet_p", "yamnet_p70")
+COMMITTED_RESULTS = ("full", "whisper_base", "base_extra", "yamnet", "yamnet_p", "yamnet_p70", "yamnet_tags")
 
 
 def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
