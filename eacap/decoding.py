@@ -393,6 +393,8 @@ class GreedySearch(Search):
         self.score.add_(logp.gather(1, next_token[:, None])[:, 0].masked_fill(done, 0.0))
         self.n_tokens.add_(~done)
         self.write_history(position, next_token.masked_fill(done, self.special["pad"])[:, None], self.history)
+        if self.static:
+            self.state.advance(position)
         done.logical_or_(next_token == eos)
         self.set("tokens", next_token[:, None])
 
@@ -487,7 +489,10 @@ class BeamSearch(Search):
         self.set("tokens", chosen_token.reshape(self.rows, 1))
         torch.index_select(history, 0, rows, out=reordered)
         self.write_history(position, self.tokens, reordered)
-        self.state.reorder(rows, parity)   # eager (no parity): the turn passes to the other buffers
+        if self.static:
+            self.state.advance(position, rows, turn)
+        else:
+            self.state.reorder(rows)   # the turn passes to the other buffers
 
     def unfinished(self) -> torch.Tensor:
         return self.active.any()

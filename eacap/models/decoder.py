@@ -176,6 +176,7 @@ class CaptionDecoder(nn.Module):
         state = DecodeState(self.step_plan(), cross, group, frames.new_empty(shape), frames.new_empty(shape))
         if static:
             state.visible_from = torch.arange(length, device=frames.device)
+            state.fresh = frames.new_empty((len(self.layers), 2, rows, heads, 1, width // heads))
             state.load(cross)
         return state
 
@@ -185,7 +186,8 @@ class CaptionDecoder(nn.Module):
 
         `position` is an int, or a one-element long tensor on the model's device with a state from
         `start(..., static=True)`: then every shape is the same at every step (attention reads the whole cache,
-        positions not yet written masked out), so a CUDA graph can capture the step once and replay it.
+        positions not yet written masked out), so a CUDA graph can capture the step once and replay it; the step's
+        own keys and values wait in `state.fresh` until the caller's `DecodeState.advance` writes them in.
         `parity`: which of the state's two caches holds the hypotheses' keys and values (`DecodeState`); by default
         the one its last `reorder` wrote."""
         static = torch.is_tensor(position)
@@ -196,7 +198,7 @@ class CaptionDecoder(nn.Module):
         heads, width = self.config.heads, self.config.width
         if static:
             x = plan.embed.index_select(0, tokens.view(n)) + self.positions.index_select(0, position)
-            visible = (state.visible_from <= position)[None]           # [1, max_length]: positions written
+            before = (state.visible_from < position)[None]             # [1, max_length]: positions written
         else:
             x = plan.embed.index_select(0, tokens.view(n)) + self.positions[position]
             state.length = position + 1
@@ -205,8 +207,11 @@ class CaptionDecoder(nn.Module):
             qkv = layer.qkv(h).view(n, 3, heads, 1, -1)
             kv = state.buffers(parity)[0][i]                          # [2, N, H, max_length, head_dim]
             if static:
-                kv.index_copy_(3, position, qkv[:, 1:].transpose(0, 1))
-                y = step_attention(qkv[:, 0], kv[0], kv[1], visible)
+                # The new position's keys and values are kept apart (`state.fresh`) and attended to beside the
+                # cache; `DecodeState.advance` writes them in. Writing them into the cache here made the compiled
+                # code copy the whole cache first, at every step.
+                state.fresh[i].copy_(qkv[:, 1:].transpose(0, 1))
+                y = fresh_attention(qkv[:, 0], kv[0], kv[1], before, qkv[:, 1], qkv[:, 2])
             else:
                 kv[:, :, :, position: position + 1] = qkv[:, 1:].transpose(0, 1)
                 y = F.scaled_dot_product_attention(qkv[:, 0], kv[0, :, :, : position + 1],
@@ -230,6 +235,20 @@ def step_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return scores.softmax(-1) @ v
+
+
+def fresh_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, before: torch.Tensor, k_new: torch.Tensor,
+                    v_new: torch.Tensor) -> torch.Tensor:
+    """A static step's self-attention: q [N, H, 1, D] over the cached positions `before` [1, L] (k, v [N, H, L, D])
+    and the step's own key and value (k_new, v_new [N, H, 1, D]), which are not in the cache yet. The softmax over
+    both is written out (a shared maximum, one sum), equal to attending to the cache with the new position written
+    in, to float rounding."""
+    q = q * q.shape[-1] ** -0.5
+    cached = (q @ k.transpose(-1, -2)).masked_fill(~before, float("-inf"))     # [N, H, 1, L]
+    own = (q * k_new).sum(-1, keepdim=True)                                     # [N, H, 1, 1]
+    top = torch.maximum(cached.amax(-1, keepdim=True), own)
+    cached, own = (cached - top).exp(), (own - top).exp()
+    return (cached @ v + own * v_new) / (cached.sum(-1, keepdim=True) + own)
 
 
 class ProjectedCross:
@@ -362,6 +381,7 @@ class DecodeState:
     spare: torch.Tensor
     length: int = 0
     visible_from: torch.Tensor | None = None   # static states: positions 0 .. max_length - 1
+    fresh: torch.Tensor | None = None          # static states: the last step's keys and values [layers, 2, N, H, 1, D]
     current: int = 0                           # the parity eager steps read
 
     def buffers(self, parity: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -377,6 +397,17 @@ class DecodeState:
         torch.index_select(read[:, :, :, :, written], 2, rows, out=write[:, :, :, :, written])
         if parity is None:
             self.current ^= 1
+
+    def advance(self, position: torch.Tensor, rows: torch.Tensor | None = None, parity: int = 0) -> None:
+        """A static step's end: its keys and values (`fresh`) written at `position`, and, with `rows` (beam search),
+        hypothesis i continuing hypothesis rows[i], in one pass into the other cache of the pair; without, in
+        place."""
+        read, write = self.buffers(parity)
+        at = (self.visible_from == position).view(1, 1, 1, 1, -1, 1)
+        if rows is None:
+            read.copy_(torch.where(at, self.fresh, read))
+        else:
+            torch.where(at, self.fresh.index_select(2, rows), read.index_select(2, rows), out=write)
 
     def load(self, cross: list[ProjectedCross | AbsorbedCross], share: bool = False) -> None:
         """Take the clips of `cross` (from `CaptionDecoder.cross_attention`) into this static state and forget
