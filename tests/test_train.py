@@ -307,6 +307,11 @@ def test_teacher_restores_from_its_checkpoint_and_checkpoints_evaluate(tiny_run,
         result = evaluate.evaluate(run, str(config.run_dir / "checkpoints" / "student"), meteor=False, sbert=False)
         assert result["model"] == "seq_contrastive_audio_seed0" and result["source"].endswith("student")
         assert (run.run_dir / "results" / "seq_contrastive_audio_seed0.json").is_file()
+        # another split goes in a folder of its own and leaves the test split's file as it was
+        evaluate.evaluate(run, str(config.run_dir / "checkpoints" / "student"), "val", meteor=False, sbert=False)
+        assert json.loads((run.run_dir / "results" / "val" / "seq_contrastive_audio_seed0.json").read_text())[
+            "split"] == "val"
+        assert json.loads((run.run_dir / "results" / "seq_contrastive_audio_seed0.json").read_text())["split"] == "test"
         bad = replace(run, model_size="full")  # another architecture: refused, with what to do instead
         with pytest.raises(ValueError, match="not this preset's teacher architecture"):
             teacher.restore(bad, config.run_dir / "checkpoints" / "teacher")
@@ -540,4 +545,36 @@ def test_report_leads_with_the_cross_source_test(tiny_run, tmp_path):
     finally:
         for path in written:
             path.unlink(missing_ok=True)
+        os.chdir(REPO)
+
+
+def test_an_ensemble_teacher_makes_pseudo_targets_from_one_cache(tiny_run, tmp_path):
+    """ensemble_with: the preset's teacher and another checkpoint decode the cached clips as one; with the other's
+    share 0 (and the same model on both sides, exported) the targets are the teacher's own. A partner needs the same
+    tokenizer and the cache's encoder layers, and gives no token distributions."""
+    from train.stages import pseudo
+    config, work, _ = tiny_run
+    os.chdir(work)
+    try:
+        exported = config.run_dir / "checkpoints" / "teacher"
+        run = replace(copy_inputs(config, tmp_path / "ensemble"), ensemble_with=str(exported), ensemble_weight=0.0)
+        shutil.copytree(config.run_dir / "teacher", run.run_dir / "teacher")
+        shutil.rmtree(run.run_dir / "pseudo")
+        with pytest.raises(SystemExit, match="no-token-targets"):
+            pseudo.run(run)
+        pseudo.run(run, token_targets=False)
+        for split in pseudo.SPLITS:
+            mine, theirs = (folder / "pseudo" / f"{split}.jsonl" for folder in (run.run_dir, config.run_dir))
+            assert [json.loads(line)["caption"] for line in mine.read_text().splitlines()] == \
+                [json.loads(line)["caption"] for line in theirs.read_text().splitlines()]
+            assert np.allclose(np.load(run.run_dir / "pseudo" / f"{split}_embedding.npy"),
+                               np.load(config.run_dir / "pseudo" / f"{split}_embedding.npy"), atol=1e-3)
+        changed = eacap.load_model(exported)
+        with torch.no_grad():
+            changed.encoder.conv1.weight.add_(0.1)
+        other = eacap.save_checkpoint(changed, tmp_path / "changed")
+        shutil.rmtree(run.run_dir / "pseudo")
+        with pytest.raises(SystemExit, match="cannot read this preset's cache"):
+            pseudo.run(replace(run, ensemble_with=str(other)), token_targets=False)
+    finally:
         os.chdir(REPO)

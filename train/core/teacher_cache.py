@@ -18,7 +18,7 @@ from eacap.models import CaptionModel
 from eacap.models.yamnet import Memory, join_memory
 from train.core.config import PipelineConfig
 from train.core.data import run_path
-from train.core.losses import caption_ce
+from train.core.losses import caption_ce, clip_embedding
 
 
 def cache_path(config: PipelineConfig, split: str, part: str = "") -> Path:
@@ -108,16 +108,29 @@ class TeacherTop(nn.Module):
         return loss, {"sup": loss.detach()}
 
 
-def cached_captions(top: TeacherTop, cache: HiddenCache, indices, options: DecodingOptions, batch_size: int = 32):
-    """Decode captions for cached clips; returns (hypotheses tokens, scores, clip embeddings [N, width])."""
+def cached_captions(top: TeacherTop, cache: HiddenCache, indices, options: DecodingOptions, batch_size: int = 32,
+                    partner: TeacherTop | None = None, weight: float = 0.5):
+    """Decode captions for cached clips; returns (hypotheses tokens, scores, clip embeddings [N, width]).
+
+    With a `partner` (a teacher over the same cached encoder), the two decode as one (`train.core.ensemble`, the
+    partner's share of the log-probabilities `weight`), and a clip's embedding is the mean of the two time-means of
+    what each decoder reads."""
+    from train.core.ensemble import pair_decode
     tokens, scores, embeddings = [], [], []
     with torch.inference_mode():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start: start + batch_size]
-            memory = top.memory(cache.batch(chunk))
-            hyps = decode(top.model.decoder, *memory.joined, top.model.tokenizer.special, options,
-                          top.model.sound_words)
+            inputs = cache.batch(chunk)
+            memory = top.memory(inputs)
+            if partner is None:
+                hyps = decode(top.model.decoder, *memory.joined, top.model.tokenizer.special, options,
+                              top.model.sound_words)
+                embedding = memory.embedding()
+            else:
+                other = partner.memory(inputs)
+                hyps = pair_decode(top.model, memory.joined, partner.model, other.joined, weight, options)
+                embedding = (clip_embedding(*memory.joined) + clip_embedding(*other.joined)) / 2
             tokens += hyps.tokens
             scores += hyps.scores
-            embeddings.append(memory.embedding().numpy())
+            embeddings.append(embedding.float().numpy())
     return tokens, scores, np.concatenate(embeddings) if embeddings else np.zeros((0, 0))

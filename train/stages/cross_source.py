@@ -10,8 +10,8 @@ from pathlib import Path
 
 from eacap.decoding import DecodingOptions
 from train.core.config import add_preset_arguments, config_from_args
+from train.core.ensemble import add_reading_arguments, load_reading
 from train.core.held_out import HELD_OUT_BANK, build_items, paired, score
-from train.core.models import load_run_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,9 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat-sounds", action="store_true",
                         help="let captions name a sound twice (turns off eacap's no_repeat_sounds rule)")
     parser.add_argument("--tag", default="", help="suffix of the results file, e.g. the decoding setting")
-    parser.add_argument("--tokens-only", action="store_true",
-                        help="a teacher with a tagger reads its tag tokens alone, its encoder frames hidden (a "
-                             "diagnosis: how much the tagger alone names; results file suffix _tokens_only)")
+    add_reading_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -48,10 +46,6 @@ def main(args: argparse.Namespace) -> int:
     if args.no_repeat_ngram is not None:
         options = replace(options, no_repeat_ngram_size=args.no_repeat_ngram)
     for name in args.model:
-        model, tag = load_run_model(config, name), args.tag
-        if args.tokens_only:
-            if model.tagger is None:
-                raise SystemExit(f"realworld --tokens-only: {name} has no tagger")
-            model.tagger.frames_hidden, tag = True, tag + "_tokens_only"
-        score(config, name, model, options, args.bank, tag, items)
+        model, reading = load_reading(config, name, args)
+        score(config, name, model, options, args.bank, args.tag + reading, items)
     return 0

@@ -1,5 +1,6 @@
 """`python -m train evaluate --model teacher|<student run name>`: caption the test split end to end (waveform in,
-beam-3 caption out, exactly as the app and CLI do) and score it. Writes `results/<model>.json`.
+beam-3 caption out, exactly as the app and CLI do) and score it. Writes `results/<model>.json` (another `--split`:
+`results/<split>/<model>.json`).
 
 Metrics: BLEU-1..4, METEOR (needs Java), ROUGE-L, CIDEr-D, SBERT-sim (eacap.metrics), and event-F1: the sound
 classes a caption names (the corpus's keywords) against the classes really in the scene. Also the model's
@@ -19,6 +20,7 @@ from eacap.models import CaptionModel
 from train.core import held_out
 from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.core.data import class_keywords, load_split, run_path
+from train.core.ensemble import add_reading_arguments, load_reading
 from train.core.models import load_run_model
 from train.core.runs import checkpoint_run, targets_decoding
 from train.corpus.datasets import item_waveform
@@ -35,11 +37,16 @@ def latency(model: CaptionModel, wave: np.ndarray, options: DecodingOptions, rep
 
 
 def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size: int = 16, meteor: bool = True,
-             sbert: bool = True, cross_source: bool = False, repeat_sounds: bool = False) -> dict:
+             sbert: bool = True, cross_source: bool = False, repeat_sounds: bool = False,
+             reading: argparse.Namespace | None = None) -> dict:
     """Caption `split` with the model and score it; `repeat_sounds` turns eacap's `no_repeat_sounds` rule off (the
-    options used are recorded in the results file)."""
-    model = load_run_model(config, name)
-    source, name = name, checkpoint_run(name) or name
+    options used are recorded in the results file); `reading`: how the model is read (`add_reading_arguments`:
+    its tag tokens alone, or together with another model)."""
+    if reading is None:
+        model, suffix = load_run_model(config, name), ""
+    else:
+        model, suffix = load_reading(config, name, reading)
+    source, name = name, (checkpoint_run(name) or name) + suffix
     items = load_split(config, split)
     options = DecodingOptions(config.eval_beam, config.eval_max_length, no_repeat_sounds=not repeat_sounds)
     tic = time.time()
@@ -62,7 +69,8 @@ def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size:
         "examples": [{"audio_id": i.audio_id, "prediction": predictions[i.audio_id], "reference": i.captions[0]}
                      for i in items[:8]],
     }
-    out = run_path(config, "results", f"{name}.json")
+    # Other splits than the test split go in a folder of their own: the report's tables are of the test split.
+    out = run_path(config, "results", *([] if split == "test" else [split]), f"{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     m = result["metrics"]
@@ -70,7 +78,7 @@ def evaluate(config: PipelineConfig, name: str, split: str = "test", batch_size:
           f"SBERT {m.get('sbert_sim', float('nan')):.3f}  event-F1 {result['event_f1']['f1']:.3f}  -> {out}")
     if cross_source and (held_out.HELD_OUT_BANK / "manifest.csv").is_file() and sbert:
         # The measure that matters, beside the in-corpus one: the same model on the held-out packages.
-        held_out.score(config, source, model, options)
+        held_out.score(config, source, model, options, tag=suffix)
     elif cross_source:
         print(f"{name}: cross-source test skipped: no held-out bank at {held_out.HELD_OUT_BANK} "
               f"(`python -m train soundbank --held-out` builds it)")
@@ -89,9 +97,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "bank exists")
     parser.add_argument("--repeat-sounds", action="store_true",
                         help="let captions name a sound twice (turns off eacap's no_repeat_sounds rule)")
+    add_reading_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     evaluate(config_from_args(args), args.model, args.split, meteor=not args.no_meteor, sbert=not args.no_sbert,
-             cross_source=not args.no_cross_source, repeat_sounds=args.repeat_sounds)
+             cross_source=not args.no_cross_source, repeat_sounds=args.repeat_sounds, reading=args)
     return 0

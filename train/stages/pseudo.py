@@ -21,13 +21,13 @@ import torch
 from eacap.decoding import DecodingOptions
 from train.core.config import PipelineConfig, add_preset_arguments, config_from_args
 from train.core.data import load_split, pad_tokens, run_path, tokenize
-from train.core.models import frozen_layers, load_trained_teacher
+from train.core.models import frozen_layers, load_run_model, load_trained_teacher
 from train.core.teacher_cache import HiddenCache, TeacherTop, cached_captions
 
 SPLITS = ("train", "audio_only")
 
 
-def pseudo_captions(config: PipelineConfig, top: TeacherTop, split: str) -> None:
+def pseudo_captions(config: PipelineConfig, top: TeacherTop, split: str, partner: TeacherTop | None = None) -> None:
     out = run_path(config, "pseudo", f"{split}.jsonl")
     if out.is_file():
         return
@@ -36,7 +36,8 @@ def pseudo_captions(config: PipelineConfig, top: TeacherTop, split: str) -> None
     tic = time.time()
     indices = np.arange(len(items))
     options = DecodingOptions(config.pseudo_beam, config.eval_max_length)  # eacap's default rules: what users get
-    tokens, scores, embeddings = cached_captions(top, cache, indices, options)
+    tokens, scores, embeddings = cached_captions(top, cache, indices, options, partner=partner,
+                                                 weight=config.ensemble_weight)
     np.save(run_path(config, "pseudo", f"{split}_embedding.npy"), embeddings.astype(np.float32))
     with open(out.with_suffix(".tmp"), "w") as handle:
         for item, toks, score in zip(items, tokens, scores):
@@ -75,11 +76,36 @@ def token_distributions(config: PipelineConfig, top: TeacherTop, batch_size: int
     out.with_suffix(".tmp.npz").replace(out)
 
 
+def ensemble_partner(config: PipelineConfig, top: TeacherTop) -> TeacherTop | None:
+    """The preset's `ensemble_with` model over the same cache as `top`, or None. It must read the cached encoder
+    layers as they are: the same weights below `top.frozen`, to float16 (the precision of exported checkpoints and
+    of the cache)."""
+    if not config.ensemble_with:
+        return None
+    model = load_run_model(config, config.ensemble_with)
+    if model.tokenizer.tokenizer.get_vocab() != top.model.tokenizer.tokenizer.get_vocab():
+        raise SystemExit(f"{config.ensemble_with}: another tokenizer than this preset's teacher; an ensemble "
+                         "averages next-token scores, so both need the same")
+    def cached(key: str) -> bool:  # the encoder's input layers and its layers below top.frozen
+        parts = key.split(".")
+        return parts[0] != "layer_norm" and not (parts[0] == "layers" and int(parts[1]) >= top.frozen)
+
+    ours, theirs = top.model.encoder.state_dict(), model.encoder.state_dict()
+    if any(k not in theirs or not torch.equal(v.half(), theirs[k].half()) for k, v in ours.items() if cached(k)):
+        raise SystemExit(f"{config.ensemble_with}: its encoder's cached layers differ from this preset's teacher's, "
+                         "so it cannot read this preset's cache")
+    return TeacherTop(model, top.frozen).eval()
+
+
 def run(config: PipelineConfig, token_targets: bool = True) -> None:
     model = load_trained_teacher(config)
-    top = TeacherTop(model, frozen_layers(config)).eval()
+    # memory_dropout 1.0: a teacher that never reads the encoder's frames, in training or after (yamnet_tags)
+    top = TeacherTop(model, frozen_layers(config), config.memory_dropout).eval()
+    partner = ensemble_partner(config, top)
+    if partner is not None and token_targets:
+        raise SystemExit("pseudo: an ensemble teacher gives no token distributions; add --no-token-targets")
     for split in SPLITS:
-        pseudo_captions(config, top, split)
+        pseudo_captions(config, top, split, partner)
     if token_targets:
         token_distributions(config, top)
 
