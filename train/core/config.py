@@ -143,8 +143,14 @@ PRESETS["yamnet_tags"] = replace(PRESETS["yamnet_p"], name="yamnet_tags", run_di
 # the yamnet preset's caches.
 PRESETS["yamnet_ensemble"] = replace(PRESETS["yamnet_tags"], name="yamnet_ensemble",
                                      run_dir=RUNS_ROOT / "yamnet_ensemble", ensemble_with="checkpoints/teacher")
+# The same pair with all of the log-probabilities the shipped teacher's: its students learn the shipped teacher's
+# captions, and their encoder-KD target is still the mean of the shipped teacher's frames and of YAMNet's tags as
+# yamnet_tags reads them, so they differ from the shipped recipe by YAMNet's scores as an extra encoder target
+# (the idea of cross-model KD, Gong et al. 2022).
+PRESETS["yamnet_cmkd"] = replace(PRESETS["yamnet_ensemble"], name="yamnet_cmkd", run_dir=RUNS_ROOT / "yamnet_cmkd",
+                                 ensemble_weight=1.0)
 COMMITTED_RESULTS = ("full", "whisper_base", "base_extra", "yamnet", "yamnet_p", "yamnet_p70", "yamnet_tags",
-                     "yamnet_ensemble")
+                     "yamnet_ensemble", "yamnet_cmkd")
 
 
 def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
