@@ -216,9 +216,12 @@ def _meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[float
         stderr = process.stderr.read().decode(errors="replace").strip().splitlines()
         return math.nan, f"the METEOR jar failed ({error}); java said: {' | '.join(stderr[-3:]) or 'nothing'}"
     finally:
-        # Stop the JVM now rather than whenever the scorer is garbage-collected.
+        # Stop the JVM now rather than whenever the scorer is garbage-collected, and close its pipes.
         process.kill()
         process.wait()
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def _coco_scorers():
