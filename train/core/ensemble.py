@@ -7,7 +7,8 @@ evaluate`, `--tokens-only` and `--ensemble-with`).
   log-probabilities of both, each decoder attending to its own reading of the clip, are averaged, NAME's with
   weight W (a product of experts, renormalised by the search's log-softmax). Two readings that name different
   clips can only add up this way if each is confident where it is right; this measures whether they do, without
-  training anything. A diagnosis, not a model the app ships: it runs two encoders and two decoders per caption.
+  training anything. Not a model the app ships: it runs two encoders and two decoders per caption. `train pseudo`
+  decodes the same way (`pair_decode`) to make a student's targets from a preset's teacher and its `ensemble_with`.
 """
 from __future__ import annotations
 
