@@ -46,10 +46,15 @@ class SoundWords:
 
     def __post_init__(self) -> None:
         # Lookup tables for `block_named`, built once: column n of a row's "named" set means "no class"; the
-        # vocabulary's words of no class look up column n + 1, which is never set.
+        # vocabulary's words of no class look up column n + 1, which is never set. For compiled steps, the same as
+        # [n + 1, vocab] ones where row c marks the keywords of class c (row n, no class, marks none).
         n = len(self.classes)
         object.__setattr__(self, "_history_slot", self.token_class.masked_fill(self.token_class < 0, n))
         object.__setattr__(self, "_vocab_slot", self.token_class.masked_fill(self.token_class < 0, n + 1))
+        named = self.token_class >= 0
+        keywords = torch.zeros(n + 1, self.token_class.shape[0], device=self.token_class.device)
+        keywords[self.token_class[named], named.nonzero()[:, 0]] = 1.0
+        object.__setattr__(self, "_class_keywords", keywords)
 
     @classmethod
     def build(cls, vocab: Mapping[str, int], keywords: Mapping[str, Sequence[str]]) -> "SoundWords":
@@ -87,13 +92,22 @@ class SoundWords:
         a keyword already used in this one. Two keywords of a class in one clause stay allowed ("a gust of wind",
         "the sea breaks on the shore"). A few small tensor operations per step, whatever the number of rows: it runs
         at every decoding step, and a step of the small student costs well under a millisecond."""
+        from .decoding import ban  # decoding builds on this module
+
         if history.shape[1] == 0:
             return logp
-        n, device = len(self.classes), history.device
+        n = len(self.classes)
         named = self._history_slot[history]                                      # [rows, t]: class or n
         clause = self.clause[history].cumsum(1)                                  # the clause each token is in
         earlier = named.masked_fill(clause == clause[:, -1:], n)                 # only earlier clauses' sounds
-        seen = torch.zeros(history.shape[0], n + 2, dtype=torch.bool, device=device).scatter_(1, earlier, True)
+        if torch.compiler.is_compiling():
+            # Compiled steps (`eacap.graphs`): the classes' keywords as a product of ones (exact), then any keyword
+            # already said, without the gather of [rows, vocab] below, which Inductor makes a loop of scalar loads
+            # (see `decoding.ban`)
+            seen = torch.zeros(history.shape[0], n + 1, device=logp.device).scatter_(1, earlier, 1.0)
+            keywords = seen @ self._class_keywords[:, : logp.shape[1]]
+            return ban(logp.masked_fill_(keywords > 0, float("-inf")), history, named != n)
+        seen = torch.zeros(history.shape[0], n + 2, dtype=torch.bool, device=history.device).scatter_(1, earlier, True)
         mask = seen[:, self._vocab_slot[: logp.shape[1]]]                        # [rows, vocab]: their keywords
         mask.scatter_(1, history, named != n)                                    # and any keyword already said
         return logp.masked_fill_(mask, float("-inf"))

@@ -11,7 +11,7 @@ from conftest import make_tiny_models, tone
 
 import eacap
 from eacap import bench, cli, decoding
-from eacap.decoding import NoRepeatNgram, block_repeats, decode, token_mask
+from eacap.decoding import NoRepeatNgram, ban, block_repeats, decode, token_mask
 from eacap.devices import DeviceError, device_name, resolve_device
 
 CUDA = torch.cuda.is_available()
@@ -103,6 +103,48 @@ def test_token_mask_sets_only_the_hits():
     tokens = torch.tensor([[1, 2, 2], [3, 3, 0]])
     hit = torch.tensor([[True, False, True], [False, False, False]])
     assert token_mask(tokens, hit, 4).tolist() == [[False, True, True, False], [False] * 4]
+
+
+@pytest.mark.parametrize("compiling", [False, True])
+def test_ban_sets_only_the_hits_and_keeps_every_other_score(compiling, monkeypatch):
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)   # the compiled steps' form
+    logp = torch.randn(2, 4).log_softmax(-1)
+    logp[1, 3] = float("-inf")
+    tokens = torch.tensor([[1, 2, 2], [3, 3, 0]])
+    hit = torch.tensor([[True, False, True], [False, True, False]])   # token 2 missed once and hit once
+    out = ban(logp.clone(), tokens, hit)
+    assert torch.isinf(out).tolist() == [[False, True, True, False], [False, False, False, True]]
+    kept = ~torch.isinf(out)
+    assert torch.equal(out[kept], logp[kept]) and bool((out[~kept] == float("-inf")).all())
+
+
+def test_compiled_steps_filters_ban_exactly_what_the_eager_ones_do(monkeypatch):
+    """The score filters take another form inside compiled steps (`decoding.ban`, `SoundWords.block_named`): the
+    same scores, to the bit, on random histories rich in keywords and clause words, eager and static."""
+    from eacap.sounds import SoundWords
+    from train.corpus.manifest import load_classes
+
+    keywords = {name: entry["keywords"] for name, entry in load_classes().items() if not name.startswith("_")}
+    words = sorted({w for ks in keywords.values() for k in ks for w in k.split()} | {"while", "and", "as", "a"})
+    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>"] + words)}
+    sounds = SoundWords.build(vocab, keywords)
+    rules = [NoRepeatNgram(n) for n in (1, 2, 3)] + [decoding.NoRepeatSounds(sounds, "cpu")]
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(300):
+        rows, t = (int(torch.randint(low, high, (1,), generator=generator)) for low, high in ((1, 20), (1, 16)))
+        pool = torch.randint(0, len(vocab), (5 if trial % 2 else len(vocab),), generator=generator)
+        history = pool[torch.randint(0, len(pool), (rows, t + 2), generator=generator)]
+        history[:, t:] = vocab["<pad>"]   # a static step's buffer: unwritten positions hold <pad>
+        logp = torch.randn(rows, len(vocab), generator=generator).log_softmax(-1)
+        for rule in rules:
+            for position in (t, torch.tensor([t])):
+                written = history if torch.is_tensor(position) else history[:, :t]
+                monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)
+                eager = rule(logp.clone(), written, position)
+                monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+                compiled = rule(logp.clone(), written, position)
+                assert torch.equal(eager, compiled), (trial, rule, position)
+    monkeypatch.undo()
 
 
 @needs_cuda
