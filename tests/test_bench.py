@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,8 @@ def test_bench_end_to_end(tiny_checkpoints):
     assert any(line.startswith("EffB2-Trm (paper)") for line in lines)
     assert any(line.startswith("peak RSS: ") for line in lines)
     assert re.fullmatch(r"speed-up: latency \d+\.\dx, throughput \d+\.\dx", lines[-1])
+    assert any(re.match(r"in turn \(.*\): teacher .* ms, student .* ms, .*; latency \d+\.\dx, throughput \d+\.\dx$",
+                        line) for line in lines)
 
 
 def test_bench_json(tiny_checkpoints, capsys, tmp_path):
@@ -72,6 +75,29 @@ def test_bench_json(tiny_checkpoints, capsys, tmp_path):
     assert result["speedup"]["latency"] == pytest.approx(t["latency_seconds"] / s["latency_seconds"])
     assert result["speedup"]["throughput"] == pytest.approx(s["clips_per_second"] / t["clips_per_second"])
     assert result["threads"] == torch.get_num_threads() and result["peak_rss_mib"] > 0
+    turn = result["in_turn_speedup"]
+    assert turn["latency"] == pytest.approx(t["in_turn"]["latency_seconds"] / s["in_turn"]["latency_seconds"])
+    assert turn["throughput"] == pytest.approx(s["in_turn"]["clips_per_second"] / t["in_turn"]["clips_per_second"])
+
+
+def test_measure_times_each_model_after_itself_and_after_the_other(monkeypatch):
+    """Every round runs each model twice in a row: the first of the two is timed as `in turn` (right after the
+    other model), the second as `steady` (right after itself)."""
+    calls = []
+
+    def run_once(pipeline, waveforms, options, fixed, timing):
+        calls.append((pipeline.name, timing))
+        if timing is not None:
+            for stage in timing.stages:
+                timing.stages[stage].append(float(len(calls)))
+
+    monkeypatch.setattr(bench, "run_once", run_once)
+    monkeypatch.setattr(bench, "_compiles", lambda device: False)
+    pipelines = [types.SimpleNamespace(name=name) for name in ("teacher", "student")]
+    steady, in_turn = bench.measure(pipelines, torch.zeros(1, 10), None, True, repeats=2, warmup=1)
+    timed = [(name, "steady" if timing is steady[name] else "in turn") for name, timing in calls[2:]]
+    assert timed == [("teacher", "in turn"), ("teacher", "steady"), ("student", "in turn"), ("student", "steady")] * 2
+    assert steady["student"].stages["total"] == [6.0, 10.0] and in_turn["student"].stages["total"] == [5.0, 9.0]
 
 
 def test_bench_option_errors(tiny_checkpoints, capsys, tmp_path):

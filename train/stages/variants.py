@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     options = DecodingOptions(beam_size=3, max_length=20)
     clip = torch.randn(1, 160_000, generator=torch.Generator().manual_seed(0)) * 0.1
     # two warm-up runs: an encoder's TorchScript trace optimises itself on its second run at a new shape
-    latency = measure(pipelines, clip, options, True, args.repeats, 2)
-    throughput = measure(pipelines, clip.repeat(args.batch, 1), options, True, args.repeats, 2)
+    latency, _ = measure(pipelines, clip, options, True, args.repeats, 2)   # each model right after itself
+    throughput, _ = measure(pipelines, clip.repeat(args.batch, 1), options, True, args.repeats, 2)
     t_lat, t_batch = latency["teacher"].median("total"), throughput["teacher"].median("total")
     rows = []
     for p in pipelines:
