@@ -6,8 +6,10 @@ What is timed: the model stages from a 16 kHz waveform already in memory (front-
 the same `eacap.decoding.decode` for every model), under `torch.inference_mode`, after warm-up runs. File
 decoding is left out: it is the same for every model. Latency is one clip at batch 1; throughput is `--batch`
 clips in one call. Models take turns within each repeat, so a burst of load from elsewhere on the machine hits
-all of them rather than one; the figures are medians over the repeats. The fastest repeat is reported as well:
-on a machine shared with other work, it is the closest measure of what the code itself costs.
+all of them rather than one; in its turn a model captions twice, and the second caption, right after one of its
+own, is the headline (a process serving that model), while the first, right after the other model, is reported
+as `in turn` (the app's order; see `measure`). The figures are medians over the repeats. The fastest repeat is
+reported as well: on a machine shared with other work, it is the closest measure of what the code itself costs.
 
 On a GPU the front-ends, the traced encoders and every decoding step replay CUDA graphs once warm (`eacap.graphs`;
 the warm-up runs capture them), and on a CPU the decoding steps run compiled (the warm-up starts the compile and
