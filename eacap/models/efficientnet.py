@@ -21,7 +21,7 @@ from .packed_linear import cached_by_weights
 from .tracing import trace
 
 # Clips per CNN pass at inference, per device type (see EfficientNetEncoder.forward); None: the whole batch at once.
-INFERENCE_CHUNK = {"cpu": 8}
+INFERENCE_CHUNK = {"cpu": 16}
 
 
 @dataclass(frozen=True)
