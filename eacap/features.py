@@ -43,11 +43,11 @@ STUDENT_FRONTEND = FrontendConfig("logmel", n_mels=64, n_fft=512, hop_length=160
 TEACHER_FRONTEND = FrontendConfig("whisper", n_mels=80, n_fft=400, hop_length=160)
 YAMNET_FRONTEND = FrontendConfig("yamnet", n_mels=64, n_fft=512, hop_length=160)
 WHISPER_WINDOW = 30 * SAMPLE_RATE
-# Clips per STFT pass on a CPU. A batch's complex spectrogram overflows the CPU caches (32 clips of 10 s: 66 MB),
-# and buffers that large are fetched fresh from the system on every call, so chunks of two clips run fastest
-# (docs/performance.md). A GPU takes the batch whole. Every clip's features depend on that clip alone, so chunking
-# changes no number.
-FRONTEND_CHUNK = 2
+# Clips per STFT pass on a CPU, per front-end kind. A batch's complex spectrogram overflows the CPU caches (32 clips
+# of 10 s: 66 MB), so a batch goes in chunks; how many clips a chunk holds best depends on the front-end's frames
+# and was timed in the benchmark's pipeline (docs/performance.md). A GPU takes the batch whole. Every clip's features
+# depend on that clip alone, so chunking changes no number (tested to the bit).
+FRONTEND_CHUNK = {"logmel": 8, "whisper": 4, "yamnet": 2}
 
 
 def centred_stft(x: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,7 @@ def power_spectrum(stft: torch.Tensor) -> torch.Tensor:
 
 class Frontend(nn.Module):
     """(waveforms [B, N], lengths [B]) -> (features [B, n_mels, T], frame_lengths [B]), `FRONTEND_CHUNK` clips
-    at a time; subclasses define `features` for one chunk."""
+    at a time on a CPU; subclasses define `features` for one chunk."""
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if waveforms.device.type == "cuda":  # the whole batch, replayed as one CUDA graph per batch shape
@@ -77,9 +77,10 @@ class Frontend(nn.Module):
                 from .graphs import GraphedCall
                 graphed = self.__dict__["_graphed"] = GraphedCall(self.features, type(self).__name__)
             return graphed(waveforms, lengths)
-        if waveforms.shape[0] <= FRONTEND_CHUNK:
+        chunk = FRONTEND_CHUNK[self.config.kind]
+        if waveforms.shape[0] <= chunk:
             return self.features(waveforms, lengths)
-        parts = [self.features(w, n) for w, n in zip(waveforms.split(FRONTEND_CHUNK), lengths.split(FRONTEND_CHUNK))]
+        parts = [self.features(w, n) for w, n in zip(waveforms.split(chunk), lengths.split(chunk))]
         return torch.cat([f for f, _ in parts]), torch.cat([n for _, n in parts])
 
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
