@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from eacap.features import STUDENT_FRONTEND, LogMel, WhisperLogMel, YamnetLogMel
+from eacap.features import STUDENT_FRONTEND, LogMel, WhisperLogMel, YamnetLogMel, centred_stft
 
 
 def signal(seconds: float, seed: int = 0) -> np.ndarray:
@@ -86,3 +86,35 @@ def test_frontends_in_chunks_equal_one_pass(monkeypatch):
             monkeypatch.setitem(features.FRONTEND_CHUNK, kind, chunk)
             chunked, chunked_frames = frontend(batch, lengths)
             assert torch.equal(whole_frames, chunked_frames) and torch.equal(whole, chunked), (kind, chunk)
+
+
+@pytest.mark.parametrize("frontend", [LogMel(STUDENT_FRONTEND), LogMel(LogMel().config), WhisperLogMel()],
+                         ids=["student", "logmel-default", "whisper"])
+def test_mel_power_by_bands_is_the_dense_product(frontend):
+    """`MelPower` multiplies each band of filters by the bins it covers only: the bands hold every non-zero weight
+    of the filterbank (rebuilt, it is the same matrix), and the mel power is the dense product to float rounding."""
+    fb, mel = frontend.mel_fb, frontend.mel_power
+    rebuilt = torch.zeros_like(fb)
+    for index, (first, end, lo, hi) in enumerate(mel.bands):
+        rebuilt[first:end, lo:hi] = getattr(mel, f"band{index}")[::2].t()
+    assert torch.equal(rebuilt, fb)
+    assert sum((end - first) * (hi - lo) for first, end, lo, hi in mel.bands) < fb.numel() / 2
+    rng = np.random.default_rng(0)
+    stft = torch.from_numpy(rng.standard_normal((3, 7, fb.shape[1], 2)).astype(np.float32))
+    stft = torch.view_as_complex(stft)
+    dense = fb @ (stft.abs() ** 2).transpose(1, 2)
+    ours = mel(stft.clone())
+    assert ours.shape == dense.shape == (3, fb.shape[0], 7)
+    assert torch.allclose(ours, dense, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_fft, hop", [(1024, 640), (400, 160), (512, 160)])
+def test_centred_stft_is_torch_stft_to_the_bit(n_fft, hop):
+    """The reflection padding built by concatenation: torch.stft's numbers (center=True, reflect padding),
+    frames-major, at every length from the shortest it reflects on and at whole and odd multiples of the hop."""
+    window = torch.hann_window(n_fft)
+    generator = torch.Generator().manual_seed(0)
+    for length in [*range(n_fft // 2 + 1, n_fft // 2 + 3 * hop + 40, 13), 16000, 16000 + hop // 3, 160000]:
+        x = torch.randn(2, length, generator=generator)
+        expected = torch.stft(x, n_fft, hop, window=window, center=True, pad_mode="reflect", return_complex=True)
+        assert torch.equal(centred_stft(x, n_fft, hop, window), expected.transpose(1, 2)), length
