@@ -202,11 +202,19 @@ def targets_section(config: PipelineConfig, results: list[dict], teacher: dict |
     bench_path = run_path(config, "results", BENCH_FILE)
     if bench_path.is_file():
         bench = json.loads(bench_path.read_text())
-        speed = bench["speedup"]
-        rows.append(("student throughput (batch 32) >= 19x the teacher's", f"{speed['throughput']:.1f}x",
-                     _verdict(speed["throughput"] >= 19)))
-        rows.append(("student latency (batch 1) >= 8x lower", f"{speed['latency']:.1f}x",
-                     _verdict(speed["latency"] >= 8)))
+        speed, in_turn = bench["speedup"], bench.get("in_turn_speedup")
+        on = "on two cores" if bench.get("device", "cpu") == "cpu" and bench.get("threads") == 2 else "on this machine"
+        for key, label, targets in (("throughput", "student throughput (batch 32) >= {}x the teacher's", (19, 25)),
+                                    ("latency", "student latency (batch 1) >= {}x lower", (8, 10))):
+            # Each model timed right after a caption of its own, the headline; in turn, as the app runs them
+            measured = f"{speed[key]:.1f}x" + (f" (in turn: {in_turn[key]:.1f}x)" if in_turn else "")
+            for index, target in enumerate(targets):
+                rows.append((label.format(target) + (f", the aim {on}" if index else ""), measured,
+                             _verdict(speed[key] >= target)))
+        operations = bench.get("models", {}).get("student", {}).get("aten_ops_per_caption")
+        if operations:
+            rows.append(("student ATen operator calls per caption <= 1,300", f"{operations['total']:,}",
+                         _verdict(operations["total"] <= 1300)))
         ref = bench.get("student_vs_reference")
         if ref:
             rows.append(("student faster than the paper's EfficientNet-B2 student",
