@@ -209,6 +209,21 @@ def run_once(pipeline: Pipeline, waveforms: torch.Tensor, options: DecodingOptio
         timing.tokens = [len(t) + 1 for t in hyps.tokens]  # + </s>
 
 
+def step_products(decoder: CaptionDecoder) -> dict[str, str]:
+    """How many of a decoder's step products took each way (`packed_linear.choose_products`), per number of rows
+    timed: {"3": "serial 5 / serial 5", ...}, the eager ways before the slash, the compiled ones after."""
+    chosen: dict[int, list] = {}
+    for linear in decoder.step_plan().linears():
+        for rows, ways in linear.chosen.items():
+            chosen.setdefault(rows, []).append(ways)
+
+    def tally(ways: list) -> str:
+        return ", ".join(f"{way} {ways.count(way)}" for way in sorted(set(ways), key=ways.index))
+
+    return {str(rows): f"{tally([w[0] for w in ways])} / {tally([w[1] or w[0] for w in ways])}"
+            for rows, ways in sorted(chosen.items())}
+
+
 def count_operations(pipeline: Pipeline, waveform: torch.Tensor, options: DecodingOptions, fixed: bool) -> dict:
     """ATen operator calls per caption, per stage: every `aten::` event `torch.profiler` records for one caption of
     `waveform` (warm: call after `measure`), nested calls included. The CPU-side count of dispatched operations:
@@ -349,6 +364,7 @@ def run(args) -> dict:
                                           for s in ("frontend", "encoder", "decoder")},
                         "clips_per_second": args.batch / throughput_in_turn[p.name].median("total")},
             "aten_ops_per_caption": operations[p.name],
+            "step_products": step_products(p.decoder),
         }
     t, s = models["teacher"], models["student"]
     result = {
@@ -397,6 +413,11 @@ def report(result: dict) -> str:
         f"{name} {m['aten_ops_per_caption']['total']:,} ({m['aten_ops_per_caption']['frontend']:,} + "
         f"{m['aten_ops_per_caption']['encoder']:,} + {m['aten_ops_per_caption']['decoder']:,})"
         for name, m in result["models"].items() if "aten_ops_per_caption" in m))
+    products = {name: m["step_products"] for name, m in result["models"].items() if m.get("step_products")}
+    if products:
+        lines.append("decoding step products, the way timing chose (rows: eager / compiled): " + "; ".join(
+            f"{name} " + ", ".join(f"{rows} rows: {ways}" for rows, ways in chosen.items())
+            for name, chosen in products.items()))
     lines.append(f"peak RSS: {result['peak_rss_mib']:.0f} MiB (the whole process: all models and runs)")
     if "student_vs_reference" in result:
         ref = result["student_vs_reference"]

@@ -15,6 +15,7 @@ from conftest import make_tiny_models, tone
 import eacap
 from eacap import bench, graphs
 from eacap.decoding import BeamSearch, NoRepeatNgram, NoRepeatSounds, decode
+from eacap.models import packed_linear
 from eacap.sounds import SoundWords
 
 CUDA = torch.cuda.is_available()
@@ -293,6 +294,36 @@ def test_compiled_fixed_length_steps(compiling):
             entry.compiled(entry.position)
     calls = {event.name for event in trace.events()}
     assert not calls & {"aten::addmm", "aten::baddbmm", "aten::copy_", "aten::expand"}, calls
+
+
+@pytest.mark.skipif(not packed_linear.PREPACK, reason="this torch build has no fbgemm")
+@pytest.mark.parametrize("way", ["packed", "serial"])
+def test_compiled_steps_call_the_packed_products_and_give_the_eager_captions(compiling, monkeypatch, way):
+    """A float16-stored model's products taken the packed ways (`packed_linear.PackedLinear`, where timing on the
+    machine picks them) inside compiled steps: through the custom operator, the captions of eager steps."""
+    if way == "serial" and not packed_linear.SERIAL:
+        pytest.skip("this torch has no serial fbgemm product")
+    monkeypatch.setattr(packed_linear, "PRODUCTS", way)
+    student = _keywords_model()
+    with torch.no_grad():
+        for parameter in student.parameters():
+            parameter.copy_(parameter.half().float())
+    special, sounds = student.tokenizer.special, student.sound_words
+    options = eacap.DecodingOptions(beam_size=3, max_length=10)
+    torch.manual_seed(5)
+    frames, lengths = torch.randn(2, 8, student.config.encoder.out_dim), torch.tensor([8, 5])
+    eager = _eager(student.decoder, frames, lengths, special, options, sounds)
+    decode(student.decoder, frames, lengths, special, options, sounds)
+    graphs.wait()
+    [entry] = _compiled_entries(student.decoder)
+    compiled = decode(student.decoder, frames, lengths, special, options, sounds)
+    assert compiled.tokens == eager.tokens and compiled.scores == pytest.approx(eager.scores, abs=1e-4)
+    with torch.inference_mode():
+        entry.start(student.decoder, frames, lengths)
+        with torch.profiler.profile() as trace:
+            entry.compiled(entry.position)
+    calls = [event.name for event in trace.events()]
+    assert "eacap::linear_fp16" in calls and "aten::mm" not in calls
 
 
 def test_a_failed_compile_warns_once_and_decodes_eagerly(monkeypatch):

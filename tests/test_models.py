@@ -295,6 +295,40 @@ def test_unpacked_step_weights_multiply_transposed_and_equal_f_linear():
 
 
 @pytest.mark.skipif(not packed_linear.PREPACK, reason="this torch build has no fbgemm")
+def test_step_products_are_timed_every_way_and_each_keeps_one(monkeypatch):
+    """`choose_products` times every way a step's product may run at a number of rows and keeps one for eager and
+    one for compiled calls; every way gives F.linear's numbers; rows beyond PACKED_MAX_ROWS and weights that are not
+    float16-exact (one way only) are not timed; EACAP_PRODUCTS forces a way."""
+    torch.manual_seed(0)
+    exact = [packed_linear.PackedLinear(torch.randn(out, 32).half().float(), torch.randn(out).half().float())
+             for out in (48, 96)]
+    inexact = packed_linear.PackedLinear(torch.randn(48, 32), torch.randn(48))
+    assert inexact.ways() == ["plain"]
+    assert exact[0].ways() == ["plain", "packed"] + (["serial"] if packed_linear.SERIAL else [])
+    packed_linear.choose_products(exact + [inexact], 3, rounds=4)
+    packed_linear.choose_products(exact, packed_linear.PACKED_MAX_ROWS + 1, rounds=4)
+    assert inexact.chosen == {}
+    x = torch.randn(3, 32)
+    for linear in exact:
+        assert set(linear.chosen) == {3} and set(linear.chosen[3]) <= set(linear.ways())
+        with torch.inference_mode():
+            assert linear.way(x) == linear.chosen[3][0]
+            for way in linear.ways():
+                expected = torch.nn.functional.linear(x, linear.weight, linear.bias)
+                assert torch.allclose(linear.product(x, way), expected, atol=1e-5), way
+                assert torch.allclose(torch.ops.eacap.linear_fp16(x, linear.key, way == "serial"), expected,
+                                      atol=1e-5) or way == "plain"
+    for way in packed_linear.WAYS:
+        monkeypatch.setattr(packed_linear, "PRODUCTS", way)
+        with torch.inference_mode():
+            assert exact[0].way(x) == (way if way in exact[0].ways() else "plain") and inexact.way(x) == "plain"
+        assert exact[0].way(x) == "plain"   # autograd on: the plain product
+    assert packed_linear.products_setting("serial") == "serial"
+    with pytest.warns(UserWarning, match="EACAP_PRODUCTS='fast' is not one of auto, plain, packed, serial"):
+        assert packed_linear.products_setting("fast") == "auto"
+
+
+@pytest.mark.skipif(not packed_linear.PREPACK, reason="this torch build has no fbgemm")
 def test_prepacked_decoding_gives_the_same_captions(monkeypatch):
     """A float16-stored model decodes to the same tokens and scores with and without the prepacked path."""
     monkeypatch.setattr(packed_linear, "PACKED_MIN_WEIGHTS", 0)  # the tiny models' weights are all small

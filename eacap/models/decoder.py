@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import activation
-from .packed_linear import Linear, PackedLinear, cached_by_weights, linear
+from .packed_linear import Linear, PackedLinear, cached_by_weights, choose_products, linear
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,9 @@ class CaptionDecoder(nn.Module):
         length = min(length or self.config.max_length, self.config.max_length)
         cross = self.cross_attention(frames, lengths, group, static)
         rows, heads, width = frames.shape[0] * group, self.config.heads, self.config.width
+        if frames.device.type == "cpu":   # which library multiplies `rows` rows fastest here, timed once per count
+            from .. import graphs  # eacap.graphs builds on the decoder
+            choose_products(self.step_plan().linears(), rows, compiled=graphs.compiled(frames.device))
         # Every layer's self-attention keys and values for every position a caption can reach, allocated once:
         # a step writes one position in place, and beam search reorders all layers in one call.
         shape = (len(self.layers), 2, rows, heads, length, width // heads)
@@ -344,6 +347,12 @@ class StepPlan:
     activation: object         # the FFN's activation function
     thread_choices: dict = field(default_factory=dict)  # eacap.decoding.FasterChoice per (rows, caller's threads)
     graphs: object = field(default_factory=lambda: _graph_cache())  # captured decoding steps (eacap.graphs)
+
+    def linears(self) -> list[PackedLinear]:
+        """Every product of a step, in the order a step runs them."""
+        return [linear for layer in self.layers for linear in (layer.qkv, layer.self_out, layer.cross_q,
+                                                                 layer.cross_out, layer.ffn_in, layer.ffn_out)] \
+            + [self.logits]
 
     @staticmethod
     def build(decoder: CaptionDecoder) -> "StepPlan":
