@@ -222,7 +222,8 @@ def targets_section(config: PipelineConfig, results: list[dict], teacher: dict |
                          _verdict(ref["latency"] > 1 and ref["throughput"] > 1)))
     if not rows:
         return []
-    bench_note = (f" Speed: `python -m eacap.bench --save {bench_path}` ({bench['threads']} threads, "
+    bench_note = (f" Speed: `python -m eacap.bench --save {bench_path}` (on {bench.get('device_name') or 'a CPU'}: "
+                  f"{bench['threads']} threads, "
                   f"{bench['repeats']} repeats, beam {bench['beam_size']}, {bench['clip_seconds']:.0f} s clip, "
                   f"torch {bench['torch']}"
                   f"{', compiled decoding steps' if bench.get('compiled_steps') else ''})." if bench_path.is_file() else
