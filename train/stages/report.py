@@ -335,7 +335,9 @@ def realworld_section(config: PipelineConfig) -> list[str]:
             "again in a later clause by any of its keywords (\"a songbird chirps as a bird is chirping\"). Decoding "
             "rules: *n-gram N*, no word sequence of N tokens twice; *sounds*, no sound named again "
             "(`no_repeat_sounds`); both are eacap's defaults. `python -m train realworld --model ...` writes these "
-            "rows.", "",
+            "rows. A row named `A_with_B_wW` reads two models together, B's next-token log-probabilities at "
+            "weight W and A's at 1 - W; where several weights of one pair are listed, all were scored on this split, "
+            "so the best of them is a choice made on the split it is scored on, not a held-out result.", "",
             "| model | decoding rules | names every sound | singles | mixes | event P / R | names one twice | SBERT |",
             "|---|---|---|---|---|---|---|---|", *rows, ""]
 
