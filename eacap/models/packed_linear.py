@@ -174,7 +174,7 @@ class PackedLinear:
         chosen = self.chosen.get(x.numel() // x.shape[-1])
         if chosen is None:   # not timed at this number of rows: the rule (compiled steps: the plain GEMM)
             return "packed" if self.weight_t is None and not compiling else "plain"
-        return chosen[compiling] or chosen[0]
+        return chosen[1 if compiling else 0] or chosen[0]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.product(x, self.way(x))
@@ -198,8 +198,8 @@ class PackedLinear:
 
 
 WAYS = ("plain", "packed", "serial")
-# How a step's products run (`choose_products`): "auto" times the ways on this machine; any of `WAYS` forces that
-# one wherever it may run (the plain GEMM elsewhere).
+
+
 def products_setting(value: str) -> str:
     """The EACAP_PRODUCTS setting `value`, or "auto" (with a warning) where it is none of the settings."""
     if value in ("auto",) + WAYS:
@@ -208,6 +208,8 @@ def products_setting(value: str) -> str:
     return "auto"
 
 
+# How a step's products run (`choose_products`): "auto" times the ways on this machine; any of `WAYS` forces that
+# one wherever it may run (the plain GEMM elsewhere).
 PRODUCTS = products_setting(os.environ.get("EACAP_PRODUCTS", "auto"))
 # The serial way: PyTorch marks these two functions deprecated (to be removed in a later release, while torch is
 # pinned here); without them the serial way is not offered.
