@@ -211,7 +211,8 @@ def run_once(pipeline: Pipeline, waveforms: torch.Tensor, options: DecodingOptio
 
 def step_products(decoder: CaptionDecoder) -> dict[str, str]:
     """How many of a decoder's step products took each way (`packed_linear.choose_products`), per number of rows
-    timed: {"3": "serial 5 / serial 5", ...}, the eager ways before the slash, the compiled ones after."""
+    timed: {"3": "serial 5 / serial 5", ...}, the eager ways before the slash, the compiled ones after (where this
+    process compiles decoding steps)."""
     chosen: dict[int, list] = {}
     for linear in decoder.step_plan().linears():
         for rows, ways in linear.chosen.items():
@@ -220,7 +221,8 @@ def step_products(decoder: CaptionDecoder) -> dict[str, str]:
     def tally(ways: list) -> str:
         return ", ".join(f"{way} {ways.count(way)}" for way in sorted(set(ways), key=ways.index))
 
-    return {str(rows): f"{tally([w[0] for w in ways])} / {tally([w[1] or w[0] for w in ways])}"
+    return {str(rows): f"{tally([w[0] for w in ways])} / "
+                       + (tally([w[1] for w in ways]) if all(w[1] for w in ways) else "not timed (no compiled steps)")
             for rows, ways in sorted(chosen.items())}
 
 
